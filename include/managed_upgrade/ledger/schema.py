@@ -1,0 +1,87 @@
+"""Creates and migrates the ledger schema, safely from several processes at once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+from psycopg2 import sql
+
+DEFAULT_SCHEMA = "managed_upgrade"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Any constant works; it only has to be the same for every migrating process.
+_ADVISORY_LOCK_KEY = 0x4D555047  # "MUPG"
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered SQL file of ``migrations/``."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def available_migrations() -> list[Migration]:
+    """Every migration shipped with the package, in version order."""
+    found = []
+    for entry in resources.files("managed_upgrade.ledger").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"ledger migrations must be numbered 0001.. without gaps, found {versions}")
+    return found
+
+
+def _applied_versions(cursor, schema: str) -> set[int]:
+    cursor.execute(
+        "SELECT 1 FROM information_schema.tables"
+        " WHERE table_schema = %s AND table_name = 'schema_migrations'",
+        (schema,),
+    )
+    if cursor.fetchone() is None:
+        return set()
+    cursor.execute(sql.SQL("SELECT version FROM {}.schema_migrations").format(sql.Identifier(schema)))
+    return {row[0] for row in cursor.fetchall()}
+
+
+def pending_migrations(connection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+    """Migrations not yet applied to ``schema``."""
+    with connection.cursor() as cursor:
+        applied = _applied_versions(cursor, schema)
+    return [m for m in available_migrations() if m.version not in applied]
+
+
+def migrate(connection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+    """Apply pending migrations in one transaction each; returns what was applied.
+
+    An advisory lock serialises concurrent callers (several workers starting at once), and each
+    migration runs with ``search_path`` set to the ledger schema so the SQL files stay schema-free.
+    """
+    applied_now: list[Migration] = []
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_LOCK_KEY,))
+        cursor.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        cursor.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
+                " version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            ).format(sql.Identifier(schema))
+        )
+        applied = _applied_versions(cursor, schema)
+        cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        for migration in available_migrations():
+            if migration.version in applied:
+                continue
+            cursor.execute(migration.sql)
+            cursor.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (migration.version, migration.name),
+            )
+            applied_now.append(migration)
+    return applied_now

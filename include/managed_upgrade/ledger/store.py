@@ -1,0 +1,243 @@
+"""Reads and writes ledger rows; the one place that knows the ledger's SQL.
+
+Operators, the listener and the manager views call these methods instead of writing SQL of their
+own, so a column change is a change here and in a migration, nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from psycopg2 import sql
+from psycopg2.extras import Json, RealDictCursor
+
+from managed_upgrade.ledger.schema import DEFAULT_SCHEMA
+
+
+class Ledger:
+    """A ledger bound to one open psycopg2 connection and schema."""
+
+    def __init__(self, connection, schema: str = DEFAULT_SCHEMA) -> None:
+        self._connection = connection
+        self._schema = schema
+
+    @contextmanager
+    def _cursor(self) -> Iterator[RealDictCursor]:
+        with self._connection, self._connection.cursor(cursor_factory=RealDictCursor) as cursor:
+            cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self._schema)))
+            yield cursor
+
+    # -- runs ---------------------------------------------------------------------------------
+    def record_run(self, dag_id: str, run_id: str, customer_id: str, conf: dict[str, Any]) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO runs (dag_id, run_id, customer_id, conf) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (dag_id, run_id) DO UPDATE SET conf = EXCLUDED.conf",
+                (dag_id, run_id, customer_id, Json(conf)),
+            )
+
+    def finish_run(self, dag_id: str, run_id: str, summary: dict[str, Any]) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE runs SET summary = %s, finished_at = now() WHERE dag_id = %s AND run_id = %s",
+                (Json(summary), dag_id, run_id),
+            )
+
+    # -- activity events ----------------------------------------------------------------------
+    def record_event(
+        self,
+        dag_id: str,
+        run_id: str,
+        activity_key: str,
+        event: str,
+        *,
+        at: datetime,
+        try_number: int = 1,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record an event once; returns False when it was already there (idempotent replays)."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO activity_events (dag_id, run_id, activity_key, event, try_number, at, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (dag_id, run_id, activity_key, event, try_number, at, Json(detail or {})),
+            )
+            return cur.fetchone() is not None
+
+    def events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT activity_key, event, try_number, at, detail FROM activity_events"
+                " WHERE dag_id = %s AND run_id = %s ORDER BY at, id",
+                (dag_id, run_id),
+            )
+            return list(cur.fetchall())
+
+    # -- gate answers -------------------------------------------------------------------------
+    def record_gate_answer(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        try_number: int,
+        responded_by: str,
+        responded_at: datetime,
+        chosen_options: list[str],
+        params_input: dict[str, Any],
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO gate_answers (dag_id, run_id, task_id, try_number, responded_by, responded_at,"
+                " chosen_options, params_input) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (
+                    dag_id,
+                    run_id,
+                    task_id,
+                    try_number,
+                    responded_by,
+                    responded_at,
+                    Json(chosen_options),
+                    Json(params_input),
+                ),
+            )
+
+    def gate_answers(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT task_id, try_number, responded_by, responded_at, chosen_options, params_input"
+                " FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
+                (dag_id, run_id),
+            )
+            return list(cur.fetchall())
+
+    # -- backups ------------------------------------------------------------------------------
+    def record_backup(
+        self,
+        backup_id: str,
+        dag_id: str,
+        run_id: str,
+        customer_id: str,
+        environment: str,
+        location: str,
+        version: str,
+        descriptor: dict[str, Any],
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO backups (backup_id, dag_id, run_id, customer_id, environment, location, version,"
+                " descriptor) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (backup_id) DO UPDATE SET descriptor = EXCLUDED.descriptor",
+                (backup_id, dag_id, run_id, customer_id, environment, location, version, Json(descriptor)),
+            )
+
+    def mark_backups_pruned(self, backup_ids: list[str]) -> None:
+        if not backup_ids:
+            return
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE backups SET pruned_at = now() WHERE backup_id = ANY(%s) AND pruned_at IS NULL",
+                (backup_ids,),
+            )
+
+    def backups(self, customer_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT backup_id, dag_id, run_id, environment, location, version, created_at, descriptor,"
+                " pruned_at FROM backups WHERE customer_id = %s AND (%s IS NULL OR environment = %s)"
+                " ORDER BY created_at DESC",
+                (customer_id, environment, environment),
+            )
+            return list(cur.fetchall())
+
+    # -- test reports and fixes ---------------------------------------------------------------
+    def save_test_report(
+        self,
+        dag_id: str,
+        run_id: str,
+        environment: str,
+        round_number: int,
+        report: dict[str, Any],
+        junit_xml: str,
+        markdown: str,
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO test_reports (dag_id, run_id, environment, round, report, junit_xml, markdown)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dag_id, run_id, environment, round)"
+                " DO UPDATE SET report = EXCLUDED.report, junit_xml = EXCLUDED.junit_xml,"
+                " markdown = EXCLUDED.markdown, created_at = now()",
+                (dag_id, run_id, environment, round_number, Json(report), junit_xml, markdown),
+            )
+
+    def test_reports(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT environment, round, created_at, report, junit_xml, markdown FROM test_reports"
+                " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
+                " ORDER BY environment, round",
+                (dag_id, run_id, environment, environment),
+            )
+            return list(cur.fetchall())
+
+    def record_fix(
+        self,
+        dag_id: str,
+        run_id: str,
+        environment: str,
+        round_number: int,
+        recorded_by: str,
+        description: str,
+        bundle: dict[str, Any],
+    ) -> None:
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO fixes (dag_id, run_id, environment, round, recorded_by, description, bundle)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dag_id, run_id, environment, round)"
+                " DO UPDATE SET recorded_by = EXCLUDED.recorded_by, description = EXCLUDED.description,"
+                " bundle = EXCLUDED.bundle",
+                (dag_id, run_id, environment, round_number, recorded_by, description, Json(bundle)),
+            )
+
+    def fixes(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT environment, round, recorded_by, recorded_at, description, bundle FROM fixes"
+                " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
+                " ORDER BY environment, round",
+                (dag_id, run_id, environment, environment),
+            )
+            return list(cur.fetchall())
+
+    # -- SLA misses ---------------------------------------------------------------------------
+    def record_sla_miss(
+        self,
+        dag_id: str,
+        run_id: str,
+        budget_unit: str,
+        owner: str,
+        budget_days: float,
+        planned_finish: datetime,
+        overrun_days: float,
+    ) -> bool:
+        """Insert the miss unless it is already known; True means this caller must alert."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO sla_misses (dag_id, run_id, budget_unit, owner, budget_days, planned_finish,"
+                " overrun_days) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (dag_id, run_id, budget_unit, owner, budget_days, planned_finish, overrun_days),
+            )
+            return cur.fetchone() is not None
+
+    def sla_misses(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT run_id, budget_unit, owner, budget_days, planned_finish, detected_at, overrun_days,"
+                " notified FROM sla_misses WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
+                " ORDER BY detected_at",
+                (dag_id, run_id, run_id),
+            )
+            return list(cur.fetchall())

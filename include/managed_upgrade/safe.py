@@ -1,0 +1,263 @@
+"""Strict patterns for every identifier, version, path and host that may reach a shell, SQL or a URL.
+
+Values from customer configs and trigger forms end up in SSH command lines, file names and database
+names. Rather than trusting each caller to quote, they are accepted only if they match a pattern that
+cannot carry shell metacharacters (no spaces, quotes, ``;``, ``$``, backticks or newlines). The pattern
+strings are plain ``^...$`` regexes so the same text serves pydantic (Rust regex), the JSON schema of the
+Airflow trigger form (JavaScript) and ``re.fullmatch`` here.
+
+Also home of the small helpers that turn pydantic errors into "<file>: <field.path>: <message>" lines.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, StringConstraints, ValidationError
+from pydantic_core import PydanticCustomError
+
+# --- patterns (anchored; always matched whole) ---------------------------------------------------
+
+CUSTOMER_ID_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+"""Customer ids become DAG ids, database names and directory names."""
+
+CASE_ID_PATTERN = r"^[A-Z][A-Z0-9-]{2,31}$"
+"""Request case ids of the customer's support portal, e.g. ``CASE-1042``."""
+
+VERSION_PATTERN = r"^\d{1,4}\.\d{1,4}\.\d{1,4}$"
+"""Release versions ``major.minor.patch``; they name release directories."""
+
+CONN_ID_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+"""Airflow connection ids (they also become ``AIRFLOW_CONN_<ID>`` variable names)."""
+
+PRODUCT_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
+"""Product names in the release repository, e.g. ``aurea-crm``."""
+
+SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+"""Ids of stages, activities, budget groups, test cases and settings keys used as task or file names."""
+
+ABSOLUTE_PATH_PATTERN = r"^/[A-Za-z0-9._/-]{0,4095}$"
+"""Absolute POSIX paths of plain characters; ``..`` segments are rejected separately."""
+
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+"""Airflow user names assigned to human gates."""
+
+HOST_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
+"""Host names or IPv4 addresses (no user info, no port)."""
+
+_PATTERNS_BY_NAME = {
+    "customer id": CUSTOMER_ID_PATTERN,
+    "case id": CASE_ID_PATTERN,
+    "version": VERSION_PATTERN,
+    "connection id": CONN_ID_PATTERN,
+    "product": PRODUCT_PATTERN,
+    "id": SLUG_PATTERN,
+    "absolute path": ABSOLUTE_PATH_PATTERN,
+    "user name": USERNAME_PATTERN,
+    "host": HOST_PATTERN,
+}
+
+
+class UnsafeValueError(ValueError):
+    """A value does not match the strict pattern required before it may reach a shell."""
+
+
+def require(kind: str, value: str) -> str:
+    """Return ``value`` if it is a safe ``kind`` (a key of the patterns above), else raise.
+
+    For code outside pydantic models (trigger-form values, CLI arguments) that must re-check a value
+    right before using it in a command line.
+    """
+    pattern = _PATTERNS_BY_NAME[kind]
+    if not isinstance(value, str) or not re.fullmatch(pattern, value):
+        raise UnsafeValueError(f"{value!r} is not a valid {kind} (must match {pattern})")
+    if kind == "absolute path":
+        _check_no_parent_segment(value)
+    return value
+
+
+def is_safe(kind: str, value: str) -> bool:
+    """Whether ``value`` passes :func:`require` for ``kind``."""
+    try:
+        require(kind, value)
+    except UnsafeValueError:
+        return False
+    return True
+
+
+def _check_no_parent_segment(path: str) -> str:
+    if ".." in PurePosixPath(path).parts:
+        raise UnsafeValueError(f"{path!r} must not contain a '..' segment")
+    return path
+
+
+def parse_version(version: str) -> tuple[int, int, int]:
+    """``"10.2.0"`` -> ``(10, 2, 0)`` for numeric comparison (``"10.10.0" > "10.9.0"``)."""
+    require("version", version)
+    major, minor, patch = (int(part) for part in version.split("."))
+    return major, minor, patch
+
+
+# --- pydantic field types ---------------------------------------------------------------------
+
+
+def _pattern(pattern: str, max_length: int | None = None) -> StringConstraints:
+    return StringConstraints(pattern=pattern, max_length=max_length, strict=True)
+
+
+CustomerId = Annotated[str, _pattern(CUSTOMER_ID_PATTERN)]
+CaseId = Annotated[str, _pattern(CASE_ID_PATTERN)]
+Version = Annotated[str, _pattern(VERSION_PATTERN)]
+ConnId = Annotated[str, _pattern(CONN_ID_PATTERN)]
+Product = Annotated[str, _pattern(PRODUCT_PATTERN)]
+Slug = Annotated[str, _pattern(SLUG_PATTERN)]
+Username = Annotated[str, _pattern(USERNAME_PATTERN)]
+Host = Annotated[str, _pattern(HOST_PATTERN)]
+AbsolutePath = Annotated[
+    str,
+    _pattern(ABSOLUTE_PATH_PATTERN),
+    AfterValidator(_check_no_parent_segment),
+]
+"""Absolute path of plain characters without ``..`` segments (see :data:`ABSOLUTE_PATH_PATTERN`)."""
+
+
+# --- error reporting --------------------------------------------------------------------------
+
+
+def field_error(path: str, message: str, **context: Any) -> PydanticCustomError:
+    """An error raised by a model validator about one of the model's own fields.
+
+    ``path`` is relative to the model (``"ideal_start"``, ``"dev.install_path"``); :func:`format_errors`
+    appends it to the model's location so messages point at the field, not at the model.
+    """
+    return PydanticCustomError("field_error", message, {"path": path, **context})
+
+
+def format_loc(loc: Sequence[str | int]) -> str:
+    """``("stages", 2, "after", 0)`` -> ``"stages[2].after[0]"``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def format_errors(error: ValidationError, source: str, drop_loc_parts: Iterable[str] = ()) -> list[str]:
+    """Render every error as ``"<source>: <field.path>: <message>"`` with the offending input shown.
+
+    ``drop_loc_parts`` removes pydantic's internal location parts (e.g. the tags of a discriminated
+    union) that are not fields of the file.
+    """
+    dropped = set(drop_loc_parts)
+    lines = []
+    for detail in error.errors(include_url=False):
+        loc: list[str | int] = [part for part in detail["loc"] if part not in dropped]
+        context = detail.get("ctx") or {}
+        if detail["type"] == "field_errors":
+            for path, message in context["problems"]:
+                lines.append(f"{source}: {format_loc([*loc, *_split_path(path)])}: {message}")
+            continue
+        if detail["type"] == "field_error" and context.get("path"):
+            loc.extend(_split_path(context["path"]))
+        where = format_loc(loc) or "(top level)"
+        message = detail["msg"]
+        if detail["type"] not in ("field_error", "missing", "extra_forbidden") and _worth_showing(detail):
+            message += f" (got {detail['input']!r})"
+        elif detail["type"] == "extra_forbidden":
+            message = "unknown field; check its spelling or remove it"
+        lines.append(f"{source}: {where}: {message}")
+    return lines
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for segment in path.split("."):
+        name, *indexes = segment.replace("]", "").split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(index) for index in indexes)
+    return parts
+
+
+def _worth_showing(detail: Any) -> bool:
+    value = detail.get("input")
+    return isinstance(value, str | int | float | bool) or value is None
+
+
+def field_errors(problems: Sequence[tuple[str, str]]) -> PydanticCustomError:
+    """Several :func:`field_error` problems found by one model validator, reported one per line."""
+    if len(problems) == 1:
+        return field_error(*problems[0])
+    summary = "; ".join(f"{path}: {message}" for path, message in problems)
+    return PydanticCustomError("field_errors", summary, {"problems": [list(p) for p in problems]})
+
+
+# --- reading input files ----------------------------------------------------------------------
+
+
+class InputFileError(ValueError):
+    """An input file (process model, customer config) is unreadable or invalid.
+
+    ``problems`` holds one ``"<file>: <field.path>: <message>"`` line per problem; ``str()`` joins them.
+    """
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_mapping_without_duplicates(loader: _StrictSafeLoader, node: yaml.MappingNode) -> dict:
+    seen: dict[Any, yaml.Mark] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r} (first defined on line {seen[key].line + 1})",
+                key_node.start_mark,
+            )
+        seen[key] = key_node.start_mark
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictSafeLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping_without_duplicates
+)
+
+
+def read_yaml_mapping(path: Path, error: type[InputFileError] = InputFileError) -> dict[str, Any]:
+    """Parse a YAML file whose top level must be a mapping; syntax errors name file, line and column."""
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(source, [f"{source}: cannot read file: {exc}"]) from exc
+    try:
+        data = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506  a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise error(source, [f"{source}: {_describe_yaml_error(exc)}"]) from exc
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise error(source, [f"{source}: (top level): must be a mapping of fields, the file is {kind}"])
+    return data
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    detail = f"{context}: {problem}" if context else problem
+    return f"{where}invalid YAML: {detail}"

@@ -13,86 +13,90 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AfterValidator, StringConstraints, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 # --- patterns (anchored; always matched whole) ---------------------------------------------------
 
 CUSTOMER_ID_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
-"""Customer ids become DAG ids, database names and directory names."""
-
 CASE_ID_PATTERN = r"^[A-Z][A-Z0-9-]{2,31}$"
-"""Request case ids of the customer's support portal, e.g. ``CASE-1042``."""
-
 VERSION_PATTERN = r"^\d{1,4}\.\d{1,4}\.\d{1,4}$"
-"""Release versions ``major.minor.patch``; they name release directories."""
-
 CONN_ID_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
-"""Airflow connection ids (they also become ``AIRFLOW_CONN_<ID>`` variable names)."""
-
 PRODUCT_PATTERN = r"^[a-z][a-z0-9-]{1,62}$"
-"""Product names in the release repository, e.g. ``aurea-crm``."""
-
 SLUG_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
-"""Ids of stages, activities, budget groups, test cases and settings keys used as task or file names."""
-
 ABSOLUTE_PATH_PATTERN = r"^/[A-Za-z0-9._/-]{0,4095}$"
-"""Absolute POSIX paths of plain characters; ``..`` segments are rejected separately."""
-
 USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-"""Airflow user names assigned to human gates."""
-
 HOST_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$"
-"""Host names or IPv4 addresses (no user info, no port)."""
+EMAIL_PATTERN = (
+    r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.[A-Za-z]{2,63}$"
+)
+PROGRAM_PATTERN = r"^[A-Za-z0-9_./+-]{1,255}$"
+ARGUMENT_PATTERN = r"^[A-Za-z0-9_./:=@%+,-][A-Za-z0-9 _./:=@%+,-]{0,1023}$"
+TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$"
+LINE_PATTERN = r"^[^\x00-\x1f\x7f]{1,500}$"
 
-_PATTERNS_BY_NAME = {
-    "customer id": CUSTOMER_ID_PATTERN,
-    "case id": CASE_ID_PATTERN,
-    "version": VERSION_PATTERN,
-    "connection id": CONN_ID_PATTERN,
-    "product": PRODUCT_PATTERN,
-    "id": SLUG_PATTERN,
-    "absolute path": ABSOLUTE_PATH_PATTERN,
-    "user name": USERNAME_PATTERN,
-    "host": HOST_PATTERN,
+SAFE_KINDS: dict[str, tuple[str, str]] = {
+    # kind: (pattern, what a valid value looks like -- shown in error messages)
+    "customer id": (CUSTOMER_ID_PATTERN, "2-40 lower-case letters, digits or '_', starting with a letter"),
+    "case id": (CASE_ID_PATTERN, "3-32 upper-case letters, digits or '-', starting with a letter"),
+    "version": (VERSION_PATTERN, "major.minor.patch numbers such as 10.2.0"),
+    "connection id": (CONN_ID_PATTERN, "1-64 letters, digits or '_'"),
+    "product": (PRODUCT_PATTERN, "2-63 lower-case letters, digits or '-', starting with a letter"),
+    "id": (SLUG_PATTERN, "1-63 lower-case letters, digits or '_', starting with a letter"),
+    "absolute path": (ABSOLUTE_PATH_PATTERN, "an absolute path of letters, digits, '.', '_', '-' and '/'"),
+    "user name": (USERNAME_PATTERN, "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
+    "host": (HOST_PATTERN, "a host name or IPv4 address (letters, digits, '.', '-')"),
+    "e-mail address": (EMAIL_PATTERN, "name@domain.tld without spaces, quotes or angle brackets"),
+    "program": (PROGRAM_PATTERN, "a program name or path of letters, digits, '.', '_', '+', '-' and '/'"),
+    "argument": (
+        ARGUMENT_PATTERN,
+        "letters, digits, inner spaces and . _ / : = @ % + , - only (no quotes, $, ;, |, &, <, >, "
+        "backticks or newlines)",
+    ),
+    "time zone": (TIMEZONE_PATTERN, "an IANA time zone name such as Europe/Berlin"),
+    "line": (LINE_PATTERN, "1-500 characters on one line (no newlines or control characters)"),
 }
+"""Every kind of checked string: its pattern and a description of valid values.
+
+Values from configs and trigger forms reach SSH command lines (``program``, ``argument``, paths), file and
+database names (ids, versions) and mail headers (e-mail addresses, ``line``). The patterns admit no shell
+metacharacter: no spaces (except inside arguments, which are always quoted too), quotes, ``;``, ``$``,
+backticks or newlines.
+"""
 
 
 class UnsafeValueError(ValueError):
     """A value does not match the strict pattern required before it may reach a shell."""
 
 
-def require(kind: str, value: str) -> str:
-    """Return ``value`` if it is a safe ``kind`` (a key of the patterns above), else raise.
+def require(kind: str, value: object) -> str:
+    """Return ``value`` if it is a valid ``kind`` (a key of :data:`SAFE_KINDS`), else raise.
 
     For code outside pydantic models (trigger-form values, CLI arguments) that must re-check a value
-    right before using it in a command line.
+    right before it goes into a command line, a file name or SQL.
     """
-    pattern = _PATTERNS_BY_NAME[kind]
+    pattern, looks_like = SAFE_KINDS[kind]
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise UnsafeValueError(f"{value!r} is not a valid {kind} (must match {pattern})")
-    if kind == "absolute path":
-        _check_no_parent_segment(value)
+        raise UnsafeValueError(f"{value!r} is not a valid {kind}: use {looks_like}")
+    if kind == "absolute path" and ".." in PurePosixPath(value).parts:
+        raise UnsafeValueError(f"{value!r} is not a valid {kind}: it must not contain a '..' segment")
     return value
 
 
-def is_safe(kind: str, value: str) -> bool:
+def is_safe(kind: str, value: object) -> bool:
     """Whether ``value`` passes :func:`require` for ``kind``."""
     try:
         require(kind, value)
     except UnsafeValueError:
         return False
     return True
-
-
-def _check_no_parent_segment(path: str) -> str:
-    if ".." in PurePosixPath(path).parts:
-        raise UnsafeValueError(f"{path!r} must not contain a '..' segment")
-    return path
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
@@ -105,24 +109,48 @@ def parse_version(version: str) -> tuple[int, int, int]:
 # --- pydantic field types ---------------------------------------------------------------------
 
 
-def _pattern(pattern: str, max_length: int | None = None) -> StringConstraints:
-    return StringConstraints(pattern=pattern, max_length=max_length, strict=True)
+@dataclass(frozen=True)
+class SafeStr:
+    """``Annotated[str, SafeStr("version")]``: a strict string checked with :func:`require`.
+
+    Its JSON schema carries the pattern, so trigger forms built from it reject the same values.
+    """
+
+    kind: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, core_schema.str_schema(strict=True))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        pattern, looks_like = SAFE_KINDS[self.kind]
+        return {"type": "string", "pattern": pattern, "description": looks_like}
+
+    def _check(self, value: str) -> str:
+        try:
+            return require(self.kind, value)
+        except UnsafeValueError as exc:
+            reason = str(exc).split(": ", 1)[1]
+            raise PydanticCustomError(
+                "unsafe_value", "not a valid {kind}: {reason}", {"kind": self.kind, "reason": reason}
+            ) from None
 
 
-CustomerId = Annotated[str, _pattern(CUSTOMER_ID_PATTERN)]
-CaseId = Annotated[str, _pattern(CASE_ID_PATTERN)]
-Version = Annotated[str, _pattern(VERSION_PATTERN)]
-ConnId = Annotated[str, _pattern(CONN_ID_PATTERN)]
-Product = Annotated[str, _pattern(PRODUCT_PATTERN)]
-Slug = Annotated[str, _pattern(SLUG_PATTERN)]
-Username = Annotated[str, _pattern(USERNAME_PATTERN)]
-Host = Annotated[str, _pattern(HOST_PATTERN)]
-AbsolutePath = Annotated[
-    str,
-    _pattern(ABSOLUTE_PATH_PATTERN),
-    AfterValidator(_check_no_parent_segment),
-]
-"""Absolute path of plain characters without ``..`` segments (see :data:`ABSOLUTE_PATH_PATTERN`)."""
+CustomerId = Annotated[str, SafeStr("customer id")]
+CaseId = Annotated[str, SafeStr("case id")]
+Version = Annotated[str, SafeStr("version")]
+ConnId = Annotated[str, SafeStr("connection id")]
+Product = Annotated[str, SafeStr("product")]
+Slug = Annotated[str, SafeStr("id")]
+Username = Annotated[str, SafeStr("user name")]
+Host = Annotated[str, SafeStr("host")]
+Email = Annotated[str, SafeStr("e-mail address")]
+Program = Annotated[str, SafeStr("program")]
+Argument = Annotated[str, SafeStr("argument")]
+TimezoneName = Annotated[str, SafeStr("time zone")]
+Line = Annotated[str, SafeStr("line")]
+AbsolutePath = Annotated[str, SafeStr("absolute path")]
 
 
 # --- error reporting --------------------------------------------------------------------------

@@ -378,7 +378,9 @@ def _set(path: tuple, value: object):
         ),
         pytest.param(
             _set(("stages", 2, "activities", 0, "id"), "back up; rm -rf /"),
-            "stages[2].activities[0].id: String should match pattern",
+            "stages[2].activities[0].id: not a valid id: use 1-63 lower-case letters, digits or '_', "
+            "starting with a letter "
+            "(got 'back up; rm -rf /')",
             id="unsafe-id",
         ),
         pytest.param(

@@ -194,11 +194,13 @@ def format_errors(error: ValidationError, source: str, drop_loc_parts: Iterable[
         if detail["type"] == "field_error" and context.get("path"):
             loc.extend(_split_path(context["path"]))
         where = format_loc(loc) or "(top level)"
-        message = detail["msg"]
-        if detail["type"] not in ("field_error", "missing", "extra_forbidden") and _worth_showing(detail):
-            message += f" (got {detail['input']!r})"
-        elif detail["type"] == "extra_forbidden":
+        message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if detail["type"] == "extra_forbidden":
             message = "unknown field; check its spelling or remove it"
+        elif detail["type"] == "missing":
+            message = "required field is missing"
+        elif detail["type"] != "field_error" and _worth_showing(detail, message):
+            message += f" (got {detail['input']!r})"
         lines.append(f"{source}: {where}: {message}")
     return lines
 
@@ -213,9 +215,14 @@ def _split_path(path: str) -> list[str | int]:
     return parts
 
 
-def _worth_showing(detail: Any) -> bool:
+def _worth_showing(detail: Any, message: str) -> bool:
+    """Show scalar inputs, unless the message already quotes them."""
     value = detail.get("input")
-    return isinstance(value, str | int | float | bool) or value is None
+    if not (isinstance(value, str | int | float | bool) or value is None):
+        return False
+    if isinstance(value, str) and value and value in message:
+        return False
+    return repr(value) not in message
 
 
 def field_errors(problems: Sequence[tuple[str, str]]) -> PydanticCustomError:
@@ -271,7 +278,8 @@ def read_yaml_mapping(path: Path, error: type[InputFileError] = InputFileError) 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise error(source, [f"{source}: cannot read file: {exc}"]) from exc
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error(source, [f"{source}: cannot read file: {reason}"]) from exc
     try:
         data = yaml.load(text, Loader=_StrictSafeLoader)  # noqa: S506  a SafeLoader subclass
     except yaml.YAMLError as exc:
@@ -285,7 +293,10 @@ def read_yaml_mapping(path: Path, error: type[InputFileError] = InputFileError) 
 def _describe_yaml_error(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
-    context = getattr(exc, "context", None)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-    detail = f"{context}: {problem}" if context else problem
-    return f"{where}invalid YAML: {detail}"
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None and (mark is None or context_mark.line != mark.line):
+        problem += f" ({context} that began on line {context_mark.line + 1})"
+    elif context:
+        problem += f" ({context})"
+    return f"{where}invalid YAML: {problem}"

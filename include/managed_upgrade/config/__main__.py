@@ -1,0 +1,40 @@
+"""Lint customer configs before deploying them: ``python -m managed_upgrade.config validate FILE...``.
+
+Prints ``OK <file>`` per valid file and ``<file>: <field>: <problem>`` per problem; exits 0 if all files
+are valid, 1 if any is invalid, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from managed_upgrade.config.loader import CustomerConfigError, load_customer_config
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m managed_upgrade.config", description="Check managed-upgrade customer configs."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="validate customer config files")
+    validate.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    args = parser.parse_args(argv)
+
+    invalid = 0
+    for path in args.files:
+        try:
+            load_customer_config(path)
+        except CustomerConfigError as exc:
+            invalid += 1
+            for line in exc.problems:
+                print(line)
+        else:
+            print(f"OK {path}")
+    return 1 if invalid else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

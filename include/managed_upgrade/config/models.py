@@ -1,0 +1,548 @@
+"""The customer config contract: what ops write in ``include/customers/<customer_id>.yaml``.
+
+Every model forbids unknown fields, every string that may reach a shell, a file name, SQL or a mail
+header is a strict pattern type from :mod:`managed_upgrade.safe`, and cross-field rules live in model
+validators so a config that loads is one the DAG can run.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from functools import cache
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from managed_upgrade.process import ProcessModel, load_process_model
+from managed_upgrade.safe import (
+    SAFE_KINDS,
+    AbsolutePath,
+    Argument,
+    CaseId,
+    ConnId,
+    CustomerId,
+    Email,
+    Line,
+    Product,
+    Slug,
+    TimezoneName,
+    Username,
+    Version,
+    field_error,
+    field_errors,
+    is_safe,
+    parse_version,
+)
+
+EnvironmentName = Literal["dev", "uat", "prod"]
+ENVIRONMENT_NAMES: tuple[EnvironmentName, ...] = ("dev", "uat", "prod")
+WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+DAG_ID_PREFIX = "managed_upgrade__"
+
+
+def _iso_date(value: Any) -> Any:
+    """Accept YAML dates and ``YYYY-MM-DD`` strings only (pydantic would read an int as a timestamp)."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return date.fromisoformat(value)
+    raise ValueError("must be a date written YYYY-MM-DD")
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+Scalar = StrictStr | StrictBool | StrictInt | StrictFloat | None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Contact(_Model):
+    """A person who receives the process e-mails."""
+
+    name: Line
+    email: Email
+
+
+class Contacts(_Model):
+    """Who gets told: the customer's people, the consultants and the project managers."""
+
+    customer: tuple[Contact, ...] = Field(min_length=1)
+    consultant: tuple[Contact, ...] = Field(min_length=1)
+    project_manager: tuple[Contact, ...] = Field(min_length=1)
+
+
+class RequestCase(_Model):
+    """The customer's service ticket: the seed's "Request an Upgrade" description fields."""
+
+    case_id: CaseId
+    earliest_start: IsoDate
+    ideal_start: IsoDate
+    deadline: IsoDate = Field(description="Deadline date for completion.")
+    deadline_reason: Line
+    access_acknowledged: StrictBool = Field(
+        description="The customer acknowledges access to the development/staging system will be provided."
+    )
+    customizations: tuple[Line, ...] = ()
+
+    @model_validator(mode="after")
+    def _ready_to_start(self) -> RequestCase:
+        problems = []
+        if not self.access_acknowledged:
+            problems.append(
+                ("access_acknowledged", "must be true: the upgrade cannot start until the customer "
+                 "acknowledges that access to the development/staging system will be provided")
+            )  # fmt: skip
+        order = "need earliest_start <= ideal_start <= deadline"
+        if self.earliest_start > self.ideal_start:
+            problems.append(
+                ("ideal_start", f"{self.ideal_start} is before earliest_start {self.earliest_start}; {order}")
+            )
+        if self.ideal_start > self.deadline:
+            problems.append(
+                ("deadline", f"{self.deadline} is before ideal_start {self.ideal_start}; {order}")
+            )
+        if problems:
+            raise field_errors(problems)
+        return self
+
+
+class Questionnaire(_Model):
+    """The completed upgrade questionnaire: its answers, or where to find them (at least one)."""
+
+    location: Line | None = Field(default=None, description="Where the answers are, e.g. a document link.")
+    answers: dict[Line, Annotated[StrictStr, Field(max_length=10_000)]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _answers_or_location(self) -> Questionnaire:
+        if self.location is None and not self.answers:
+            raise field_error("answers", "give the questionnaire answers or their location (or both)")
+        return self
+
+
+class Versions(_Model):
+    """The version running now and the one to upgrade to (numbers compared, so 10.10.0 > 10.9.0)."""
+
+    current: Version
+    target: Version
+
+    @model_validator(mode="after")
+    def _target_is_newer(self) -> Versions:
+        if parse_version(self.target) <= parse_version(self.current):
+            raise field_error(
+                "target", f"{self.target} must be newer than the current version {self.current}"
+            )
+        return self
+
+
+class ReleaseSource(_Model):
+    """Where the upgrade files come from: ``<root of conn_id>/<product>/<version>/`` with SHA256SUMS.
+
+    ``conn_id`` names an Airflow connection of type ``fs`` whose ``extra.path`` is the repository root.
+    """
+
+    conn_id: ConnId
+    product: Product
+
+
+class Environment(_Model):
+    """One CRM environment: how to reach its host and config DB, and where things live on the host."""
+
+    ssh_conn_id: ConnId
+    db_conn_id: ConnId
+    install_path: AbsolutePath
+    staging_path: AbsolutePath
+    backup_path: AbsolutePath
+    backup_retention: StrictInt = Field(default=3, ge=1, le=100, description="Backups kept per kind.")
+
+    @model_validator(mode="after")
+    def _paths_apart(self) -> Environment:
+        named = [("install_path", self.install_path), ("staging_path", self.staging_path),
+                 ("backup_path", self.backup_path)]  # fmt: skip
+        problems = []
+        for index, (name, path) in enumerate(named):
+            for other_name, other in named[:index]:
+                if _nested_or_same(path, other):
+                    problems.append((name, f"{path} overlaps {other_name} {other}; keep the three apart"))
+        if problems:
+            raise field_errors(problems)
+        return self
+
+
+def _nested_or_same(path: str, other: str) -> bool:
+    a, b = PurePosixPath(path), PurePosixPath(other)
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+class Environments(_Model):
+    """Dev, UAT and Production; three really distinct systems."""
+
+    dev: Environment
+    uat: Environment
+    prod: Environment
+
+    def items(self) -> tuple[tuple[EnvironmentName, Environment], ...]:
+        """``(name, environment)`` pairs in upgrade order."""
+        return tuple((name, getattr(self, name)) for name in ENVIRONMENT_NAMES)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Environments:
+        problems = []
+        seen_hosts: dict[tuple[str, str], str] = {}
+        seen_dbs: dict[str, str] = {}
+        for name, env in self.items():
+            host = (env.ssh_conn_id, env.install_path)
+            if host in seen_hosts:
+                message = (
+                    f"{name} and {seen_hosts[host]} share ssh_conn_id {env.ssh_conn_id} and install_path "
+                    f"{env.install_path}; each environment is its own installation"
+                )
+                problems.append((f"{name}.install_path", message))
+            if env.db_conn_id in seen_dbs:
+                message = (
+                    f"{name} and {seen_dbs[env.db_conn_id]} share db_conn_id {env.db_conn_id}; "
+                    "each environment has its own config database"
+                )
+                problems.append((f"{name}.db_conn_id", message))
+            seen_hosts.setdefault(host, name)
+            seen_dbs.setdefault(env.db_conn_id, name)
+        if problems:
+            raise field_errors(problems)
+        return self
+
+
+class _TestCaseBase(_Model):
+    id: Slug
+    title: Line
+    environments: tuple[EnvironmentName, ...] = Field(default=ENVIRONMENT_NAMES, min_length=1)
+
+    @field_validator("environments")
+    @classmethod
+    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists an environment twice: {list(value)}")
+        return value
+
+
+class CommandExpect(_Model):
+    """What a command must produce; the regex is a Python ``re.search`` over stdout."""
+
+    exit_code: StrictInt = Field(default=0, ge=0, le=255)
+    stdout_contains: StrictStr | None = None
+    stdout_regex: StrictStr | None = None
+
+    @field_validator("stdout_regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"is not a valid regular expression: {exc}") from None
+        return value
+
+
+class CommandTestCase(_TestCaseBase):
+    """Run ``argv`` on the environment's host over SSH, in its ``install_path`` as working directory.
+
+    The remote command line is ``cd <install_path> && <shlex.join(argv)>``: relative programs such as
+    ``bin/crm`` resolve against the installation; no argument is ever interpreted by a shell.
+    """
+
+    kind: Literal["command"]
+    argv: tuple[Argument, ...] = Field(min_length=1)
+    expect: CommandExpect = CommandExpect()
+
+    @field_validator("argv")
+    @classmethod
+    def _program_has_no_spaces(cls, argv: tuple[str, ...]) -> tuple[str, ...]:
+        if not is_safe("program", argv[0]):
+            raise field_error("[0]", f"not a valid program: use {SAFE_KINDS['program'][1]}")
+        return argv
+
+
+_STATEMENT_START = re.compile(r"\s*(select|with)\b", re.IGNORECASE)
+
+
+class SqlExpect(_Model):
+    """Expected result of a query: all its rows, or its single value (first column of the only row)."""
+
+    rows: tuple[tuple[Scalar, ...], ...] | None = None
+    scalar: Scalar = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _something_expected(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "rows" not in data and "scalar" not in data:
+            raise ValueError("give the expected rows or scalar")
+        if isinstance(data, dict) and "rows" in data and "scalar" in data:
+            raise ValueError("give either rows or scalar, not both")
+        return data
+
+
+class SqlTestCase(_TestCaseBase):
+    """Run one read-only query on the environment's config database and compare its result."""
+
+    kind: Literal["sql"]
+    query: StrictStr = Field(min_length=1, max_length=10_000)
+    expect: SqlExpect
+
+    @field_validator("query")
+    @classmethod
+    def _single_select(cls, query: str) -> str:
+        if not _STATEMENT_START.match(query):
+            raise ValueError("must be a single SELECT (or WITH ... SELECT) statement")
+        body = query.strip().removesuffix(";")
+        if ";" in body:
+            raise ValueError(
+                "must be a single statement: ';' is only allowed at the very end "
+                "(even inside a string literal; use chr(59) there)"
+            )
+        return query
+
+
+class HttpExpect(_Model):
+    """Expected HTTP answer."""
+
+    status: StrictInt = Field(default=200, ge=100, le=599)
+    body_contains: StrictStr | None = None
+
+
+class HttpTestCase(_TestCaseBase):
+    """Fetch a URL and check the status (and optionally the body)."""
+
+    kind: Literal["http"]
+    url: StrictStr = Field(max_length=2000)
+    expect: HttpExpect = HttpExpect()
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; use an Airflow connection")
+        if not is_safe("host", parts.hostname) or re.search(r"[\s\x00-\x1f\x7f\"'<>`\\]", url):
+            raise ValueError("contains characters not allowed in a URL (spaces, quotes, control characters)")
+        return url
+
+
+TestCase = Annotated[CommandTestCase | SqlTestCase | HttpTestCase, Field(discriminator="kind")]
+TEST_CASE_KINDS = ("command", "sql", "http")
+
+
+class Calendar(_Model):
+    """The customer's business calendar: SLA budgets count only its business days."""
+
+    timezone: TimezoneName = "UTC"
+    weekend: tuple[Weekday, ...] = ("sat", "sun")
+    holiday_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
+    holiday_subdivision: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,16}$")] | None = None
+    holidays: tuple[IsoDate, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {name!r}; use an IANA name such as 'Europe/Berlin'"
+            ) from None
+        return name
+
+    @field_validator("weekend")
+    @classmethod
+    def _weekend_sensible(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(days)) != len(days):
+            raise ValueError(f"lists a day twice: {list(days)}")
+        if len(days) == len(WEEKDAY_NAMES):
+            raise ValueError("lists all seven days; at least one day must be a working day")
+        return days
+
+    @model_validator(mode="after")
+    def _holidays_supported(self) -> Calendar:
+        if self.holiday_country is None:
+            if self.holiday_subdivision is not None:
+                raise field_error(
+                    "holiday_subdivision", "is given without holiday_country; set the country too"
+                )
+            return self
+        subdivisions = _supported_subdivisions(self.holiday_country)
+        if subdivisions is None:
+            raise field_error(
+                "holiday_country",
+                f"{self.holiday_country!r} is not a country the holidays library knows; use an ISO 3166-1 "
+                "alpha-2 code such as DE, US or GB",
+            )
+        if self.holiday_subdivision is not None and self.holiday_subdivision not in subdivisions:
+            raise field_error(
+                "holiday_subdivision",
+                f"{self.holiday_subdivision!r} is not a subdivision of {self.holiday_country}; "
+                f"use one of {', '.join(subdivisions) or '(none)'}",
+            )
+        return self
+
+
+@cache
+def _supported_subdivisions(country: str) -> tuple[str, ...] | None:
+    """Subdivision codes the holidays library has for ``country``; ``None`` if it lacks the country.
+
+    Imported lazily: loading the holidays library costs about a second, paid only by calendars with a
+    holiday country.
+    """
+    import holidays
+
+    try:
+        return tuple(holidays.country_holidays(country).subdivisions)
+    except NotImplementedError:
+        return None
+
+
+class Users(_Model):
+    """Airflow user names allowed to answer the human gates of each role."""
+
+    consultant: tuple[Username, ...] = Field(min_length=1)
+    project_manager: tuple[Username, ...] = Field(min_length=1)
+
+
+class FixLoop(_Model):
+    """How many fix-and-retest rounds an environment may take before the run asks to abort."""
+
+    max_rounds: StrictInt = Field(default=5, ge=1, le=50)
+
+
+class CustomerWait(_Model):
+    """Customer-owned gates have their own reminder budget (business days between reminders)."""
+
+    reminder_days: StrictInt = Field(default=5, ge=1, le=60)
+
+
+class Alerts(_Model):
+    """Where SLA misses and failures are sent besides the owner's and the project managers' e-mail."""
+
+    email: StrictBool = True
+    webhook_conn_id: ConnId | None = Field(
+        default=None, description="Airflow connection of a webhook (e.g. Slack) notified as well."
+    )
+    cc: tuple[Email, ...] = ()
+
+
+class CustomerConfig(_Model):
+    """One customer's managed upgrade: everything the DAG needs besides secrets (those are connections)."""
+
+    customer_id: CustomerId
+    name: Line
+    platinum_support: StrictBool
+    contacts: Contacts
+    request_case: RequestCase
+    questionnaire: Questionnaire
+    versions: Versions
+    release_source: ReleaseSource
+    environments: Environments
+    test_cases: tuple[TestCase, ...] = Field(min_length=1)
+    calendar: Calendar = Calendar()
+    users: Users
+    duration_overrides: dict[str, Annotated[StrictInt, Field(ge=0, le=365)]] = Field(default_factory=dict)
+    fix_loop: FixLoop = FixLoop()
+    customer_wait: CustomerWait = CustomerWait()
+    alerts: Alerts = Alerts()
+
+    _source: str | None = PrivateAttr(default=None)
+
+    @field_validator("platinum_support")
+    @classmethod
+    def _eligible(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("must be true: only Platinum Support members are eligible for a Managed Upgrade")
+        return value
+
+    @field_validator("test_cases")
+    @classmethod
+    def _unique_ids(cls, cases: tuple[Any, ...]) -> tuple[Any, ...]:
+        seen: set[str] = set()
+        for index, case in enumerate(cases):
+            if case.id in seen:
+                raise field_error(f"[{index}].id", f"duplicate test case id {case.id!r}")
+            seen.add(case.id)
+        return cases
+
+    @field_validator("customer_id")
+    @classmethod
+    def _matches_file_name(cls, customer_id: str, info: ValidationInfo) -> str:
+        file_stem = (info.context or {}).get("file_stem")
+        if file_stem is not None and customer_id != file_stem:
+            raise ValueError(
+                f"{customer_id!r} must match the file name {file_stem}.yaml; rename the file or fix the id"
+            )
+        return customer_id
+
+    @field_validator("duration_overrides")
+    @classmethod
+    def _known_budgets(cls, overrides: dict[str, int], info: ValidationInfo) -> dict[str, int]:
+        process: ProcessModel = (info.context or {}).get("process_model") or load_process_model()
+        known = [unit.id for unit in process.budget_units]
+        problems = [
+            (unit_id, f"unknown budget; use one of {', '.join(known)}")
+            for unit_id in overrides
+            if unit_id not in known
+        ]
+        if problems:
+            raise field_errors(problems)
+        return overrides
+
+    # --- derived values -------------------------------------------------------------------------
+
+    @property
+    def dag_id(self) -> str:
+        """``managed_upgrade__<customer_id>``."""
+        return f"{DAG_ID_PREFIX}{self.customer_id}"
+
+    @property
+    def source(self) -> str | None:
+        """The file this config was loaded from, if any."""
+        return self._source
+
+    def environment(self, name: str) -> Environment:
+        """The ``dev``, ``uat`` or ``prod`` environment."""
+        if name not in ENVIRONMENT_NAMES:
+            raise KeyError(f"unknown environment {name!r}; use one of {', '.join(ENVIRONMENT_NAMES)}")
+        return getattr(self.environments, name)
+
+    def test_cases_for(self, name: str) -> tuple[CommandTestCase | SqlTestCase | HttpTestCase, ...]:
+        """The test cases that run on environment ``name``, in file order."""
+        self.environment(name)
+        return tuple(case for case in self.test_cases if name in case.environments)
+
+    def process_model(self, base: ProcessModel | None = None) -> ProcessModel:
+        """The process model (default: ``include/process.yaml``) with this customer's duration overrides."""
+        return (base or load_process_model()).with_overrides(self.duration_overrides)
+
+    def contact_emails(self, role: str) -> tuple[str, ...]:
+        """E-mail addresses of the ``customer``, ``consultant`` or ``project_manager`` contacts."""
+        return tuple(contact.email for contact in getattr(self.contacts, role))
+
+    @property
+    def release_dir(self) -> str:
+        """``<product>/<target version>``: the release's directory under the repository root."""
+        return f"{self.release_source.product}/{self.versions.target}"

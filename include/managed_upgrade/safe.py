@@ -82,12 +82,19 @@ def require(kind: str, value: object) -> str:
     For code outside pydantic models (trigger-form values, CLI arguments) that must re-check a value
     right before it goes into a command line, a file name or SQL.
     """
+    problem = _violation(kind, value)
+    if problem is not None:
+        raise UnsafeValueError(f"{value!r} is not a valid {kind}: {problem}")
+    return value  # type: ignore[return-value]  # _violation checked it is a str
+
+
+def _violation(kind: str, value: object) -> str | None:
     pattern, looks_like = SAFE_KINDS[kind]
     if not isinstance(value, str) or not re.fullmatch(pattern, value):
-        raise UnsafeValueError(f"{value!r} is not a valid {kind}: use {looks_like}")
+        return f"use {looks_like}"
     if kind == "absolute path" and ".." in PurePosixPath(value).parts:
-        raise UnsafeValueError(f"{value!r} is not a valid {kind}: it must not contain a '..' segment")
-    return value
+        return "it must not contain a '..' segment"
+    return None
 
 
 def is_safe(kind: str, value: object) -> bool:
@@ -128,13 +135,12 @@ class SafeStr:
         return {"type": "string", "pattern": pattern, "description": looks_like}
 
     def _check(self, value: str) -> str:
-        try:
-            return require(self.kind, value)
-        except UnsafeValueError as exc:
-            reason = str(exc).split(": ", 1)[1]
+        problem = _violation(self.kind, value)
+        if problem is not None:
             raise PydanticCustomError(
-                "unsafe_value", "not a valid {kind}: {reason}", {"kind": self.kind, "reason": reason}
-            ) from None
+                "unsafe_value", "not a valid {kind}: {problem}", {"kind": self.kind, "problem": problem}
+            )
+        return value
 
 
 CustomerId = Annotated[str, SafeStr("customer id")]
@@ -176,33 +182,59 @@ def format_loc(loc: Sequence[str | int]) -> str:
     return text
 
 
-def format_errors(error: ValidationError, source: str, drop_loc_parts: Iterable[str] = ()) -> list[str]:
+def format_errors(error: ValidationError, source: str, union_tags: Iterable[str] = ()) -> list[str]:
     """Render every error as ``"<source>: <field.path>: <message>"`` with the offending input shown.
 
-    ``drop_loc_parts`` removes pydantic's internal location parts (e.g. the tags of a discriminated
-    union) that are not fields of the file.
+    ``union_tags`` are the tags of discriminated unions (e.g. test case kinds); pydantic puts them in the
+    location after the list index, but they are not fields of the file. A "too short" error on a list
+    is left out when an item of that list has its own error (pydantic counts only the valid items).
     """
-    dropped = set(drop_loc_parts)
+    details = error.errors(include_url=False)
+    locs = [_file_loc(detail["loc"], set(union_tags)) for detail in details]
     lines = []
-    for detail in error.errors(include_url=False):
-        loc: list[str | int] = [part for part in detail["loc"] if part not in dropped]
+    for detail, loc in zip(details, locs, strict=True):
         context = detail.get("ctx") or {}
-        if detail["type"] == "field_errors":
+        kind = detail["type"]
+        if kind == "too_short" and any(len(other) > len(loc) and other[: len(loc)] == loc for other in locs):
+            continue
+        if kind == "field_errors":
             for path, message in context["problems"]:
                 lines.append(f"{source}: {format_loc([*loc, *_split_path(path)])}: {message}")
             continue
-        if detail["type"] == "field_error" and context.get("path"):
-            loc.extend(_split_path(context["path"]))
-        where = format_loc(loc) or "(top level)"
-        message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        if detail["type"] == "extra_forbidden":
-            message = "unknown field; check its spelling or remove it"
-        elif detail["type"] == "missing":
-            message = "required field is missing"
-        elif detail["type"] != "field_error" and _worth_showing(detail, message):
-            message += f" (got {detail['input']!r})"
-        lines.append(f"{source}: {where}: {message}")
+        where = list(loc)
+        if kind == "field_error" and context.get("path"):
+            where.extend(_split_path(context["path"]))
+        if kind == "union_tag_invalid":
+            where.append(context["discriminator"].strip("'"))
+        lines.append(f"{source}: {format_loc(where) or '(top level)'}: {_message(detail)}")
     return lines
+
+
+def _file_loc(loc: Sequence[str | int], union_tags: set[str]) -> list[str | int]:
+    kept: list[str | int] = []
+    for part in loc:
+        if part == "[key]" or (part in union_tags and kept and isinstance(kept[-1], int)):
+            continue
+        kept.append(part)
+    return kept
+
+
+def _message(detail: Any) -> str:
+    kind, context = detail["type"], detail.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return "unknown field; check its spelling or remove it"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "too_short":
+        minimum = context.get("min_length", 1)
+        return "must not be empty" if minimum == 1 else f"needs at least {minimum} items"
+    if kind == "union_tag_invalid":
+        return f"must be one of {context['expected_tags']} (got {context['tag']!r})"
+    message = detail["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    is_key = "[key]" in detail["loc"]  # a mapping key is already in the reported path
+    if kind != "field_error" and not is_key and _worth_showing(detail, message):
+        message += f" (got {detail['input']!r})"
+    return message
 
 
 def _split_path(path: str) -> list[str | int]:
@@ -218,7 +250,7 @@ def _split_path(path: str) -> list[str | int]:
 def _worth_showing(detail: Any, message: str) -> bool:
     """Show scalar inputs, unless the message already quotes them."""
     value = detail.get("input")
-    if not (isinstance(value, str | int | float | bool) or value is None):
+    if isinstance(value, bool) or not (isinstance(value, str | int | float) or value is None):
         return False
     if isinstance(value, str) and value and value in message:
         return False

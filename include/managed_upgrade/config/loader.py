@@ -36,9 +36,7 @@ def parse_customer_config(
             data, context={"file_stem": file_stem, "process_model": process}
         )
     except ValidationError as exc:
-        raise CustomerConfigError(
-            source, format_errors(exc, source, drop_loc_parts=TEST_CASE_KINDS)
-        ) from None
+        raise CustomerConfigError(source, format_errors(exc, source, union_tags=TEST_CASE_KINDS)) from None
     except ProcessModelError as exc:  # the process model itself is broken: say so, per customer
         raise CustomerConfigError(
             source, [f"{source}: duration_overrides: {line}" for line in exc.problems]

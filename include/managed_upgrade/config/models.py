@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -276,7 +277,7 @@ class CommandTestCase(_TestCaseBase):
     @classmethod
     def _program_has_no_spaces(cls, argv: tuple[str, ...]) -> tuple[str, ...]:
         if not is_safe("program", argv[0]):
-            raise field_error("[0]", f"not a valid program: use {SAFE_KINDS['program'][1]}")
+            raise field_error("[0]", f"not a valid program: use {SAFE_KINDS['program'][1]} (got {argv[0]!r})")
         return argv
 
 
@@ -419,6 +420,18 @@ def _supported_subdivisions(country: str) -> tuple[str, ...] | None:
         return None
 
 
+def _known_budget(unit_id: str, info: ValidationInfo) -> str:
+    """A budget unit id of the process model (the one in the validation context, else the default)."""
+    process: ProcessModel = (info.context or {}).get("process_model") or load_process_model()
+    known = [unit.id for unit in process.budget_units]
+    if unit_id not in known:
+        raise ValueError(f"unknown budget; use one of {', '.join(known)}")
+    return unit_id
+
+
+BudgetId = Annotated[StrictStr, AfterValidator(_known_budget)]
+
+
 class Users(_Model):
     """Airflow user names allowed to answer the human gates of each role."""
 
@@ -463,7 +476,9 @@ class CustomerConfig(_Model):
     test_cases: tuple[TestCase, ...] = Field(min_length=1)
     calendar: Calendar = Calendar()
     users: Users
-    duration_overrides: dict[str, Annotated[StrictInt, Field(ge=0, le=365)]] = Field(default_factory=dict)
+    duration_overrides: dict[BudgetId, Annotated[StrictInt, Field(ge=0, le=365)]] = Field(
+        default_factory=dict
+    )
     fix_loop: FixLoop = FixLoop()
     customer_wait: CustomerWait = CustomerWait()
     alerts: Alerts = Alerts()
@@ -496,20 +511,6 @@ class CustomerConfig(_Model):
                 f"{customer_id!r} must match the file name {file_stem}.yaml; rename the file or fix the id"
             )
         return customer_id
-
-    @field_validator("duration_overrides")
-    @classmethod
-    def _known_budgets(cls, overrides: dict[str, int], info: ValidationInfo) -> dict[str, int]:
-        process: ProcessModel = (info.context or {}).get("process_model") or load_process_model()
-        known = [unit.id for unit in process.budget_units]
-        problems = [
-            (unit_id, f"unknown budget; use one of {', '.join(known)}")
-            for unit_id in overrides
-            if unit_id not in known
-        ]
-        if problems:
-            raise field_errors(problems)
-        return overrides
 
     # --- derived values -------------------------------------------------------------------------
 

@@ -280,8 +280,11 @@ class InputFileError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
-class _StrictSafeLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that rejects duplicate mapping keys instead of silently keeping the last."""
+_BaseSafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser is ~5x faster
+
+
+class _StrictSafeLoader(_BaseSafeLoader):  # type: ignore[misc,valid-type]
+    """A safe YAML loader that rejects duplicate mapping keys instead of silently keeping the last."""
 
 
 def _construct_mapping_without_duplicates(loader: _StrictSafeLoader, node: yaml.MappingNode) -> dict:

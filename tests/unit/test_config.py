@@ -505,3 +505,16 @@ def test_cli_usage_errors_exit_2(args: tuple[str, ...]) -> None:
     result = run_cli(*args)
     assert result.returncode == 2
     assert "usage: python -m managed_upgrade.config" in result.stderr
+
+
+def test_questionnaire_answers_read_as_text() -> None:
+    data = acme_data()
+    data["questionnaire"]["answers"] = {"Number of users": 120, "Uses SSO": True, "Go-live": date(2027, 4, 1)}
+    config = parse_customer_config(data, "acme.yaml", file_stem="acme")
+    assert config.questionnaire.answers == {
+        "Number of users": "120",
+        "Uses SSO": "yes",
+        "Go-live": "2027-04-01",
+    }
+    data["questionnaire"]["answers"] = {"Modules": ["sales", "service"]}
+    assert problems_of(data) == ("acme.yaml: questionnaire.answers.Modules: Input should be a valid string",)

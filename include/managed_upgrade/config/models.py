@@ -70,6 +70,15 @@ def _iso_date(value: Any) -> Any:
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+
+def _scalar_as_text(value: Any) -> Any:
+    """Questionnaire answers are text even when YAML reads ``120`` or ``yes`` as a number or a bool."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value) if isinstance(value, int | float | date) else value
+
+
 Scalar = StrictStr | StrictBool | StrictInt | StrictFloat | None
 
 
@@ -131,7 +140,9 @@ class Questionnaire(_Model):
     """The completed upgrade questionnaire: its answers, or where to find them (at least one)."""
 
     location: Line | None = Field(default=None, description="Where the answers are, e.g. a document link.")
-    answers: dict[Line, Annotated[StrictStr, Field(max_length=10_000)]] = Field(default_factory=dict)
+    answers: dict[Line, Annotated[str, BeforeValidator(_scalar_as_text), Field(max_length=10_000)]] = Field(
+        default_factory=dict
+    )
 
     @model_validator(mode="after")
     def _answers_or_location(self) -> Questionnaire:

@@ -1,0 +1,506 @@
+"""The simulated CRM estate as one object: bring it up, check it, tear it down, and use it.
+
+``up``/``down``/``status``/``reset`` back the ``scripts/estate`` command; ``Estate`` is what tests
+and benchmarks hold: ports, pinned host keys, client key, SSH and PostgreSQL access, isolated
+installations and fault injection.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from crm_estate import connections as conn_files
+from crm_estate import database, releases, sshd
+from crm_estate.catalogue import KNOWN_VERSIONS, parse_version
+from crm_estate.customers import EstateCustomer, load_estate_customers
+from crm_estate.installation import FAULT_FILE, Installation, provision_installation
+from crm_estate.keys import ensure_ed25519_key, key_type_and_data
+from crm_estate.layout import (
+    ENVIRONMENTS,
+    LOOPBACK,
+    EstateLayout,
+    base_port_from_env,
+    root_from_env,
+)
+from crm_estate.state import EstateState, HostState, PgState, exclusive_lock, read_state, write_state
+
+PROVISIONING_WORKERS = 4
+INSTALLER_STEPS = ("preflight", "unpack", "migrate_db", "reset_settings", "write_version")
+Say = Callable[[str], None]
+
+
+class EstateError(RuntimeError):
+    """The estate is not in a state to do what was asked (message says what to run)."""
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def host_conn_id(env: str) -> str:
+    """Connection id of a simulated host itself, independent of any customer (tests use these)."""
+    return f"crm_estate_{env}_ssh"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    healthy: bool
+    detail: str
+
+
+class Estate:
+    """A running estate (read from ``<root>/state.json``)."""
+
+    def __init__(self, layout: EstateLayout, state: EstateState) -> None:
+        self.layout = layout
+        self.state = state
+
+    @cached_property
+    def customers(self) -> list[EstateCustomer]:
+        """Valid customer configs (read once per Estate object)."""
+        customers, _errors = load_estate_customers()
+        return customers
+
+    @classmethod
+    def load(cls, root: str | os.PathLike[str] | None = None) -> Estate:
+        layout = EstateLayout(root_from_env(root))
+        state = read_state(layout.state_file)
+        if state is None:
+            raise EstateError(f"no estate at {layout.root} (no state.json); run `scripts/estate up`")
+        return cls(layout, state)
+
+    # ------------------------------------------------------------------ what clients need to know
+
+    @property
+    def root(self) -> Path:
+        return self.layout.root
+
+    @property
+    def user(self) -> str:
+        return self.state.user
+
+    @property
+    def hosts(self) -> dict[str, HostState]:
+        return self.state.hosts
+
+    @property
+    def client_key_path(self) -> Path:
+        return self.layout.client_key
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.layout.known_hosts
+
+    @property
+    def pg(self) -> database.PgServer:
+        return database.server_from_state(self.state.pg)
+
+    def pg_dsn(self, dbname: str) -> str:
+        return self.pg.dsn(dbname)
+
+    def release_dir(self, version: str) -> Path:
+        return self.layout.release_dir(version)
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.layout.releases_dir
+
+    def ssh_connect(self, env: str, timeout: float = 10.0) -> paramiko.SSHClient:
+        """Authenticated paramiko client to the ``env`` host (RejectPolicy + the estate's known_hosts)."""
+        return sshd.connect(
+            self.hosts[env].port, self.user, self.client_key_path, self.known_hosts_path, timeout
+        )
+
+    # ------------------------------------------------------------------ Airflow connections
+
+    def ssh_connection(self, env: str) -> dict[str, Any]:
+        return conn_files.ssh_connection(self.hosts[env], self.user, self.client_key_path)
+
+    def db_connection(self, dbname: str) -> dict[str, Any]:
+        return conn_files.postgres_connection(self.state.pg, database.check_db_name(dbname))
+
+    def connections(self) -> dict[str, dict[str, Any]]:
+        """Every connection the estate serves: per host, per customer environment, the releases."""
+        result = {host_conn_id(env): self.ssh_connection(env) for env in ENVIRONMENTS}
+        result[conn_files.RELEASES_CONN_ID] = conn_files.fs_connection(self.releases_dir)
+        for customer in self.customers:
+            result[customer.release_conn_id] = conn_files.fs_connection(self.releases_dir)
+            for env, spec in customer.environments.items():
+                result[spec.ssh_conn_id] = self.ssh_connection(env)
+                result[spec.db_conn_id] = self.db_connection(customer.db_name(env))
+        return result
+
+    def connections_env(self, extra: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
+        """``AIRFLOW_CONN_*`` variables for every connection (plus ``extra`` ones, e.g. a test DB)."""
+        return conn_files.as_env_vars({**self.connections(), **(extra or {})})
+
+    def write_connection_files(self) -> None:
+        conn_files.write_connection_files(
+            self.connections(), self.layout.connections_env, self.layout.connections_json
+        )
+
+    # ------------------------------------------------------------------ installations
+
+    def provision_installation(
+        self,
+        env: str,
+        install_path: Path,
+        version: str,
+        db_name: str,
+        customer_id: str,
+        staging_path: Path | None = None,
+        backup_path: Path | None = None,
+    ) -> Installation:
+        """(Re)create an installation and its config DB at ``version`` (paths under the root only)."""
+        if env not in ENVIRONMENTS:
+            raise ValueError(f"env must be one of {', '.join(ENVIRONMENTS)}, got {env!r}")
+        install_path = self.layout.require_inside(Path(install_path), "install_path")
+        staging_path = self.layout.require_inside(
+            Path(staging_path or install_path.with_name(install_path.name + ".staging")), "staging_path"
+        )
+        backup_path = self.layout.require_inside(
+            Path(backup_path or install_path.with_name(install_path.name + ".backups")), "backup_path"
+        )
+        self.ensure_release(version)
+        return provision_installation(
+            server=self.pg,
+            release_dir=self.release_dir(version),
+            owner_tag=database.owner_tag(self.layout),
+            customer_id=customer_id,
+            env=env,
+            version=version,
+            install_path=install_path,
+            staging_path=staging_path,
+            backup_path=backup_path,
+            db_name=db_name,
+        )
+
+    def create_isolated_installation(self, env: str = "dev", version: str = "10.2.0") -> Installation:
+        """A fresh installation + DB with unique names, for one test (remove with remove_installation)."""
+        token = uuid.uuid4().hex[:10]
+        base = self.layout.host_dir(env) / "isolated" / token
+        return self.provision_installation(
+            env=env,
+            install_path=base / "crm",
+            version=version,
+            db_name=f"crm_test_{token}",
+            customer_id=f"test_{token}",
+            staging_path=base / "staging",
+            backup_path=base / "backups",
+        )
+
+    def remove_installation(self, installation: Installation) -> None:
+        self.pg.drop_database(installation.db_name)
+        for path in (installation.install_path, installation.staging_path, installation.backup_path):
+            shutil.rmtree(self.layout.require_inside(path, "path"), ignore_errors=True)
+        isolated_parent = installation.install_path.parent
+        if isolated_parent.parent.name == "isolated":
+            shutil.rmtree(isolated_parent, ignore_errors=True)
+
+    def ensure_release(self, version: str) -> Path:
+        """Build the release if it is missing (others may build concurrently: serialised by the lock)."""
+        parse_version(version)
+        release_dir = self.release_dir(version)
+        if not (release_dir / releases.CHECKSUMS).exists():
+            with exclusive_lock(self.layout.lock_file):
+                if not (release_dir / releases.CHECKSUMS).exists():
+                    releases.build_release(self.releases_dir, version)
+        return release_dir
+
+    def crm_status(self, install_path: Path) -> tuple[int, dict[str, Any]]:
+        """Run the installation's ``bin/crm status`` locally; (exit code, parsed JSON)."""
+        result = subprocess.run(
+            [str(Path(install_path) / "bin" / "crm"), "status"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        try:
+            report = json.loads(result.stdout)
+        except json.JSONDecodeError:
+            report = {"ok": False, "problems": [result.stderr.strip() or "bin/crm printed no JSON"]}
+        return result.returncode, report
+
+    # ------------------------------------------------------------------ fault injection
+
+    def set_fault(self, install_path: Path, step: str | None, slow_seconds: float | None = None) -> Path:
+        """Make the next installer run on ``install_path`` fail at ``step`` and/or run slower."""
+        install_path = self.layout.require_inside(Path(install_path), "install_path")
+        if step is not None and step not in INSTALLER_STEPS:
+            raise ValueError(f"step must be one of {', '.join(INSTALLER_STEPS)}, got {step!r}")
+        lines = ([step] if step else []) + ([f"slow:{slow_seconds:g}"] if slow_seconds else [])
+        if not lines:
+            raise ValueError("give a step and/or slow_seconds (use clear_fault to remove faults)")
+        fault_file = install_path / FAULT_FILE
+        fault_file.write_text("\n".join(lines) + "\n")
+        return fault_file
+
+    def clear_fault(self, install_path: Path) -> bool:
+        fault_file = self.layout.require_inside(Path(install_path), "install_path") / FAULT_FILE
+        existed = fault_file.exists()
+        fault_file.unlink(missing_ok=True)
+        return existed
+
+    # ------------------------------------------------------------------ health
+
+    def component_status(self) -> list[ComponentStatus]:
+        report = []
+        for env, host in self.hosts.items():
+            pid = sshd.running_pid(self.layout, env)
+            try:
+                sshd.probe(host.port, self.user, self.client_key_path, self.known_hosts_path, timeout=5)
+                report.append(ComponentStatus(f"sshd {env}", True, f"{LOOPBACK}:{host.port} pid {pid}"))
+            except Exception as exc:  # any failure means unhealthy; the detail says why
+                report.append(ComponentStatus(f"sshd {env}", False, f"{LOOPBACK}:{host.port}: {exc!r}"))
+        pg = self.pg
+        pg_up = pg.reachable()
+        pg_detail = f"{self.state.pg.mode} server {pg.host}:{pg.port} user {pg.user}"
+        report.append(ComponentStatus("postgresql", pg_up, pg_detail))
+        for version in self._wanted_versions():
+            problems = releases.verify_release(self.release_dir(version))
+            report.append(
+                ComponentStatus(f"release {version}", not problems, "; ".join(problems) or "SHA256SUMS ok")
+            )
+        for customer in self._customers_inside_root():
+            for env, spec in customer.environments.items():
+                name = f"installation {customer.customer_id}/{env}"
+                if not (spec.install_path / "VERSION").exists():
+                    report.append(ComponentStatus(name, False, f"{spec.install_path} missing"))
+                    continue
+                if not pg_up or not pg.database_exists(customer.db_name(env)):
+                    report.append(ComponentStatus(name, False, f"database {customer.db_name(env)} missing"))
+                    continue
+                code, crm = self.crm_status(spec.install_path)
+                detail = f"version {crm.get('version')}, crm status " + (
+                    "ok" if code == 0 else "BROKEN: " + "; ".join(crm.get("problems", []))
+                )
+                # A broken installation is a state of the simulated world (e.g. a failed demo
+                # upgrade), not a failure of the estate: present is healthy.
+                report.append(ComponentStatus(name, True, detail))
+        files = [self.layout.connections_env, self.layout.connections_json]
+        missing = [str(path) for path in files if not path.exists()]
+        report.append(ComponentStatus("connections", not missing, ", ".join(missing) or str(files[0])))
+        return report
+
+    def _wanted_versions(self) -> list[str]:
+        wanted = set(KNOWN_VERSIONS)
+        for customer in self.customers:
+            wanted.update({customer.current_version, customer.target_version})
+        return sorted(wanted, key=parse_version)
+
+    def _customers_inside_root(self) -> list[EstateCustomer]:
+        return [customer for customer in self.customers if _outside_root(self.layout, customer) is None]
+
+
+def _outside_root(layout: EstateLayout, customer: EstateCustomer) -> str | None:
+    """Why a customer's paths cannot be provisioned here, or None."""
+    for env, spec in customer.environments.items():
+        for field in ("install_path", "staging_path", "backup_path"):
+            try:
+                layout.require_inside(getattr(spec, field), f"{customer.customer_id} {env} {field}")
+            except ValueError as exc:
+                return str(exc)
+    return None
+
+
+# ---------------------------------------------------------------------------------- lifecycle
+
+
+def _resolve_base_port(prior: EstateState | None, base_port: int | None) -> int:
+    if base_port is not None:
+        return base_port
+    if "ESTATE_BASE_PORT" in os.environ or prior is None:
+        return base_port_from_env()
+    return prior.base_port
+
+
+def _prepare_keys(layout: EstateLayout, user: str) -> dict[str, str]:
+    """Client key, host keys, authorized_keys and known_hosts; returns env -> pinned host key."""
+    for directory in (layout.keys_dir, *(layout.host_dir(env) for env in ENVIRONMENTS)):
+        directory.mkdir(parents=True, exist_ok=True)
+    layout.keys_dir.chmod(0o700)
+    client_public = ensure_ed25519_key(layout.client_key, f"{user}@crm-estate-client")
+    host_keys = {}
+    for env in ENVIRONMENTS:
+        host_keys[env] = key_type_and_data(ensure_ed25519_key(layout.host_key(env), f"crm-estate-{env}"))
+        layout.authorized_keys(env).write_text(client_public + "\n")
+    return host_keys
+
+
+def _write_known_hosts(layout: EstateLayout, hosts: dict[str, HostState]) -> None:
+    lines = [f"[{LOOPBACK}]:{host.port} {host.host_key}\n" for host in hosts.values()]
+    layout.known_hosts.write_text("".join(lines))
+
+
+def _ensure_pg(layout: EstateLayout, prior: EstateState | None, base_port: int) -> PgState:
+    if prior is not None and prior.pg.mode == "private":
+        return database.start_private_cluster(layout, prior.pg.port, prior.pg.user)
+    private_port = int(os.environ.get("ESTATE_PG_PRIVATE_PORT", str(base_port + len(ENVIRONMENTS))))
+    return database.resolve_server(layout, private_port)
+
+
+def _ensure_sshd(layout: EstateLayout, env: str, port: int, user: str, say: Say) -> None:
+    wanted_config = sshd.render_config(layout, env, port)
+    config_file = layout.sshd_config(env)
+    current_config = config_file.read_text() if config_file.exists() else None
+    if sshd.running_pid(layout, env) is not None:
+        if current_config == wanted_config:
+            try:
+                sshd.probe(port, user, layout.client_key, layout.known_hosts, timeout=5)
+                say(f"sshd {env}: already running on {LOOPBACK}:{port}")
+                return
+            except Exception as exc:  # running but unusable: repair by restarting
+                say(f"sshd {env}: running but not answering ({exc!r}); restarting")
+        else:
+            say(f"sshd {env}: configuration changed; restarting")
+        sshd.stop(layout, env)
+    sshd.start(layout, env, port)
+    sshd.wait_until_answering(port, user, layout.client_key, layout.known_hosts)
+    say(f"sshd {env}: started on {LOOPBACK}:{port}")
+
+
+def _installation_present(estate: Estate, customer: EstateCustomer, env: str) -> bool:
+    spec = customer.environments[env]
+    return (spec.install_path / "VERSION").exists() and estate.pg.database_exists(customer.db_name(env))
+
+
+def _provision_customer_env(estate: Estate, customer: EstateCustomer, env: str) -> Installation:
+    spec = customer.environments[env]
+    return estate.provision_installation(
+        env=env,
+        install_path=spec.install_path,
+        version=customer.current_version,
+        db_name=customer.db_name(env),
+        customer_id=customer.customer_id,
+        staging_path=spec.staging_path,
+        backup_path=spec.backup_path,
+    )
+
+
+def up(root: str | os.PathLike[str] | None = None, base_port: int | None = None, say: Say = _quiet) -> Estate:
+    """Bring the estate up, or repair whatever part of it is down; idempotent."""
+    layout = EstateLayout(root_from_env(root))
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(layout.lock_file):
+        prior = read_state(layout.state_file)
+        user = getpass.getuser()
+        port = _resolve_base_port(prior, base_port)
+        host_keys = _prepare_keys(layout, user)
+        hosts = {env: HostState(env, port + index, host_keys[env]) for index, env in enumerate(ENVIRONMENTS)}
+        _write_known_hosts(layout, hosts)
+        pg_state = _ensure_pg(layout, prior, port)
+        say(f"postgresql: {pg_state.mode} server on {pg_state.host}:{pg_state.port}")
+        state = EstateState(root=str(layout.root), user=user, base_port=port, hosts=hosts, pg=pg_state)
+        write_state(layout.state_file, state)
+        estate = Estate(layout, state)
+        customers, errors = load_estate_customers()
+        estate.customers = customers  # reuse the list just loaded
+        for version in estate._wanted_versions():
+            built = releases.ensure_release(layout.releases_dir, version)
+            say(f"release {version}: {'built' if built else 'present'}")
+        for env, host in hosts.items():
+            _ensure_sshd(layout, env, host.port, user, say)
+        for error in errors:
+            say(f"customer config skipped: {error}")
+        missing = []
+        for customer in customers:
+            refusal = _outside_root(layout, customer)
+            if refusal:
+                say(f"customer {customer.customer_id} skipped: {refusal}")
+                continue
+            for env in ENVIRONMENTS:
+                if _installation_present(estate, customer, env):
+                    say(f"installation {customer.customer_id}/{env}: present (kept; `reset` re-provisions)")
+                else:
+                    missing.append((customer, env))
+        # Provisioning waits on PostgreSQL most of the time: a few at once cut `up` from scratch.
+        with ThreadPoolExecutor(max_workers=PROVISIONING_WORKERS) as pool:
+            provisioned = pool.map(lambda item: _provision_customer_env(estate, *item), missing)
+            for (customer, env), installation in zip(missing, provisioned, strict=True):
+                say(
+                    f"installation {customer.customer_id}/{env}: provisioned {installation.version} "
+                    f"at {installation.install_path}"
+                )
+        estate.write_connection_files()
+        say(f"connections: {layout.connections_env}")
+    return estate
+
+
+def reset(
+    root: str | os.PathLike[str] | None = None,
+    customer_id: str | None = None,
+    env: str | None = None,
+    say: Say = _quiet,
+) -> list[Installation]:
+    """Re-provision customer installations at their config's current version."""
+    estate = Estate.load(root)
+    customers, _errors = load_estate_customers()
+    selected = [c for c in customers if customer_id is None or c.customer_id == customer_id]
+    if customer_id is not None and not selected:
+        raise EstateError(f"no valid customer config with customer_id {customer_id!r}")
+    done = []
+    with exclusive_lock(estate.layout.lock_file):
+        for customer in selected:
+            refusal = _outside_root(estate.layout, customer)
+            if refusal:
+                raise EstateError(refusal)
+            for each_env in ENVIRONMENTS if env is None else (env,):
+                installation = _provision_customer_env(estate, customer, each_env)
+                say(f"installation {customer.customer_id}/{each_env}: reset to {installation.version}")
+                done.append(installation)
+    return done
+
+
+def down(root: str | os.PathLike[str] | None = None, purge: bool = False, say: Say = _quiet) -> None:
+    """Stop the servers (files kept); with ``purge`` also drop the estate's databases and its root."""
+    layout = EstateLayout(root_from_env(root))
+    if not layout.root.exists():
+        say(f"nothing at {layout.root}")
+        return
+    state = read_state(layout.state_file)
+    if purge and state is None and not layout.lock_file.exists():
+        raise EstateError(f"{layout.root} does not look like an estate root (no state.json); not deleting it")
+    with exclusive_lock(layout.lock_file):
+        for env in ENVIRONMENTS:
+            say(f"sshd {env}: {'stopped' if sshd.stop(layout, env) else 'not running'}")
+        if purge:
+            server = database.server_from_state(state.pg) if state else database.external_server_from_env()
+            if server.reachable():
+                for name in server.tagged_databases(database.owner_tag(layout)):
+                    server.drop_database(name)
+                    say(f"database {name}: dropped")
+        if state is not None and state.pg.mode == "private" and database.stop_private_cluster(state.pg):
+            say("postgresql: private cluster stopped")
+    if purge:
+        shutil.rmtree(layout.root)
+        say(f"removed {layout.root}")
+
+
+def status(root: str | os.PathLike[str] | None = None) -> list[ComponentStatus]:
+    try:
+        estate = Estate.load(root)
+    except EstateError as exc:
+        return [ComponentStatus("state", False, str(exc))]
+    return [ComponentStatus("state", True, str(estate.layout.state_file)), *estate.component_status()]
+
+
+def print_status(report: list[ComponentStatus], stream: Any = sys.stdout) -> bool:
+    width = max(len(item.name) for item in report)
+    for item in report:
+        print(f"{item.name:<{width}}  {'ok  ' if item.healthy else 'DOWN'}  {item.detail}", file=stream)
+    return all(item.healthy for item in report)

@@ -1,0 +1,100 @@
+"""Sends the customer messages through the SMTP provider's connection, as plain text with an HTML twin.
+
+The SMTP provider's ``send_email_smtp`` sends an HTML-only body; customers' mail clients and archives
+deserve a ``multipart/alternative`` message with a plain-text part. The provider's hook still does
+what it is good at (reading the Airflow connection, TLS, login, connect retries); this module only
+builds the MIME message and hands it to the hook's client. The sending task's XCom gets the
+Message-ID and recipients, so an audit can match the task to the mail server's log.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+from airflow.providers.smtp.hooks.smtp import SmtpHook
+
+from managed_upgrade.customer_emails import CustomerEmail
+
+DEFAULT_SMTP_CONN_ID = "smtp_default"
+
+
+class EmailDeliveryError(RuntimeError):
+    """A customer message did not reach the mail server; says which connection, message and recipients."""
+
+
+class _MultipartSmtpHook(SmtpHook):
+    """:class:`SmtpHook` that can send a ready-made :class:`EmailMessage` (text + HTML alternatives)."""
+
+    def send_message(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+        if self._smtp_client is None:
+            raise EmailDeliveryError(f"SMTP connection {self.smtp_conn_id} is not open")
+        client: smtplib.SMTP = self._smtp_client  # type: ignore[assignment]
+        return client.send_message(message)
+
+
+def build_mime_message(email: CustomerEmail, from_email: str, reply_to: str | None = None) -> EmailMessage:
+    """The RFC 5322 message: To the customer, Cc consultants and project managers, text + HTML."""
+    message = EmailMessage()
+    message["Subject"] = email.subject
+    message["From"] = from_email
+    message["To"] = ", ".join(email.to)
+    if email.cc:
+        message["Cc"] = ", ".join(email.cc)
+    if reply_to:
+        message["Reply-To"] = reply_to
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=from_email.rpartition("@")[2] or None)
+    message.set_content(email.text)
+    message.add_alternative(email.html, subtype="html")
+    return message
+
+
+def send_customer_email(
+    email: CustomerEmail,
+    *,
+    smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
+    from_email: str | None = None,
+    reply_to: str | None = None,
+) -> dict[str, Any]:
+    """Send ``email``; returns ``{kind, message_id, subject, from, to, cc, smtp_conn_id}`` for XCom.
+
+    ``from_email`` defaults to the connection's ``from_email`` extra. Every failure is raised as
+    :class:`EmailDeliveryError` naming the connection, the message and all recipients.
+    """
+    recipients = [*email.to, *email.cc]
+    where = (
+        f"{email.kind} message {email.subject!r} via SMTP connection {smtp_conn_id} "
+        f"to {', '.join(recipients) or '(nobody)'}"
+    )
+    if not email.to:
+        raise EmailDeliveryError(f"cannot send {where}: no customer recipient (contacts.customer is empty)")
+    try:
+        with _MultipartSmtpHook(smtp_conn_id=smtp_conn_id) as hook:
+            sender = from_email or hook.from_email
+            if not sender:
+                raise EmailDeliveryError(
+                    f"cannot send {where}: no sender address; set the extra from_email of connection "
+                    f"{smtp_conn_id} or pass from_email"
+                )
+            message = build_mime_message(email, sender, reply_to)
+            refused = hook.send_message(message)
+    except EmailDeliveryError:
+        raise
+    except Exception as exc:  # connection, auth, protocol, refusal: one clear message for the task log
+        raise EmailDeliveryError(f"sending {where} failed: {type(exc).__name__}: {exc}") from exc
+    if refused:
+        detail = ", ".join(f"{address} ({code} {reply.decode(errors='replace')})"
+                           for address, (code, reply) in refused.items())  # fmt: skip
+        raise EmailDeliveryError(f"{where}: the server refused {detail}; the others were sent")
+    return {
+        "kind": email.kind,
+        "message_id": message["Message-ID"],
+        "subject": email.subject,
+        "from": sender,
+        "to": list(email.to),
+        "cc": list(email.cc),
+        "smtp_conn_id": smtp_conn_id,
+    }

@@ -22,14 +22,15 @@ if TYPE_CHECKING:  # imported lazily below, so unit tests never load the estate'
 
 @pytest.fixture(scope="session")
 def estate() -> Iterator[Estate]:
-    """The simulated estate ($ESTATE_ROOT, default /tmp/crm-estate). Started (and stopped at the
-    end of the session) only if it was not already up and healthy."""
+    """The simulated estate ($ESTATE_ROOT, default /tmp/crm-estate), brought up or repaired if
+    needed. Stopped at the end of the session only if no server of it was running before."""
     import crm_estate
 
-    already_up = all(component.healthy for component in crm_estate.status())
-    running = crm_estate.Estate.load() if already_up else crm_estate.up()
+    started_here = not crm_estate.is_running()
+    healthy = all(component.healthy for component in crm_estate.status())
+    running = crm_estate.Estate.load() if healthy else crm_estate.up()
     yield running
-    if not already_up:
+    if started_here:
         crm_estate.down()
 
 

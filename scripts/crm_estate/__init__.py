@@ -4,7 +4,17 @@ vendor installer, so the upgrade DAGs and their tests meet real systems on the l
 Shell: ``scripts/estate up|down|status|env|release|fault|reset``. Python: ``Estate.load()``.
 """
 
-from crm_estate.estate import ComponentStatus, Estate, EstateError, down, host_conn_id, reset, status, up
+from crm_estate.estate import (
+    ComponentStatus,
+    Estate,
+    EstateError,
+    down,
+    host_conn_id,
+    is_running,
+    reset,
+    status,
+    up,
+)
 from crm_estate.installation import Installation
 
 __all__ = [
@@ -14,6 +24,7 @@ __all__ = [
     "Installation",
     "down",
     "host_conn_id",
+    "is_running",
     "reset",
     "status",
     "up",

@@ -222,6 +222,16 @@ class Estate:
                     releases.build_release(self.releases_dir, version)
         return release_dir
 
+    def stage_release_locally(self, staging_path: Path, version: str) -> Path:
+        """Copy a release into ``staging_path`` without SSH (for tests that are not about staging);
+        returns the staged installer."""
+        staging_path = self.layout.require_inside(Path(staging_path), "staging_path")
+        staging_path.mkdir(parents=True, exist_ok=True)
+        source = self.ensure_release(version)
+        for name in (releases.INSTALLER, releases.PAYLOAD, releases.CHECKSUMS):
+            shutil.copy2(source / name, staging_path / name)
+        return staging_path / releases.INSTALLER
+
     def crm_status(self, install_path: Path) -> tuple[int, dict[str, Any]]:
         """Run the installation's ``bin/crm status`` locally; (exit code, parsed JSON)."""
         result = subprocess.run(
@@ -272,7 +282,7 @@ class Estate:
         pg_detail = f"{self.state.pg.mode} server {pg.host}:{pg.port} user {pg.user}"
         report.append(ComponentStatus("postgresql", pg_up, pg_detail))
         for version in self._wanted_versions():
-            problems = releases.verify_release(self.release_dir(version))
+            problems = releases.release_problems(self.releases_dir, version)
             report.append(
                 ComponentStatus(f"release {version}", not problems, "; ".join(problems) or "SHA256SUMS ok")
             )
@@ -489,6 +499,12 @@ def down(root: str | os.PathLike[str] | None = None, purge: bool = False, say: S
     if purge:
         shutil.rmtree(layout.root)
         say(f"removed {layout.root}")
+
+
+def is_running(root: str | os.PathLike[str] | None = None) -> bool:
+    """True if any sshd of the estate at ``root`` is running (someone started it)."""
+    layout = EstateLayout(root_from_env(root))
+    return any(sshd.running_pid(layout, env) is not None for env in ENVIRONMENTS)
 
 
 def status(root: str | os.PathLike[str] | None = None) -> list[ComponentStatus]:

@@ -199,17 +199,28 @@ def build_release(releases_dir: Path, version: str, size: PayloadSize | None = N
     return final
 
 
+def _read_build_info(releases_dir: Path, version: str) -> dict:
+    try:
+        return json.loads(_build_info_path(releases_dir, version).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def release_problems(releases_dir: Path, version: str) -> list[str]:
+    """Why the release must be (re)built: checksum problems, or built from older estate code."""
+    problems = verify_release(releases_dir / PRODUCT / version)
+    if not problems and _read_build_info(releases_dir, version).get("sources") != sources_fingerprint():
+        problems.append("built by an older version of the estate code; `scripts/estate up` rebuilds it")
+    return problems
+
+
 def ensure_release(releases_dir: Path, version: str) -> bool:
     """Build the release unless an intact one from the current sources exists; True if built.
 
     A rebuild keeps the payload size a benchmark asked for."""
-    release_dir = releases_dir / PRODUCT / version
-    try:
-        info = json.loads(_build_info_path(releases_dir, version).read_text())
-    except (FileNotFoundError, ValueError):
-        info = {}
-    if info.get("sources") == sources_fingerprint() and not verify_release(release_dir):
+    if not release_problems(releases_dir, version):
         return False
+    info = _read_build_info(releases_dir, version)
     size = PayloadSize(total_bytes=int(info.get("extra_bytes", 0)), files=int(info.get("files", 1)))
     build_release(releases_dir, version, size)
     return True

@@ -27,7 +27,7 @@ from crm_estate import Estate, Installation, host_conn_id, sshd
 from crm_estate.catalogue import release_content
 from crm_estate.database import external_server_from_env
 from crm_estate.installation import customer_db_settings, customer_file_settings
-from crm_estate.releases import PayloadSize, build_release, verify_release
+from crm_estate.releases import PayloadSize, build_release, ensure_release, release_problems, verify_release
 
 pytestmark = pytest.mark.integration
 
@@ -297,7 +297,7 @@ def test_fault_fails_the_installer_at_that_step_with_realistic_damage(estate, fr
 
 def test_rerun_on_a_broken_installation_is_refused_until_restored(estate, fresh_installation):
     installation = fresh_installation("dev", "10.2.0")
-    stage_release(estate, installation, "11.0.0")
+    estate.stage_release_locally(installation.staging_path, "11.0.0")
     estate.set_fault(installation.install_path, "migrate_db")
     assert run_installer(estate, installation)[0] == 3
     assert estate.clear_fault(installation.install_path) is True
@@ -487,6 +487,19 @@ def test_release_build_is_reproducible_and_tampering_is_detected(tmp_path):
     payload = second / "payload.tar.gz"
     payload.write_bytes(payload.read_bytes() + b"x")
     assert verify_release(second) == [f"{payload} does not match its SHA256SUMS entry"]
+
+
+def test_release_from_older_estate_code_is_rebuilt(tmp_path):
+    build_release(tmp_path, "10.2.0")
+    assert release_problems(tmp_path, "10.2.0") == []
+    build_info = tmp_path / "aurea-crm" / ".10.2.0.build.json"
+    build_info.write_text(build_info.read_text().replace('"sources": "', '"sources": "0'))
+    assert release_problems(tmp_path, "10.2.0") == [
+        "built by an older version of the estate code; `scripts/estate up` rebuilds it"
+    ]
+    assert ensure_release(tmp_path, "10.2.0") is True
+    assert release_problems(tmp_path, "10.2.0") == []
+    assert ensure_release(tmp_path, "10.2.0") is False
 
 
 def test_release_command_builds_a_sized_payload(tmp_path):

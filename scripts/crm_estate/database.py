@@ -144,15 +144,19 @@ def _pg_tool(name: str) -> str:
     )
 
 
-def _as_cluster_owner(argv: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return argv
+def _cluster_owner() -> pwd.struct_passwd:
     try:
-        pwd.getpwnam(CLUSTER_OWNER)
+        return pwd.getpwnam(CLUSTER_OWNER)
     except KeyError:
         raise DatabaseError(
             f"running as root needs a '{CLUSTER_OWNER}' user to own the private cluster"
         ) from None
+
+
+def _as_cluster_owner(argv: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return argv
+    _cluster_owner()
     return ["runuser", "-u", CLUSTER_OWNER, "--", *argv]
 
 
@@ -178,24 +182,13 @@ def start_private_cluster(layout: EstateLayout, port: int, user: str = "postgres
     pg_log = layout.log_dir / "postgres.log"
     pg_log.touch()
     if os.geteuid() == 0:
-        owner = pwd.getpwnam(CLUSTER_OWNER)
+        owner = _cluster_owner()
         for path in (layout.pg_dir, socket_dir, pg_log):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     if not (data_dir / "PG_VERSION").exists():
+        initdb = [_pg_tool("initdb"), "-D", str(data_dir), "-U", user, "--auth=trust", "-E", "UTF8"]
         _run(
-            _as_cluster_owner(
-                [
-                    _pg_tool("initdb"),
-                    "-D",
-                    str(data_dir),
-                    "-U",
-                    user,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-instructions",
-                ]
-            ),
+            _as_cluster_owner([*initdb, "--no-instructions"]),
             f"initdb of the private cluster (as root it runs as '{CLUSTER_OWNER}', which must be able to "
             f"enter {layout.pg_dir})",
         )

@@ -27,6 +27,7 @@ from crm_estate import connections as conn_files
 from crm_estate import database, releases, sshd
 from crm_estate.catalogue import KNOWN_VERSIONS, parse_version
 from crm_estate.customers import EstateCustomer, load_estate_customers
+from crm_estate.fake_installer import STEPS as INSTALLER_STEPS
 from crm_estate.installation import FAULT_FILE, Installation, provision_installation
 from crm_estate.keys import ensure_ed25519_key, key_type_and_data
 from crm_estate.layout import (
@@ -39,7 +40,6 @@ from crm_estate.layout import (
 from crm_estate.state import EstateState, HostState, PgState, exclusive_lock, read_state, write_state
 
 PROVISIONING_WORKERS = 4
-INSTALLER_STEPS = ("preflight", "unpack", "migrate_db", "reset_settings", "write_version")
 Say = Callable[[str], None]
 
 
@@ -58,6 +58,8 @@ def host_conn_id(env: str) -> str:
 
 @dataclass(frozen=True)
 class ComponentStatus:
+    """One line of `scripts/estate status`."""
+
     name: str
     healthy: bool
     detail: str

@@ -1,0 +1,284 @@
+"""Backs up an environment before anything touches it: install folder and config DB, verified, with retention.
+
+A backup lives on the environment's host at ``<backup_path>/<backup_id>/``:
+
+* ``install.tar.zst`` -- GNU ``tar`` of the install folder compressed by ``zstd`` on the host
+  (``install.tar.gz`` with gzip if the host has no zstd);
+* ``install.manifest.json`` -- every entry of the folder with type, mode, size and sha256;
+* ``config-db.dump`` -- ``pg_dump -Fc`` of the config DB (made on the worker, checked with
+  ``pg_restore --list``, sent to the host and hashed there);
+* ``backup.json`` -- the descriptor: id, customer, environment, version (from ``VERSION``), creation
+  time, install path, database name, and size and sha256 of each of the files above.
+
+The three pieces are produced concurrently (tar+zstd and the manifest hashing on the host use
+different cores; the dump runs on the worker against the DB server), then the archive is listed
+back on the host and must match the manifest entry for entry. Everything is written under
+``<backup_id>.partial/`` and renamed to ``<backup_id>/`` only once verified, so a directory with a
+backup id as its name is always a complete, verified backup. Retention keeps the newest N verified
+backups of the environment and removes abandoned ``.partial`` directories; it never removes the
+backup just made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from managed_upgrade.database import DbTarget, DumpInfo, dump_database
+from managed_upgrade.errors import BackupError, OperationError
+from managed_upgrade.installation import read_version
+from managed_upgrade.remote import RemoteHost
+from managed_upgrade.safe import require
+from managed_upgrade.transfer import TransportName, make_sender
+
+log = logging.getLogger(__name__)
+
+BACKUP_ID_PATTERN = r"^\d{8}T\d{6}Z-[a-z0-9]{1,16}-[0-9a-f]{6}$"
+"""``<UTC time>-<environment>-<random>``: sorts by time, names a directory, safe in any command line."""
+_BACKUP_ID = re.compile(BACKUP_ID_PATTERN)
+DESCRIPTOR = "backup.json"
+MANIFEST = "install.manifest.json"
+DUMP = "config-db.dump"
+PARTIAL_SUFFIX = ".partial"
+FORMAT = 1
+
+
+def require_backup_id(backup_id: str) -> str:
+    if not isinstance(backup_id, str) or not _BACKUP_ID.fullmatch(backup_id):
+        raise ValueError(f"backup id {backup_id!r} is not valid (must match {BACKUP_ID_PATTERN})")
+    return backup_id
+
+
+def new_backup_id(environment: str, now: datetime | None = None) -> str:
+    moment = (now or datetime.now(UTC)).astimezone(UTC)
+    label = re.sub(r"[^a-z0-9]", "", environment.lower())[:16] or "env"
+    return require_backup_id(f"{moment:%Y%m%dT%H%M%SZ}-{label}-{secrets.token_hex(3)}")
+
+
+def backup_dir(backup_path: str, backup_id: str) -> str:
+    require("absolute path", backup_path)
+    return posixpath.join(backup_path, require_backup_id(backup_id))
+
+
+@dataclass(frozen=True)
+class BackupTarget:
+    """What to back up: one environment's install folder on its host and its config DB."""
+
+    customer_id: str
+    environment: str
+    host: RemoteHost
+    install_path: str
+    backup_path: str
+    database: DbTarget
+    retention: int = 3
+
+    def __post_init__(self) -> None:
+        require("absolute path", self.install_path)
+        require("absolute path", self.backup_path)
+        if self.retention < 1:
+            raise ValueError(f"retention must keep at least one backup, got {self.retention}")
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """A verified backup and what retention removed."""
+
+    descriptor: dict[str, Any]
+    directory: str
+    pruned: tuple[str, ...]
+    seconds: float
+
+    @property
+    def backup_id(self) -> str:
+        return self.descriptor["backup_id"]
+
+    def summary(self) -> dict[str, Any]:
+        """Compact, JSON-able (XCom): ids, version, location, checksums, what was pruned."""
+        return {
+            "backup_id": self.backup_id,
+            "environment": self.descriptor["environment"],
+            "version": self.descriptor["version"],
+            "directory": self.directory,
+            "files": {item["name"]: item["sha256"] for item in self.descriptor["files"]},
+            "database": self.descriptor["database"]["name"],
+            "pruned": list(self.pruned),
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def compare_listing(manifest: list[dict[str, Any]], listing: list[dict[str, Any]]) -> list[str]:
+    """Differences between a tree manifest and an archive listing (path, type, mode, size, link target)."""
+
+    def key(entry: dict[str, Any]) -> tuple:
+        return (
+            entry["type"],
+            entry["mode"],
+            entry["size"] if entry["type"] == "file" else 0,
+            entry.get("target"),
+        )
+
+    expected = {entry["path"]: key(entry) for entry in manifest}
+    actual = {entry["path"]: key(entry) for entry in listing}
+    problems = [f"missing from the archive: {path}" for path in sorted(expected.keys() - actual.keys())]
+    problems += [f"not in the manifest: {path}" for path in sorted(actual.keys() - expected.keys())]
+    for path in sorted(expected.keys() & actual.keys()):
+        if expected[path] != actual[path]:
+            problems.append(
+                f"{path}: manifest (type, mode, size, target) {expected[path]} != archive {actual[path]}"
+            )
+    return problems
+
+
+def _archive_install(host: RemoteHost, install_path: str, archive: str, compression: str) -> None:
+    flag = "--zstd" if compression == "zstd" else "--gzip"
+    host.run(["tar", flag, "--create", "--file", archive, "--directory", install_path, "."])
+
+
+def _dump_and_send(
+    target: BackupTarget, directory: str, work_dir: Path, transport: TransportName
+) -> DumpInfo:
+    local = work_dir / DUMP
+    info = dump_database(target.database, local)
+    received = make_sender(target.host, transport).send(local, posixpath.join(directory, DUMP))
+    if received.sha256 != info.sha256 or received.size != info.size:
+        raise BackupError(
+            f"{target.host.label}: the DB dump arrived damaged at {directory}/{DUMP}: "
+            f"sha256 {received.sha256} "
+            f"({received.size} bytes), expected {info.sha256} ({info.size} bytes)"
+        )
+    return info
+
+
+def create_backup(
+    target: BackupTarget,
+    backup_id: str | None = None,
+    transport: TransportName = "auto",
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> BackupResult:
+    """Take, verify and keep a backup of ``target`` (see the module docstring); prune old ones."""
+    started = time.monotonic()
+    host = target.host
+    backup_id = require_backup_id(backup_id) if backup_id else new_backup_id(target.environment, now())
+    final = backup_dir(target.backup_path, backup_id)
+    partial = final + PARTIAL_SUFFIX
+    if host.exists(final):
+        raise BackupError(f"{host.label}: backup {final} already exists; refusing to overwrite it")
+    version = read_version(host, target.install_path)
+    compression = "zstd" if host.has_command("zstd") else "gzip"
+    archive_name = "install.tar.zst" if compression == "zstd" else "install.tar.gz"
+    host.remove_tree(partial)
+    host.makedirs(partial)
+    archive = posixpath.join(partial, archive_name)
+    log.info("%s: backing up %s (version %s) to %s", host.label, target.install_path, version, final)
+
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="managed-upgrade-backup-") as work,
+            ThreadPoolExecutor(max_workers=3, thread_name_prefix="backup") as pool,
+        ):
+            dump_future = pool.submit(_dump_and_send, target, partial, Path(work), transport)
+            manifest_future = pool.submit(host.run_agent, "tree", target.install_path)
+            _archive_install(host, target.install_path, archive, compression)
+            listing = host.run_agent("archive", archive)
+            manifest = manifest_future.result()
+            problems = compare_listing(manifest["entries"], listing["entries"])
+            if problems:
+                shown = "; ".join(problems[:10]) + (
+                    f"; ... {len(problems) - 10} more" if len(problems) > 10 else ""
+                )
+                raise BackupError(
+                    f"{host.label}: archive {archive} does not match the install folder: {shown}"
+                )
+            manifest_bytes = host.write_json(posixpath.join(partial, MANIFEST), manifest)
+            dump = dump_future.result()
+    except OperationError:
+        host.remove_tree(partial)
+        raise
+    except Exception as exc:
+        host.remove_tree(partial)
+        raise BackupError(f"{host.label}: backup of {target.install_path} failed: {exc}") from exc
+
+    descriptor = {
+        "format": FORMAT,
+        "backup_id": backup_id,
+        "customer_id": target.customer_id,
+        "environment": target.environment,
+        "host": host.label,
+        "version": version,
+        "created_at": now().astimezone(UTC).isoformat(timespec="seconds"),
+        "install_path": target.install_path,
+        "compression": compression,
+        "entries": len(manifest["entries"]),
+        "files": [
+            {"name": archive_name, "size": host.file_size(archive), "sha256": listing["sha256"]},
+            {
+                "name": MANIFEST,
+                "size": len(manifest_bytes),
+                "sha256": hashlib.sha256(manifest_bytes).hexdigest(),
+            },
+            {"name": DUMP, "size": dump.size, "sha256": dump.sha256},
+        ],
+        "database": {"name": target.database.dbname, "dump": DUMP, "toc_entries": dump.toc_entries},
+        "verified": {"archive_listing": "matches manifest", "pg_restore_list": "ok"},
+    }
+    host.write_json(posixpath.join(partial, DESCRIPTOR), descriptor)
+    host.rename(partial, final)
+    pruned = prune_backups(host, target.backup_path, target.retention, keep=backup_id)
+    return BackupResult(descriptor, final, tuple(pruned), time.monotonic() - started)
+
+
+def read_descriptor(host: RemoteHost, backup_path: str, backup_id: str) -> dict[str, Any]:
+    """The ``backup.json`` of a complete backup; raises :class:`BackupError` if there is none."""
+    path = posixpath.join(backup_dir(backup_path, backup_id), DESCRIPTOR)
+    try:
+        descriptor = host.read_json(path)
+    except FileNotFoundError:
+        raise BackupError(
+            f"{host.label}: no backup {backup_id} under {backup_path} ({path} missing)"
+        ) from None
+    if descriptor.get("backup_id") != backup_id or "verified" not in descriptor:
+        raise BackupError(f"{host.label}: {path} is not the descriptor of a verified backup {backup_id}")
+    return descriptor
+
+
+def list_backups(host: RemoteHost, backup_path: str) -> list[dict[str, Any]]:
+    """Descriptors of the complete backups under ``backup_path``, oldest first."""
+    require("absolute path", backup_path)
+    if not host.is_dir(backup_path):
+        return []
+    found = []
+    for name in host.listdir(backup_path):
+        if _BACKUP_ID.fullmatch(name):
+            try:
+                found.append(read_descriptor(host, backup_path, name))
+            except BackupError:
+                log.warning("%s: %s/%s is not a complete backup; left alone", host.label, backup_path, name)
+    return sorted(found, key=lambda descriptor: (descriptor["created_at"], descriptor["backup_id"]))
+
+
+def prune_backups(host: RemoteHost, backup_path: str, retention: int, keep: str) -> list[str]:
+    """Keep the newest ``retention`` backups (always ``keep`` too); remove the rest and stale partials."""
+    backups = list_backups(host, backup_path)
+    ids = [descriptor["backup_id"] for descriptor in backups]
+    survivors = set(ids[-retention:]) | {keep}
+    pruned = [backup_id for backup_id in ids if backup_id not in survivors]
+    for backup_id in pruned:
+        host.remove_tree(backup_dir(backup_path, backup_id))
+    for name in host.listdir(backup_path):
+        stem = name.removesuffix(PARTIAL_SUFFIX)
+        if name.endswith(PARTIAL_SUFFIX) and _BACKUP_ID.fullmatch(stem) and stem < keep:
+            host.remove_tree(posixpath.join(backup_path, name))  # abandoned by an earlier, failed run
+    if pruned:
+        log.info("%s: retention (%d) removed backups %s", host.label, retention, ", ".join(pruned))
+    return pruned

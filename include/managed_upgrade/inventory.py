@@ -238,7 +238,7 @@ def findings(inventory: Mapping[str, Any]) -> list[str]:
 # --- markdown ---------------------------------------------------------------------------------
 
 
-def _md(value: Any) -> str:
+def escape_markdown(value: Any) -> str:
     """Plain text safe in markdown and in a table cell: one line, markup characters escaped."""
     return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
 
@@ -259,36 +259,40 @@ def render_markdown(inventory: Mapping[str, Any]) -> str:
     database = inventory["database"]
     disk = inventory["disk"]
     lines = [
-        f"### {_md(inventory['environment']).upper()} system inventory",
+        f"### {escape_markdown(inventory['environment']).upper()} system inventory",
         "",
-        f"- Installation: {_md(inventory['install_path'])}",
-        f"- Installed version: **{_md(inventory['version'] or 'missing')}**"
-        f" (config says {_md(inventory['expected_version'])})",
+        f"- Installation: {escape_markdown(inventory['install_path'])}",
+        f"- Installed version: **{escape_markdown(inventory['version'] or 'missing')}**"
+        f" (config says {escape_markdown(inventory['expected_version'])})",
         f"- `bin/crm status`: {'ok' if status['ok'] else '**BROKEN**'} (exit code {status['exit_code']})",
-        f"- Config DB schema version: {_md(database['schema_version'] or 'unknown')}"
-        + (f", PostgreSQL {_md(database['server_version'])}" if database["server_version"] else "")
+        f"- Config DB schema version: {escape_markdown(database['schema_version'] or 'unknown')}"
+        + (
+            f", PostgreSQL {escape_markdown(database['server_version'])}"
+            if database["server_version"]
+            else ""
+        )
         + (f", {_size(database['size_bytes'] / 1024)}" if database["size_bytes"] is not None else ""),
         f"- Disk: installation {_size(disk.get('install_kib'))}",
     ]
     if filesystem := disk.get("filesystem"):
         lines[-1] += (
             f"; {_size(filesystem['available_kib'])} free of {_size(filesystem['size_kib'])} on "
-            f"{_md(filesystem['mount'])} ({filesystem['used_percent']}% used)"
+            f"{escape_markdown(filesystem['mount'])} ({filesystem['used_percent']}% used)"
         )
     if inventory["collected_at"]:
-        lines.append(f"- Collected at {_md(inventory['collected_at'])}")
+        lines.append(f"- Collected at {escape_markdown(inventory['collected_at'])}")
     lines += ["", "**Findings:** " + ("none" if not inventory["findings"] else "")]
-    lines += [f"- {_md(finding)}" for finding in inventory["findings"]]
+    lines += [f"- {escape_markdown(finding)}" for finding in inventory["findings"]]
     lines += ["", "| Module | Version | Vendor |", "|---|---|---|"]
     lines += [
-        f"| {_md(m['name'])} | {_md(m.get('version', '?'))} | {_md(m.get('vendor', ''))} |"
+        "| " + " | ".join(escape_markdown(m.get(key, "")) for key in ("name", "version", "vendor")) + " |"
         for m in inventory["modules"]
     ] or ["| (none found) | | |"]
     lines += ["", "| Settings file | Keys |", "|---|---|"]
     for name, keys in inventory["settings"].items():
-        shown = ", ".join(_md(key) for key in keys[:MAX_KEYS_SHOWN])
+        shown = ", ".join(escape_markdown(key) for key in keys[:MAX_KEYS_SHOWN])
         more = f" … and {len(keys) - MAX_KEYS_SHOWN} more" if len(keys) > MAX_KEYS_SHOWN else ""
-        lines.append(f"| {_md(name)} | {shown}{more} |")
+        lines.append(f"| {escape_markdown(name)} | {shown}{more} |")
     lines += ["", "| Config DB table | Rows |", "|---|---:|"]
-    lines += [f"| {_md(table)} | {rows} |" for table, rows in database["tables"].items()]
+    lines += [f"| {escape_markdown(table)} | {rows} |" for table, rows in database["tables"].items()]
     return "\n".join(lines) + "\n"

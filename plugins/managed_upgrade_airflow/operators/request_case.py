@@ -1,0 +1,120 @@
+"""The run's first task, "Create Request Case": turns the trigger form into the run's settings, or refuses.
+
+The trigger form's JSON schema catches malformed values one by one; eligibility (Platinum Support,
+access acknowledged) and the cross-field rules (dates in order, target newer than installed) need the
+whole picture, so they are checked here and the run fails at its very first task with every problem
+listed. An accepted request is recorded in the ledger (the run row every later fact hangs off), and
+its settings become this task's XCom, which every later task reads instead of re-parsing the conf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from managed_upgrade.config import CustomerConfig
+from managed_upgrade.run_settings import RunSettings, request_case_problems, settings_from_conf
+from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
+
+REQUEST_CASE_TASK_ID = "initiation.create_request_case"
+"""Task id (inside the ``initiation`` group) whose XCom holds the run's settings."""
+
+SETTING_NAMES = tuple(f.name for f in fields(RunSettings))
+
+
+def request_case_defaults(config: CustomerConfig) -> dict[str, Any]:
+    """Trigger-form values as the customer config gives them (JSON-ready; also the form's defaults)."""
+    case = config.request_case
+    return {
+        "case_id": case.case_id,
+        "earliest_start": case.earliest_start.isoformat(),
+        "ideal_start": case.ideal_start.isoformat(),
+        "deadline": case.deadline.isoformat(),
+        "deadline_reason": case.deadline_reason,
+        "target_version": config.versions.target,
+        "seconds_per_business_day": None,
+    }
+
+
+def merged_conf(config: CustomerConfig, *layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Config defaults overridden by each layer in turn (params, then the run's conf).
+
+    Only run-setting keys are taken; an empty value (``None`` or ``""``) in a layer means "not given"
+    and keeps the default, because the trigger form sends empty fields for untouched optional inputs.
+    """
+    merged = request_case_defaults(config)
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if key in SETTING_NAMES and value is not None and value != "":
+                merged[key] = value
+    return merged
+
+
+def run_settings_from_xcom(context: Any, task_id: str = REQUEST_CASE_TASK_ID) -> RunSettings:
+    """The settings ``create_request_case`` accepted, read back from its XCom."""
+    data = context["ti"].xcom_pull(task_ids=task_id)
+    if not data:
+        raise AirflowFailException(f"no run settings in the XCom of {task_id}; did that task run?")
+    settings, problems = settings_from_conf(data)
+    if settings is None:
+        raise AirflowFailException(
+            f"run settings in the XCom of {task_id} are invalid: {'; '.join(problems)}"
+        )
+    return settings
+
+
+class CreateRequestCaseOperator(BaseOperator):
+    """Validate the request case of this run and record the run; XCom: :meth:`RunSettings.to_conf`.
+
+    The XCom is ``{case_id, earliest_start, ideal_start, deadline (ISO dates), deadline_reason,
+    target_version, seconds_per_business_day (float or None)}``.
+    """
+
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self, *, config: CustomerConfig, ledger_conn_id: str = LEDGER_CONN_ID, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config = config
+        self.ledger_conn_id = ledger_conn_id
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        dag_run = context["dag_run"]
+        conf = merged_conf(self.config, context.get("params"), getattr(dag_run, "conf", None))
+        settings, problems = settings_from_conf(conf)
+        if settings is not None:
+            problems = request_case_problems(
+                settings,
+                current_version=self.config.versions.current,
+                platinum_support=self.config.platinum_support,
+                access_acknowledged=self.config.request_case.access_acknowledged,
+            )
+        if problems:
+            listing = "\n".join(f"  - {problem}" for problem in problems)
+            raise AirflowFailException(
+                f"request case of customer {self.config.customer_id} is not acceptable "
+                f"({len(problems)} problem{'s' if len(problems) != 1 else ''}); fix the trigger form "
+                f"values or {self.config.source or 'the customer config'} and trigger again:\n{listing}"
+            )
+        assert settings is not None  # for the type checker: no problems means settings were parsed
+        result = settings.to_conf()
+        ti = context["ti"]
+        with open_ledger(self.ledger_conn_id) as ledger:
+            ledger.record_run(ti.dag_id, ti.run_id, self.config.customer_id, result)
+        self.log.info(
+            "Request case %s accepted: %s %s -> %s, deadline %s%s",
+            settings.case_id,
+            self.config.customer_id,
+            self.config.versions.current,
+            settings.target_version,
+            settings.deadline,
+            f", rehearsal {settings.seconds_per_business_day:g} s per business day"
+            if settings.rehearsal
+            else "",
+        )
+        return result

@@ -1,0 +1,440 @@
+"""Initiation tasks against real systems: the estate's Dev host and DB, a throwaway ledger, an SMTP sink.
+
+Operators are called the way the task runner calls them (``execute`` / ``execute_complete`` with a
+context); the context is minimal: the run's conf, the task instance's ids and its XCom pulls.
+"""
+
+from __future__ import annotations
+
+import email
+import json
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psycopg2
+import pytest
+from aiosmtpd.controller import Controller
+from airflow.sdk.exceptions import AirflowFailException
+from psycopg2 import sql
+
+from managed_upgrade.config import load_customer_config
+from managed_upgrade.ledger import Ledger, migrate
+from managed_upgrade.testcase_report import CaseResult, TestReport
+from managed_upgrade_airflow.initiation_gates import (
+    INVENTORY_TASK_ID,
+    VERIFY_TEST_CASES_TASK_ID,
+    AcknowledgeRequestGate,
+    AnalysisGate,
+    RespondToRequestGate,
+    ReviewTestCaseVerificationGate,
+)
+from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator
+from managed_upgrade_airflow.operators.request_case import (
+    REQUEST_CASE_TASK_ID,
+    CreateRequestCaseOperator,
+    request_case_defaults,
+)
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = Path(__file__).resolve().parents[2] / "include" / "customers"
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+DAG_ID = "managed_upgrade__acme"
+SENDER = "platinum-services@vendor.example"
+
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_customer_config(CUSTOMERS / "acme.yaml")
+
+
+@pytest.fixture
+def ledger_dsn(monkeypatch) -> Iterator[str]:
+    """A fresh, migrated ledger database, reachable as the ledger connection; dropped afterwards."""
+    name = f"mu_ledger_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    connection = psycopg2.connect(dsn)
+    migrate(connection)
+    connection.close()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER",
+        json.dumps(
+            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}
+        ),
+    )
+    try:
+        yield dsn
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def _ledger_rows(dsn: str, query: str, *args: Any) -> list[tuple]:
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(query, args)
+            return cursor.fetchall()
+    finally:
+        connection.close()
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.recipients.append(list(envelope.rcpt_tos))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch) -> Iterator[_Sink]:
+    """An SMTP server on 127.0.0.1 behind the connection ``smtp_default``."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = _Sink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    connection = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {
+            "disable_tls": True,
+            "disable_ssl": True,
+            "from_email": SENDER,
+            "timeout": 5,
+            "retry_limit": 0,
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@dataclass
+class FakeTaskInstance:
+    """The task instance attributes and XCom pulls our operators use."""
+
+    task_id: str
+    run_id: str = field(default_factory=lambda: f"manual__{uuid.uuid4().hex[:8]}")
+    dag_id: str = DAG_ID
+    try_number: int = 1
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        assert key == "return_value"
+        return self.xcoms.get(task_ids)
+
+
+def _context(task_id: str, conf: dict[str, Any] | None = None, **xcoms: Any) -> dict[str, Any]:
+    ti = FakeTaskInstance(task_id=task_id, xcoms=dict(xcoms))
+    return {"ti": ti, "task_instance": ti, "dag_run": SimpleNamespace(conf=conf or {}), "params": {}}
+
+
+def _answer(options: list[str], params: dict[str, Any], user: str = "carla") -> dict[str, Any]:
+    return {
+        "chosen_options": options,
+        "params_input": params,
+        "responded_at": datetime(2027, 1, 11, 9, 30, tzinfo=UTC),
+        "responded_by_user": {"id": user, "name": user},
+    }
+
+
+# --- create_request_case ---------------------------------------------------------------------
+
+
+def test_request_case_accepts_config_defaults_records_the_run_and_returns_settings(config, ledger_dsn):
+    operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
+    context = _context(REQUEST_CASE_TASK_ID)
+    result = operator.execute(context)
+    assert result == {**request_case_defaults(config), "seconds_per_business_day": None}
+    assert result["case_id"] == "ACME-1042" and result["target_version"] == "11.0.0"
+    query = "SELECT dag_id, customer_id, conf FROM managed_upgrade.runs WHERE run_id = %s"
+    rows = _ledger_rows(ledger_dsn, query, context["ti"].run_id)
+    assert rows == [(DAG_ID, "acme", result)]
+
+
+def test_request_case_takes_trigger_form_overrides(config, ledger_dsn):
+    operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
+    conf = {
+        "target_version": "11.1.0",
+        "deadline": "2027-04-30",
+        "seconds_per_business_day": 2,
+        "case_id": "",
+    }
+    result = operator.execute(_context(REQUEST_CASE_TASK_ID, conf))
+    assert result["target_version"] == "11.1.0"
+    assert result["deadline"] == "2027-04-30"
+    assert result["seconds_per_business_day"] == 2.0
+    assert result["case_id"] == "ACME-1042"  # an empty form field keeps the config's value
+
+
+def test_request_case_fails_listing_every_problem_and_records_nothing(config, ledger_dsn):
+    operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
+    context = _context(REQUEST_CASE_TASK_ID, {"target_version": "10.1.0", "deadline": "2027-01-05"})
+    with pytest.raises(AirflowFailException) as failure:
+        operator.execute(context)
+    message = str(failure.value)
+    assert "2 problems" in message
+    assert "target_version: 10.1.0 is not newer than the installed 10.2.0" in message
+    assert "deadline: 2027-01-05 is before ideal_start 2027-01-11" in message
+    assert _ledger_rows(ledger_dsn, "SELECT count(*) FROM managed_upgrade.runs") == [(0,)]
+
+
+def test_request_case_rejects_malformed_values_and_ineligible_customers(config, ledger_dsn):
+    operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
+    with pytest.raises(AirflowFailException, match=r"case_id: 'acme 1' must match"):
+        operator.execute(_context(REQUEST_CASE_TASK_ID, {"case_id": "acme 1"}))
+    not_platinum = config.model_copy(update={"platinum_support": False})
+    operator = CreateRequestCaseOperator(task_id="create_request_case", config=not_platinum)
+    with pytest.raises(AirflowFailException, match="not a Platinum Support member"):
+        operator.execute(_context(REQUEST_CASE_TASK_ID))
+
+
+# --- inventory_dev_system ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def isolated_dev_config(config, fresh_installation, airflow_connections):
+    """The acme config with its Dev environment pointed at a fresh installation of 10.2.0."""
+    installation = fresh_installation("dev", "10.2.0")
+    ssh_conn_id, db_conn_id = airflow_connections.add_installation(installation)
+    dev = config.environments.dev.model_copy(
+        update={
+            "ssh_conn_id": ssh_conn_id,
+            "db_conn_id": db_conn_id,
+            "install_path": str(installation.install_path),
+            "staging_path": str(installation.staging_path),
+            "backup_path": str(installation.backup_path),
+        }
+    )
+    return config.model_copy(
+        update={"environments": config.environments.model_copy(update={"dev": dev})}
+    ), installation
+
+
+def test_inventory_of_a_healthy_dev_system(isolated_dev_config):
+    config, installation = isolated_dev_config
+    before = {path: path.stat().st_mtime_ns for path in installation.install_path.rglob("*")}
+    result = InventoryDevSystemOperator(task_id="inventory_dev_system", config=config).execute(
+        _context(INVENTORY_TASK_ID)
+    )
+    inventory = result["inventory"]
+    assert inventory["findings"] == []
+    assert inventory["version"] == "10.2.0"
+    assert inventory["crm_status"]["ok"] is True
+    assert "core" in [module["name"] for module in inventory["modules"]]
+    assert "session.timeout.minutes" in inventory["settings"]["system.properties"]
+    assert inventory["database"]["schema_version"] == "10.2.0"
+    assert inventory["database"]["tables"]["public.crm_accounts"] == 20
+    assert inventory["database"]["tables"]["public.crm_contacts"] == 40
+    assert inventory["disk"]["install_kib"] > 0
+    assert inventory["disk"]["filesystem"]["available_kib"] > 0
+    assert "Installed version: **10.2.0**" in result["markdown"]
+    json.dumps(result)
+    after = {path: path.stat().st_mtime_ns for path in installation.install_path.rglob("*")}
+    assert after == before  # read-only: nothing created, removed or modified
+
+
+def test_inventory_flags_a_drifted_installation(isolated_dev_config):
+    config, installation = isolated_dev_config
+    (installation.install_path / "VERSION").write_text("10.1.0\n")
+    result = InventoryDevSystemOperator(task_id="inventory_dev_system", config=config).execute(
+        _context(INVENTORY_TASK_ID)
+    )
+    findings = result["inventory"]["findings"]
+    assert any("installed version 10.1.0 differs" in finding for finding in findings)
+    assert any("reports a broken installation" in finding for finding in findings)
+    assert any("config DB schema is 10.2.0 but VERSION says 10.1.0" in finding for finding in findings)
+    assert "**BROKEN**" in result["markdown"]
+
+
+def test_inventory_refuses_an_unknown_environment(config):
+    with pytest.raises(KeyError, match="staging"):
+        InventoryDevSystemOperator(task_id="inventory_dev_system", config=config, environment="staging")
+
+
+# --- gates -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings_xcom(config) -> dict[str, Any]:
+    return {**request_case_defaults(config), "seconds_per_business_day": None}
+
+
+def test_respond_to_request_shows_the_draft_and_sends_the_receipt(
+    config, ledger_dsn, smtp_sink, settings_xcom
+):
+    gate = RespondToRequestGate(task_id="respond_to_request", config=config)
+    assert gate.assigned_users == [{"id": "carla", "name": "carla"}]
+    context = _context("initiation.respond_to_request", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    body = gate.render_body(context)
+    assert "| Case | ACME-1042 |" in body
+    assert "will be in touch within 1 business day" in body
+    assert "alice.admin@acme.example" in body
+
+    result = gate.execute_complete(
+        context, _answer([gate.OPTION], {"information_gathered": "VPN access <ok>"})
+    )
+
+    assert len(smtp_sink.messages) == 1
+    sent = smtp_sink.messages[0]
+    assert smtp_sink.recipients[0] == [
+        "alice.admin@acme.example",
+        "carla@platinum.example",
+        "pete@platinum.example",
+    ]
+    assert sent["Message-ID"] == result["email"]["message_id"]
+    assert "VPN access <ok>" in sent.get_body(preferencelist=("plain",)).get_content()
+    assert "VPN access &lt;ok&gt;" in sent.get_body(preferencelist=("html",)).get_content()
+    assert result["responded_by"] == "carla"
+    answers = _ledger_rows(
+        ledger_dsn,
+        "SELECT task_id, responded_by, chosen_options, params_input FROM managed_upgrade.gate_answers",
+    )
+    assert answers == [
+        ("initiation.respond_to_request", "carla", [gate.OPTION], {"information_gathered": "VPN access <ok>"})
+    ]
+
+
+def test_acknowledge_request_previews_next_steps_and_sends_them(config, ledger_dsn, smtp_sink, settings_xcom):
+    gate = AcknowledgeRequestGate(task_id="acknowledge_request_formally", config=config)
+    assert gate.assigned_users == [{"id": "pete", "name": "pete"}]
+    context = _context("initiation.acknowledge_request_formally", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    body = gate.render_body(context)
+    assert "Planned total: 39 business days" in body
+    assert "```text\n" in body
+
+    result = gate.execute_complete(
+        context, _answer([gate.OPTION], {"kickoff_note": "Kick-off Monday 10:00"}, "pete")
+    )
+
+    text = smtp_sink.messages[0].get_body(preferencelist=("plain",)).get_content()
+    assert "formally acknowledge receipt of your Platinum Service Request ACME-1042" in text
+    assert "Kick-off Monday 10:00" in text
+    assert result["email"]["kind"] == "request_acknowledged"
+
+
+def test_gate_without_run_settings_fails_clearly(config, ledger_dsn):
+    gate = RespondToRequestGate(task_id="respond_to_request", config=config)
+    with pytest.raises(AirflowFailException, match=f"no run settings in the XCom of {REQUEST_CASE_TASK_ID}"):
+        gate.render_body(_context("initiation.respond_to_request"))
+
+
+def test_analysis_gate_shows_questionnaire_and_inventory_and_completes(config, ledger_dsn):
+    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
+    inventory = {"inventory": {}, "markdown": "### DEV system inventory\n\n- Installed version: **10.2.0**\n"}
+    context = _context("initiation.analyse_questionnaire_and_system", **{INVENTORY_TASK_ID: inventory})
+    body = gate.render_body(context)
+    assert "| Number of users | 120 |" in body
+    assert "Attached to case ACME-1042" in body
+    assert "### DEV system inventory" in body
+
+    result = gate.execute_complete(
+        context, _answer([gate.COMPLETE], {"analysis_notes": "standard modules", "follow_up_questions": ""})
+    )
+    assert result["chosen_options"] == [gate.COMPLETE]
+    assert result["params_input"]["analysis_notes"] == "standard modules"
+
+
+def test_analysis_abort_fails_naming_who_and_why_and_is_audited(config, ledger_dsn):
+    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
+    context = _context("initiation.analyse_questionnaire_and_system")
+    assert "No inventory found" in gate.render_body(context)
+    answer = _answer(
+        ["Abort upgrade"], {"analysis_notes": "unsupported custom module", "follow_up_questions": ""}
+    )
+    expected = r"aborted at the analysis by carla at 2027-01-11T09:30:00\+00:00: unsupported custom module"
+    with pytest.raises(AirflowFailException, match=expected):
+        gate.execute_complete(context, answer)
+    assert _ledger_rows(ledger_dsn, "SELECT chosen_options FROM managed_upgrade.gate_answers") == [
+        (["Abort upgrade"],)
+    ]
+
+
+def test_gate_rejects_an_answer_with_unknown_options_or_params(config, ledger_dsn):
+    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
+    context = _context("initiation.analyse_questionnaire_and_system")
+    with pytest.raises(ValueError, match="not in"):
+        gate.execute_complete(context, _answer(["Ship it"], {}))
+    with pytest.raises(ValueError, match="does not match params"):
+        gate.execute_complete(context, _answer([gate.COMPLETE], {"mood": "good"}))
+    assert _ledger_rows(ledger_dsn, "SELECT count(*) FROM managed_upgrade.gate_answers") == [(0,)]
+
+
+def _baseline() -> TestReport:
+    now = datetime(2027, 1, 18, 10, tzinfo=UTC)
+    return TestReport(
+        environment="dev",
+        round=0,
+        started_at=now,
+        finished_at=now,
+        results=(
+            CaseResult(id="crm_status", title="CRM healthy", kind="command", status="passed", duration=0.2),
+            CaseResult(id="default_currency", title="Currency EUR", kind="sql", status="failed", duration=0.1,
+                       message="expected [['EUR']], got [['USD']]"),
+        ),
+    )  # fmt: skip
+
+
+def test_review_gate_shows_the_baseline_from_the_ledger(config, ledger_dsn):
+    gate = ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config)
+    context = _context("preparation.review_test_case_verification")
+    ti = context["ti"]
+    report = _baseline()
+    connection = psycopg2.connect(ledger_dsn)
+    try:
+        ledger = Ledger(connection)
+        ledger.save_test_report(
+            DAG_ID, ti.run_id, "dev", 1, report.to_dict(), "<x/>", "round one, not the baseline"
+        )
+        ledger.save_test_report(
+            DAG_ID, ti.run_id, "dev", 0, report.to_dict(), report.to_junit_xml(), "BASELINE MD"
+        )
+    finally:
+        connection.close()
+    body = gate.render_body(context)
+    assert "BASELINE MD" in body and "round one" not in body
+
+    result = gate.execute_complete(
+        context, _answer([gate.APPROVE], {"review_notes": "currency case fails today"})
+    )
+    assert result["chosen_options"] == [gate.APPROVE]
+
+
+def test_review_gate_falls_back_to_the_verification_xcom_and_can_abort(config, ledger_dsn):
+    gate = ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config)
+    context = _context(
+        "preparation.review_test_case_verification", **{VERIFY_TEST_CASES_TASK_ID: _baseline().to_dict()}
+    )
+    body = gate.render_body(context)
+    assert "**1 of 2 passed** on dev, round 0" in body
+    assert "| `default_currency` Currency EUR | **failed** | expected \\[\\['EUR'\\]\\], got" in body
+
+    with pytest.raises(
+        AirflowFailException, match=r"review by carla at .*: test cases do not cover the ERP sync"
+    ):
+        gate.execute_complete(
+            context, _answer(["Abort upgrade"], {"review_notes": "test cases do not cover the ERP sync"})
+        )

@@ -34,7 +34,7 @@ from managed_upgrade_airflow.initiation_gates import (
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
 )
-from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator
+from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator, collect_database_facts
 from managed_upgrade_airflow.operators.request_case import (
     REQUEST_CASE_TASK_ID,
     CreateRequestCaseOperator,
@@ -268,6 +268,39 @@ def test_inventory_flags_a_drifted_installation(isolated_dev_config):
     assert any("reports a broken installation" in finding for finding in findings)
     assert any("config DB schema is 10.2.0 but VERSION says 10.1.0" in finding for finding in findings)
     assert "**BROKEN**" in result["markdown"]
+
+
+@pytest.fixture
+def scratch_dsn() -> Iterator[str]:
+    name = f"mu_scratch_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+def test_database_inventory_runs_read_only(scratch_dsn):
+    """A config DB whose schema-version view writes when read: the inventory's read must be refused."""
+    connection = psycopg2.connect(scratch_dsn)
+    with connection, connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE reads (at timestamptz);"
+            "CREATE FUNCTION log_read() RETURNS text LANGUAGE sql VOLATILE AS"
+            " $$ INSERT INTO reads VALUES (now()); SELECT '10.2.0'::text $$;"
+            "CREATE VIEW crm_schema_version AS SELECT log_read() AS version"
+        )
+    with pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+        collect_database_facts(connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM reads")
+        assert cursor.fetchone() == (0,)
+    connection.close()
 
 
 def test_inventory_refuses_an_unknown_environment(config):

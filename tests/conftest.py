@@ -75,3 +75,43 @@ def fresh_installation(estate: Estate) -> Iterator[Callable[..., Installation]]:
     yield make
     for installation in made:
         estate.remove_installation(installation)
+
+
+# ------------------------------------------------------ environment operations (remote hosts, DBs)
+
+
+@pytest.fixture
+def remote_host(estate: Estate) -> Iterator[Callable[..., Any]]:
+    """Factory ``remote_host(env="dev")``: a connected :class:`managed_upgrade.remote.RemoteHost` to an
+    estate host, its host key pinned (RejectPolicy); closed after the test."""
+    from managed_upgrade.remote import RemoteHost, SshEndpoint, connect
+
+    opened: list[Any] = []
+
+    def make(env: str = "dev") -> Any:
+        endpoint = SshEndpoint(
+            host="127.0.0.1",
+            port=estate.hosts[env].port,
+            username=estate.user,
+            key_file=str(estate.client_key_path),
+            host_key=estate.hosts[env].host_key,
+        )
+        host = RemoteHost(connect(endpoint), env, endpoint)
+        opened.append(host)
+        return host
+
+    yield make
+    for host in opened:
+        host.close()
+
+
+@pytest.fixture
+def db_target(estate: Estate) -> Callable[[str], Any]:
+    """Factory ``db_target(dbname)``: a :class:`managed_upgrade.database.DbTarget` on the estate's server."""
+    from managed_upgrade.database import DbTarget
+
+    def make(dbname: str) -> Any:
+        connection = estate.db_connection(dbname)
+        return DbTarget(connection["host"], int(connection["port"]), connection["login"], dbname)
+
+    return make

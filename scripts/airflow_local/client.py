@@ -1,0 +1,315 @@
+"""A small typed client of Airflow 3's public REST API, acting as any of the harness's users.
+
+Tests and the demo drive Airflow the way people do: ops triggers, an assigned consultant answers
+a human-in-the-loop task, a manager reads states. Each call names the user it acts as, so an
+authorization check (only the assigned user may answer) is tested through the real API.
+Errors carry method, URL, HTTP status and response body.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+PAGE_SIZE = 100  # [api] maximum_page_limit default: larger limits are silently cut to it
+POLL_SECONDS = 0.5
+DEFAULT_USER = "admin"
+
+T = TypeVar("T")
+
+
+class AirflowApiError(RuntimeError):
+    """A request answered with an unexpected HTTP status."""
+
+    def __init__(self, method: str, url: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {url} -> HTTP {status}: {body[:2000]}")
+        self.method = method
+        self.url = url
+        self.status = status
+        self.body = body
+
+
+class WaitTimeout(TimeoutError):
+    """A condition polled through the API did not come true in time."""
+
+
+def _segment(value: str) -> str:
+    """Quote one path segment (run ids hold ':' and '+')."""
+    return quote(value, safe="")
+
+
+class AirflowClient:
+    """Airflow REST API client; `passwords` maps user name to password (the harness's passwords.json).
+
+    `hitl_settle(detail)`, if given, is called before `wait_for_pending_hitl` returns a request, to
+    wait until answering it is safe (see `LocalAirflow.wait_until_hitl_parked`).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        passwords: Mapping[str, str],
+        timeout: float = 30.0,
+        hitl_settle: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._hitl_settle = hitl_settle
+        self._passwords = dict(passwords)
+        self._tokens: dict[str, str] = {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AirflowClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------------------
+
+    def token(self, user: str) -> str:
+        """A JWT for `user` (POST /auth/token), cached per user."""
+        if user not in self._tokens:
+            if user not in self._passwords:
+                raise KeyError(f"no password for user {user!r}; known users: {sorted(self._passwords)}")
+            body = {"username": user, "password": self._passwords[user]}
+            response = self._http.post("/auth/token", json=body)
+            self._check(response, (201,))
+            self._tokens[user] = response.json()["access_token"]
+        return self._tokens[user]
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        user: str = DEFAULT_USER,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        expected: Iterable[int] = (200,),
+    ) -> Any:
+        """Send one API request as `user`; the decoded JSON body (None if empty)."""
+        headers = {"Authorization": f"Bearer {self.token(user)}"}
+        response = self._http.request(method, path, headers=headers, json=json, params=params)
+        self._check(response, tuple(expected))
+        return response.json() if response.content else None
+
+    def _paged(self, path: str, key: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> list:
+        items: list = []
+        while True:
+            page = self.request(
+                "GET", path, params={**(params or {}), "limit": PAGE_SIZE, "offset": len(items)}, **kwargs
+            )
+            items.extend(page[key])
+            if not page[key] or len(items) >= page["total_entries"]:
+                return items
+
+    @staticmethod
+    def _check(response: httpx.Response, expected: tuple[int, ...]) -> None:
+        if response.status_code not in expected:
+            raise AirflowApiError(
+                response.request.method, str(response.request.url), response.status_code, response.text
+            )
+
+    # --- DAGs -----------------------------------------------------------------------------------
+
+    def dags(self, *, user: str = DEFAULT_USER) -> list[dict[str, Any]]:
+        return self._paged("/api/v2/dags", "dags", user=user)
+
+    def dag(self, dag_id: str, *, user: str = DEFAULT_USER) -> dict[str, Any]:
+        return self.request("GET", f"/api/v2/dags/{_segment(dag_id)}", user=user)
+
+    def import_errors(self, *, user: str = DEFAULT_USER) -> list[dict[str, Any]]:
+        """Files the dag-processor could not import: filename, stack_trace, bundle_name."""
+        return self._paged("/api/v2/importErrors", "import_errors", user=user)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """Wait until the dag-processor has parsed and serialized `dag_id`; on timeout show import errors."""
+
+        def parsed() -> dict[str, Any] | None:
+            try:
+                return self.dag(dag_id)
+            except AirflowApiError as error:
+                if error.status == 404:
+                    return None
+                raise
+
+        try:
+            return wait_until(parsed, timeout, f"DAG {dag_id} to be parsed")
+        except WaitTimeout as error:
+            errors = "\n".join(f"{e['filename']}:\n{e['stack_trace']}" for e in self.import_errors())
+            raise WaitTimeout(f"{error}; import errors:\n{errors or '(none)'}") from None
+
+    def set_paused(self, dag_id: str, paused: bool, *, user: str = "ops") -> dict[str, Any]:
+        return self.request(
+            "PATCH", f"/api/v2/dags/{_segment(dag_id)}", user=user, json={"is_paused": paused}
+        )
+
+    def unpause(self, dag_id: str, *, user: str = "ops") -> dict[str, Any]:
+        return self.set_paused(dag_id, False, user=user)
+
+    # --- runs and task instances ----------------------------------------------------------------
+
+    def trigger(
+        self,
+        dag_id: str,
+        conf: Mapping[str, Any] | None = None,
+        *,
+        user: str = "ops",
+        run_id: str | None = None,
+        note: str | None = None,
+        expected: Iterable[int] = (200,),
+    ) -> dict[str, Any]:
+        """Create a manual run now (`logical_date` null: several runs may start at the same time)."""
+        body: dict[str, Any] = {"logical_date": None, "conf": dict(conf or {})}
+        if run_id is not None:
+            body["dag_run_id"] = run_id
+        if note is not None:
+            body["note"] = note
+        return self.request(
+            "POST", f"/api/v2/dags/{_segment(dag_id)}/dagRuns", user=user, json=body, expected=expected
+        )
+
+    def dag_run(self, dag_id: str, run_id: str, *, user: str = DEFAULT_USER) -> dict[str, Any]:
+        return self.request("GET", f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}", user=user)
+
+    def task_instances(self, dag_id: str, run_id: str, *, user: str = DEFAULT_USER) -> list[dict[str, Any]]:
+        path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances"
+        return self._paged(path, "task_instances", user=user)
+
+    def task_instance(
+        self, dag_id: str, run_id: str, task_id: str, *, map_index: int = -1, user: str = DEFAULT_USER
+    ) -> dict[str, Any]:
+        path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances/{_segment(task_id)}"
+        if map_index >= 0:
+            path += f"/{map_index}"
+        return self.request("GET", path, user=user)
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """task_id -> state (map index appended as `task_id[i]` for mapped tasks)."""
+        return {
+            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+            for ti in self.task_instances(dag_id, run_id)
+        }
+
+    def wait_for_run(
+        self, dag_id: str, run_id: str, timeout: float = 300.0, states: Iterable[str] = TERMINAL_RUN_STATES
+    ) -> dict[str, Any]:
+        """Wait until the run reaches one of `states`; on timeout the message lists every task's state."""
+        wanted = frozenset(states)
+
+        def reached() -> dict[str, Any] | None:
+            run = self.dag_run(dag_id, run_id)
+            return run if run["state"] in wanted else None
+
+        try:
+            return wait_until(reached, timeout, f"run {dag_id}/{run_id} to reach {sorted(wanted)}")
+        except WaitTimeout as error:
+            raise WaitTimeout(f"{error}; task states: {self.task_states(dag_id, run_id)}") from None
+
+    def wait_for_task_state(
+        self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout: float = 120.0
+    ) -> dict[str, Any]:
+        wanted = frozenset(states)
+
+        def reached() -> dict[str, Any] | None:
+            ti = self.task_instance(dag_id, run_id, task_id)
+            return ti if ti["state"] in wanted else None
+
+        try:
+            return wait_until(
+                reached, timeout, f"task {task_id} of {dag_id}/{run_id} to be in {sorted(wanted)}"
+            )
+        except WaitTimeout as error:
+            raise WaitTimeout(f"{error}; task states: {self.task_states(dag_id, run_id)}") from None
+
+    def task_log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, *, map_index: int = -1
+    ) -> str:
+        """The task's log as text, one event per line."""
+        path = (
+            f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances/"
+            f"{_segment(task_id)}/logs/{try_number}"
+        )
+        body = self.request("GET", path, params={"full_content": "true", "map_index": map_index})
+        lines = []
+        for entry in body["content"]:
+            if isinstance(entry, str):
+                lines.append(entry)
+            else:
+                level = entry.get("level", "")
+                lines.append(f"{entry.get('timestamp', '')} {level} {entry.get('event', '')}".strip())
+        return "\n".join(lines)
+
+    # --- human in the loop ----------------------------------------------------------------------
+
+    def hitl_details(
+        self,
+        dag_id: str = "~",
+        run_id: str = "~",
+        *,
+        pending_only: bool = True,
+        user: str = DEFAULT_USER,
+    ) -> list[dict[str, Any]]:
+        """Human-in-the-loop requests (`~` = any DAG / run); by default only unanswered ones."""
+        params = {"response_received": "false"} if pending_only else {}
+        path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/hitlDetails"
+        return self._paged(path, "hitl_details", params=params, user=user)
+
+    def wait_for_pending_hitl(
+        self, dag_id: str, run_id: str, task_id: str, timeout: float = 120.0, *, user: str = DEFAULT_USER
+    ) -> dict[str, Any]:
+        """Wait until `task_id` of the run asks for input; its HITL detail (options, assigned users...)."""
+
+        def pending() -> dict[str, Any] | None:
+            for detail in self.hitl_details(dag_id, run_id, user=user):
+                if detail["task_instance"]["task_id"] == task_id:
+                    return detail
+            return None
+
+        try:
+            detail = wait_until(pending, timeout, f"{task_id} of {dag_id}/{run_id} to wait for input")
+        except WaitTimeout as error:
+            raise WaitTimeout(f"{error}; task states: {self.task_states(dag_id, run_id)}") from None
+        if self._hitl_settle is not None:
+            self._hitl_settle(detail)
+        return detail
+
+    def answer_hitl(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        chosen_options: list[str],
+        params_input: Mapping[str, Any] | None = None,
+        *,
+        user: str,
+        map_index: int = -1,
+        expected: Iterable[int] = (200,),
+    ) -> dict[str, Any]:
+        """Answer a human-in-the-loop task as `user` (403 if not assigned, 409 if already answered)."""
+        path = (
+            f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances/"
+            f"{_segment(task_id)}/{map_index}/hitlDetails"
+        )
+        body = {"chosen_options": list(chosen_options), "params_input": dict(params_input or {})}
+        return self.request("PATCH", path, user=user, json=body, expected=expected)
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Call `probe` until it returns something other than None; WaitTimeout after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result is not None:
+            return result
+        if time.monotonic() >= deadline:
+            raise WaitTimeout(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,284 @@
+"""Start, check and stop a complete local Airflow (api-server, scheduler, dag-processor, triggerer).
+
+End-to-end tests and the demo need the real components: human-in-the-loop tasks only resume
+when an api-server records the answer and a scheduler picks the task up again (`dag.test()`
+blocks on them). Everything is bound to 127.0.0.1 and verified to be.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from airflow_local.client import AirflowClient
+from airflow_local.environment import airflow_settings, component_environment, write_env_file
+from airflow_local.processes import (
+    ComponentProcess,
+    listening_sockets,
+    non_loopback,
+    recorded_component,
+    start_component,
+    stop_components,
+)
+from airflow_local.settings import HarnessSettings
+from airflow_local.users import all_users, ensure_passwords, read_passwords
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Components whose liveness /api/v2/monitor/health reports (by its key there).
+HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
+LOG_TAIL_LINES = 40
+POLL_SECONDS = 0.5
+PARKED_TIMEOUT = 20.0
+
+
+class HarnessError(RuntimeError):
+    """The local Airflow could not be started or is not in the expected state."""
+
+
+@dataclass(frozen=True)
+class LocalAirflow:
+    """A running local Airflow: where it answers and who can log in."""
+
+    settings: HarnessSettings
+    passwords: dict[str, str]
+    startup_seconds: float = 0.0
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    def client(self) -> AirflowClient:
+        """A REST client for this instance that only hands out HITL requests safe to answer."""
+        return AirflowClient(self.base_url, self.passwords, hitl_settle=self.wait_until_hitl_parked)
+
+    def log_tail(self, component: str, lines: int = LOG_TAIL_LINES) -> str:
+        return log_tail(self.settings.logs_dir / f"{component}.log", lines)
+
+    def wait_until_hitl_parked(self, detail: dict[str, Any], timeout: float = PARKED_TIMEOUT) -> None:
+        """Return once the scheduler has handled the exit of the worker that parked this HITL task.
+
+        Airflow 3.3.2 race: an answer that arrives before the scheduler processed the parking
+        worker's exit gets the task re-queued under the same try number; the stale "success" of the
+        parking worker then removes the new execution from the executor and the scheduler fails the
+        task ("finished with state success, but the task instance's state attribute is queued").
+        People never answer that fast; tests do. The scheduler logs one "TaskInstance Finished" line
+        per handled executor event; that line (or `timeout`, long after the window) makes it safe.
+        """
+        instance = detail["task_instance"]
+        markers = (
+            "TaskInstance Finished:",
+            f"ti_id={instance['id']},",
+            "state=awaiting_input,",
+            f"try_number={instance['try_number']},",
+        )
+        scheduler_log = self.settings.logs_dir / "scheduler.log"
+        deadline = time.monotonic() + timeout
+        with scheduler_log.open(encoding="utf-8", errors="replace") as log:
+            while time.monotonic() < deadline:
+                for line in log:
+                    if all(marker in line for marker in markers):
+                        return
+                time.sleep(POLL_SECONDS / 2)
+        print(
+            f"airflow-local: no scheduler record of {instance['task_id']} parking within {timeout:.0f} s; "
+            "answering anyway",
+            file=sys.stderr,
+        )
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    pid: int | None
+    running: bool
+    health: str | None  # from /monitor/health; None where the endpoint has no entry for it
+
+
+def component_argv(settings: HarnessSettings, name: str) -> list[str]:
+    """The command of each component; every one bound to loopback or serving nothing at all."""
+    arguments = {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(settings.port), "--workers", "1"],
+        # Without --skip-serve-logs both start a log server on 0.0.0.0 (8793/8794). Task logs are
+        # local files here, which the api-server reads directly.
+        "scheduler": ["scheduler", "--skip-serve-logs"],
+        "dag-processor": ["dag-processor"],
+        "triggerer": ["triggerer", "--skip-serve-logs"],
+    }[name]
+    return [sys.executable, "-m", "airflow", *arguments]
+
+
+def prepare(settings: HarnessSettings) -> tuple[dict[str, str], dict[str, str]]:
+    """Write passwords and the env file; return (Airflow environment, passwords)."""
+    for folder in (settings.home, settings.logs_dir, settings.run_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+    users = all_users(settings)
+    passwords = ensure_passwords(settings.passwords_file, users)
+    environment = airflow_settings(settings, users)
+    write_env_file(settings.env_file, environment)
+    return environment, passwords
+
+
+def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> None:
+    """`airflow db migrate` once per Airflow version (it costs ~12 s even when there is nothing to do)."""
+    stamp = settings.home / ".migrated"
+    airflow_version = version("apache-airflow")
+    if settings.database_file.exists() and stamp.exists() and stamp.read_text().strip() == airflow_version:
+        return
+    log_path = settings.logs_dir / "db-migrate.log"
+    with log_path.open("wb") as log:
+        result = subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=component_environment(environment),
+            cwd=settings.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise HarnessError(f"airflow db migrate failed (exit {result.returncode}):\n{log_tail(log_path)}")
+    stamp.write_text(airflow_version + "\n")
+
+
+def up(
+    settings: HarnessSettings, report: Callable[[str], None] = print, *, die_with_caller: bool = False
+) -> LocalAirflow:
+    """Start every component (or confirm they run) and wait until all of them are healthy.
+
+    `die_with_caller`: the components stop when the calling process dies (test sessions).
+    """
+    started_at = time.monotonic()
+    statuses = status(settings)
+    if all(entry.running for entry in statuses):
+        report(f"already running at {settings.base_url}")
+        return LocalAirflow(settings, read_passwords(settings.passwords_file))
+    if any(entry.running for entry in statuses):
+        report("some components run, others do not: stopping them to start cleanly")
+        down(settings)
+    _require_free_port(settings.port)
+
+    environment, passwords = prepare(settings)
+    migrate_database(settings, environment)
+    process_environment = component_environment(environment)
+    heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
+    components = [
+        start_component(
+            name,
+            component_argv(settings, name),
+            process_environment,
+            settings.logs_dir / f"{name}.log",
+            settings.run_dir,
+            settings.home,
+            die_with_caller=die_with_caller,
+        )
+        for name in COMPONENTS
+    ]
+    try:
+        _wait_until_healthy(settings, components, heartbeat_floor)
+        exposed = non_loopback(listening_sockets(components))
+        if exposed:
+            raise HarnessError(f"components listen on non-loopback addresses: {exposed}")
+    except BaseException:
+        down(settings)
+        raise
+    elapsed = time.monotonic() - started_at
+    report(f"Airflow is up at {settings.base_url} ({elapsed:.1f} s); home {settings.home}")
+    return LocalAirflow(settings, passwords, startup_seconds=elapsed)
+
+
+def down(settings: HarnessSettings) -> list[str]:
+    """Stop every recorded component (idempotent); return the names of those that were running."""
+    recorded = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in COMPONENTS)
+    return stop_components(settings.run_dir, [component for component in recorded if component is not None])
+
+
+def status(settings: HarnessSettings) -> list[ComponentStatus]:
+    """Process state of each component plus what /api/v2/monitor/health says about it."""
+    health = _health(settings.port)
+    statuses = []
+    for name in COMPONENTS:
+        component = recorded_component(settings.run_dir, name, settings.logs_dir / f"{name}.log")
+        running = component is not None and component.is_running()
+        if name == "api-server":
+            verdict = "healthy" if running and health is not None else None
+        else:
+            verdict = (health or {}).get(HEALTH_KEYS[name], {}).get("status")
+        statuses.append(ComponentStatus(name, component.pid if component else None, running, verdict))
+    return statuses
+
+
+def running_components(settings: HarnessSettings) -> list[ComponentProcess]:
+    found = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in COMPONENTS)
+    return [component for component in found if component is not None and component.is_running()]
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.exists():
+        return f"(no log at {path})"
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
+
+
+def _wait_until_healthy(
+    settings: HarnessSettings, components: list[ComponentProcess], heartbeat_floor: datetime
+) -> None:
+    """Poll until the api-server answers and each job heartbeats after our start; fail fast on exits."""
+    deadline = time.monotonic() + settings.startup_timeout
+    unhealthy: list[str] = list(COMPONENTS)
+    while time.monotonic() < deadline:
+        exited = [component for component in components if not component.is_running()]
+        if exited:
+            tails = "\n".join(log_tail(component.log_path) for component in exited)
+            names = ", ".join(component.name for component in exited)
+            raise HarnessError(f"{names} exited during startup:\n{tails}")
+        health = _health(settings.port)
+        if health is not None:
+            unhealthy = [
+                name
+                for name, key in HEALTH_KEYS.items()
+                if not _fresh_and_healthy(health.get(key) or {}, key, heartbeat_floor)
+            ]
+            if not unhealthy:
+                return
+        time.sleep(POLL_SECONDS)
+    tails = "\n".join(log_tail(settings.logs_dir / f"{name}.log") for name in unhealthy)
+    raise HarnessError(f"not healthy after {settings.startup_timeout:.0f} s: {', '.join(unhealthy)}\n{tails}")
+
+
+def _fresh_and_healthy(entry: dict, key: str, heartbeat_floor: datetime) -> bool:
+    """Healthy by a heartbeat of the job we started, not of one left over in the database."""
+    heartbeat = entry.get(f"latest_{key}_heartbeat")
+    if entry.get("status") != "healthy" or not heartbeat:
+        return False
+    return datetime.fromisoformat(heartbeat) >= heartbeat_floor
+
+
+def _health(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=3) as response:
+            return json.load(response)
+    except (OSError, urllib.error.URLError, json.JSONDecodeError):
+        return None
+
+
+def _require_free_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise HarnessError(
+                f"127.0.0.1:{port} is already in use ({error.strerror}); "
+                "stop what uses it or choose another port with AIRFLOW_LOCAL_PORT"
+            ) from None

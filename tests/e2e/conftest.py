@@ -1,0 +1,125 @@
+"""Fixtures that run a real local Airflow (and a mail sink) for the end-to-end tests.
+
+`airflow` starts api-server, scheduler, dag-processor and triggerer once per session in a fresh
+home on a free loopback port, serving the repository's dags/ by default. A test module that needs
+another DAG folder or extra users parametrizes it:
+
+    pytestmark = pytest.mark.parametrize(
+        "airflow", [HarnessOverrides(dags_folder=..., extra_users=("bob:user",))], indirect=True
+    )
+
+`api` is an `AirflowClient` acting as any harness user; `smtp_sink` collects every email the
+tasks send (its port is configured as the `smtp_default` connection before Airflow starts).
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from airflow_local import harness
+from airflow_local.client import AirflowClient
+from airflow_local.settings import HarnessOverrides, HarnessSettings
+
+# Only these pass from the caller's environment; home and port are always fresh for a session.
+INHERITED_SETTINGS = ("ESTATE_ROOT", "AIRFLOW_LOCAL_STARTUP_TIMEOUT")
+LOGGED_COMPONENTS = ("scheduler", "api-server", "dag-processor", "triggerer")
+
+
+class SmtpSink:
+    """An SMTP server on 127.0.0.1 that keeps every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        message = email.message_from_bytes(envelope.original_content or b"", policy=email.policy.default)
+        with self._lock:
+            self.messages.append(message)  # type: ignore[arg-type]
+        return "250 Message accepted"
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def wait_for(self, matches: Callable[[EmailMessage], bool], timeout: float = 60.0) -> EmailMessage:
+        """The first received message `matches` accepts; fails listing the subjects seen otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = next((message for message in self.messages if matches(message)), None)
+            if found is not None:
+                return found
+            time.sleep(0.2)
+        subjects = [message["Subject"] for message in self.messages]
+        raise AssertionError(f"no matching email within {timeout:.0f} s; received subjects: {subjects}")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = SmtpSink()
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow(
+    request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[harness.LocalAirflow]:
+    """A running local Airflow for the session (or for each distinct `HarnessOverrides` param)."""
+    overrides: HarnessOverrides = getattr(request, "param", None) or HarnessOverrides()
+    environ = {name: os.environ[name] for name in INHERITED_SETTINGS if name in os.environ}
+    environ |= {
+        "AIRFLOW_LOCAL_HOME": str(tmp_path_factory.mktemp("airflow-home")),
+        "AIRFLOW_LOCAL_PORT": str(free_port()),
+        "AIRFLOW_LOCAL_SMTP_PORT": str(smtp_sink.port),
+    }
+    settings = HarnessSettings.from_environment(overrides, environ)
+    try:
+        running = harness.up(settings, report=lambda line: None, die_with_caller=True)
+    except harness.HarnessError as error:
+        pytest.fail(f"local Airflow did not start (home {settings.home}):\n{error}", pytrace=False)
+    try:
+        yield running
+    finally:
+        harness.down(settings)
+
+
+@pytest.fixture(scope="session")
+def api(airflow: harness.LocalAirflow) -> Iterator[AirflowClient]:
+    with AirflowClient(
+        airflow.base_url, airflow.passwords, hitl_settle=airflow.wait_until_hitl_parked
+    ) as client:
+        yield client
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed end-to-end test shows the tails of the component logs beside its traceback."""
+    report = yield
+    running = getattr(item, "funcargs", {}).get("airflow")
+    if report.failed and isinstance(running, harness.LocalAirflow):
+        for component in LOGGED_COMPONENTS:
+            report.sections.append((f"airflow {component} log", running.log_tail(component)))
+    return report

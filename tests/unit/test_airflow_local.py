@@ -1,0 +1,186 @@
+"""The local Airflow harness's own logic: users, passwords, environment, process control.
+
+The harness running real Airflow is tested in tests/e2e/test_harness.py; these run in a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from airflow_local import harness
+from airflow_local.environment import airflow_settings, estate_connections, write_env_file
+from airflow_local.processes import ComponentProcess, recorded_component, start_component, stop_components
+from airflow_local.settings import REPO_ROOT, HarnessConfigError, HarnessOverrides, HarnessSettings
+from airflow_local.users import all_users, customer_users, ensure_passwords
+
+
+def _settings(tmp_path: Path, **changes: object) -> HarnessSettings:
+    dags = tmp_path / "dags"
+    dags.mkdir(exist_ok=True)
+    environ = {
+        "AIRFLOW_LOCAL_HOME": str(tmp_path / "home"),
+        "AIRFLOW_LOCAL_DAGS": str(dags),
+        "ESTATE_ROOT": str(tmp_path / "estate"),
+    }
+    settings = HarnessSettings.from_environment(HarnessOverrides(), environ)
+    return HarnessSettings(**{**settings.__dict__, **changes})
+
+
+def test_customer_users_get_the_user_role_and_a_broken_file_is_skipped_with_a_warning(tmp_path, capsys):
+    (tmp_path / "acme.yaml").write_text("users:\n  consultant: [carla]\n  project_manager: [pete]\n")
+    (tmp_path / "broken.yaml").write_text("users: [unclosed\n")
+    (tmp_path / "odd.yaml").write_text("users:\n  consultant: ['no spaces allowed', gina]\n")
+
+    users = customer_users(tmp_path)
+
+    assert users == {"carla": "user", "pete": "user", "gina": "user"}
+    warnings = capsys.readouterr().err
+    assert "broken.yaml" in warnings
+    assert "'no spaces allowed'" in warnings
+
+
+def test_fixed_users_keep_their_roles_even_if_a_customer_names_them(tmp_path):
+    customers = tmp_path / "customers"
+    customers.mkdir()
+    (customers / "acme.yaml").write_text("users:\n  consultant: [admin, carla]\n")
+
+    users = all_users(_settings(tmp_path, customers_folder=customers, extra_users=(("bob", "viewer"),)))
+
+    assert users == {"admin": "admin", "ops": "op", "manager": "viewer", "carla": "user", "bob": "viewer"}
+
+
+def test_passwords_survive_a_restart_and_only_new_users_get_new_ones(tmp_path):
+    passwords_file = tmp_path / "passwords.json"
+
+    first = ensure_passwords(passwords_file, {"ops": "op"})
+    second = ensure_passwords(passwords_file, {"ops": "op", "carla": "user"})
+
+    assert second["ops"] == first["ops"]
+    assert second["carla"] and second["carla"] != second["ops"]
+    assert json.loads(passwords_file.read_text()) == second
+    assert stat.S_IMODE(passwords_file.stat().st_mode) == 0o600
+
+
+def test_env_file_gives_a_shell_exactly_the_values_components_get(tmp_path):
+    values = {"AIRFLOW_CONN_X": '{"extra": {"host_key": "ssh-ed25519 AAAA$x `id` \'q\'"}}', "PLAIN": "a b"}
+    env_file = tmp_path / "airflow.env"
+
+    write_env_file(env_file, values)
+    script = f'source {shlex.quote(str(env_file))}; printf \'%s\\n%s\' "$AIRFLOW_CONN_X" "$PLAIN"'
+    shell = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
+
+    assert shell.stdout.split("\n") == [values["AIRFLOW_CONN_X"], values["PLAIN"]]
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_estate_connections_are_read_and_a_malformed_line_is_named(tmp_path):
+    connections = tmp_path / "connections.env"
+    connections.write_text('# estate\nexport AIRFLOW_CONN_CRM_ACME_DEV_SSH=\'{"host": "127.0.0.1"}\'\n')
+    assert estate_connections(connections) == {"AIRFLOW_CONN_CRM_ACME_DEV_SSH": '{"host": "127.0.0.1"}'}
+    assert estate_connections(tmp_path / "absent.env") == {}
+
+    connections.write_text("export AIRFLOW_CONN_OK='{}'\nrm -rf /\n")
+    with pytest.raises(HarnessConfigError, match=r"connections\.env:2"):
+        estate_connections(connections)
+
+
+def test_components_are_told_loopback_addresses_and_the_mail_sink(tmp_path):
+    settings = _settings(tmp_path, port=28555, smtp_port=2525)
+
+    config = airflow_settings(settings, {"ops": "op"})
+
+    assert config["AIRFLOW__API__HOST"] == "127.0.0.1"
+    assert config["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:28555/execution/"
+    assert config["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "False"
+    smtp = json.loads(config["AIRFLOW_CONN_SMTP_DEFAULT"])
+    assert (smtp["host"], smtp["port"]) == ("127.0.0.1", 2525)
+    # Secrets are generated once per home: a restart decrypts what the last run encrypted.
+    assert airflow_settings(settings, {})["AIRFLOW__CORE__FERNET_KEY"] == config["AIRFLOW__CORE__FERNET_KEY"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "problem"),
+    [
+        ("AIRFLOW_LOCAL_PORT", "80000", "not a TCP port"),
+        ("AIRFLOW_LOCAL_EXTRA_USERS", "bob:superuser", "role one of"),
+        ("AIRFLOW_LOCAL_EXTRA_USERS", "b,ob:user", "must be name:role"),
+        ("AIRFLOW_LOCAL_DAGS", "/nonexistent/dags", "does not exist"),
+    ],
+)
+def test_bad_settings_are_rejected_naming_the_variable(tmp_path, name, value, problem):
+    environ = {"AIRFLOW_LOCAL_HOME": str(tmp_path), "AIRFLOW_LOCAL_DAGS": str(tmp_path), name: value}
+    with pytest.raises(HarnessConfigError, match=problem):
+        HarnessSettings.from_environment(environ=environ)
+
+
+def test_up_refuses_a_port_in_use_before_starting_anything(tmp_path):
+    with socket.socket() as occupant:
+        occupant.bind(("127.0.0.1", 0))
+        occupant.listen()
+        settings = _settings(tmp_path, port=occupant.getsockname()[1])
+
+        with pytest.raises(harness.HarnessError, match="AIRFLOW_LOCAL_PORT"):
+            harness.up(settings, report=lambda line: None)
+
+    assert not list(settings.run_dir.glob("*.pid"))
+
+
+def test_stopping_a_component_stops_its_children_and_is_idempotent(tmp_path):
+    run_dir = tmp_path / "run"
+    component = start_component(
+        "sleeper",
+        ["bash", "-c", "sleep 300 & sleep 300"],
+        dict(os.environ),
+        tmp_path / "s.log",
+        run_dir,
+        tmp_path,
+    )
+    time.sleep(0.3)
+    family = [psutil.Process(component.pid), *psutil.Process(component.pid).children(recursive=True)]
+    assert len(family) == 3
+
+    assert stop_components(run_dir, [component]) == ["sleeper"]
+    assert not [process for process in family if process.is_running()]
+    assert recorded_component(run_dir, "sleeper", tmp_path / "s.log") is None
+    assert stop_components(run_dir, [component]) == []
+
+
+def test_a_recorded_pid_now_used_by_another_process_is_not_signalled(tmp_path):
+    impostor = ComponentProcess(name="old", pid=os.getpid(), create_time=0.0, log_path=tmp_path / "old.log")
+
+    assert stop_components(tmp_path, [impostor]) == []
+    assert psutil.Process(os.getpid()).is_running()
+
+
+def test_a_component_started_for_a_test_session_dies_with_the_session(tmp_path):
+    session = (
+        "import os, sys, pathlib\n"
+        "from airflow_local.processes import start_component\n"
+        "home = pathlib.Path(sys.argv[1])\n"
+        "c = start_component('orphan', ['sleep', '300'], dict(os.environ), home / 'o.log', home, home,"
+        " die_with_caller=True)\n"
+        "print(c.pid)\n"
+    )
+    environment = os.environ | {"PYTHONPATH": str(REPO_ROOT / "scripts")}
+
+    ended = subprocess.run(
+        [sys.executable, "-c", session, str(tmp_path)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    orphan = psutil.Process(int(ended.stdout))
+    orphan.wait(timeout=10)
+    assert not orphan.is_running()

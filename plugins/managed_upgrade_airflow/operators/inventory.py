@@ -2,7 +2,9 @@
 
 It reads the installation over SSH (files through SFTP; ``du``, ``df`` and ``bin/crm status`` as argv
 lists, never shell strings) and the config database in a READ ONLY transaction, so analysing a
-customer's system can never change it. Parsing and rendering live in :mod:`managed_upgrade.inventory`.
+customer's system can never change it. Both come from the environment's connections through
+:class:`CrmEnvironmentHook` (pinned host keys enforced). Parsing and rendering live in
+:mod:`managed_upgrade.inventory`.
 """
 
 from __future__ import annotations
@@ -17,18 +19,12 @@ from airflow.sdk import BaseOperator
 from managed_upgrade.config import CustomerConfig
 from managed_upgrade.inventory import DatabaseFacts, HostFacts, build_inventory, render_markdown
 from managed_upgrade.remote import RemoteHost
+from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 CRM_STATUS_TIMEOUT = 120.0
 """Seconds ``bin/crm status`` may stay silent before the inventory gives up on it."""
 STATEMENT_TIMEOUT_MS = 60_000
 """Per query in the config DB; exact row counts of a huge table must not hang the task."""
-
-
-def open_remote_host(ssh_conn_id: str, label: str) -> RemoteHost:
-    """A :class:`RemoteHost` over the Airflow SSH connection (its pinned host key is enforced)."""
-    from airflow.providers.ssh.hooks.ssh import SSHHook
-
-    return RemoteHost(SSHHook(ssh_conn_id=ssh_conn_id).get_conn(), label)
 
 
 def _read_optional(host: RemoteHost, path: str) -> str | None:
@@ -85,8 +81,7 @@ ORDER BY table_schema, table_name
 def collect_database_facts(connection: Any) -> DatabaseFacts:
     """Schema version, size and exact row counts, in a READ ONLY transaction that is rolled back.
 
-    Plain SQL without client-side composition, so it runs on the psycopg2 or psycopg 3 connection
-    whichever the Postgres provider hands out.
+    Plain SQL without client-side composition, so it runs on a psycopg2 or a psycopg 3 connection.
     """
     try:
         with connection.cursor() as cursor:
@@ -126,13 +121,11 @@ class InventoryDevSystemOperator(BaseOperator):
         self.environment = environment
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow.providers.postgres.hooks.postgres import PostgresHook
-
         env = self.config.environment(self.environment)
         label = f"{self.config.customer_id}/{self.environment} ({env.ssh_conn_id})"
-        with open_remote_host(env.ssh_conn_id, label) as host:
-            host_facts = collect_host_facts(host, env.install_path)
-        connection = PostgresHook(postgres_conn_id=env.db_conn_id).get_conn()
+        with CrmEnvironmentHook(env.ssh_conn_id, env.db_conn_id, label) as hook:
+            host_facts = collect_host_facts(hook.get_conn(), env.install_path)
+            connection = hook.db_target().connect()
         try:
             database_facts = collect_database_facts(connection)
         finally:

@@ -33,6 +33,7 @@ from managed_upgrade_airflow.initiation_gates import (
     AnalysisGate,
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
+    fenced,
 )
 from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator, collect_database_facts
 from managed_upgrade_airflow.operators.request_case import (
@@ -471,3 +472,10 @@ def test_review_gate_falls_back_to_the_verification_xcom_and_can_abort(config, l
         gate.execute_complete(
             context, _answer(["Abort upgrade"], {"review_notes": "test cases do not cover the ERP sync"})
         )
+
+
+def test_email_preview_fence_outlasts_backticks_in_the_text():
+    text = "uses ``` and ```` inside"
+    block = fenced(text)
+    assert block.startswith("`````text\n") and block.endswith("\n`````")
+    assert fenced("plain") == "```text\nplain\n```"

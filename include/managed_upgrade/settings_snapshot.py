@@ -310,6 +310,10 @@ def reapply_settings(
     report = ReapplyReport()
     for name, saved in sorted(snapshot.files.items()):
         _reapply_file(host, directory, name, saved, report)
+    for name in _settings_files(host, install_path):
+        if name not in snapshot.files:  # a settings file the new version introduced
+            values = parse_properties(host.read_text(posixpath.join(directory, name)))
+            report.added.extend({"source": name, "key": key, "value": value} for key, value in values.items())
     _reapply_database(database, snapshot.database, report)
     for item in report.restored:
         was = shown(item["key"], item["was"])

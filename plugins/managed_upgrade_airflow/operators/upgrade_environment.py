@@ -1,0 +1,247 @@
+"""<Environment> > Upgrade: run the vendor installer without holding a worker, verify, roll back on failure.
+
+Deferrable by default, on the SSH provider's own machinery: the installer is started detached on the
+host with the provider's POSIX job wrapper (``setsid``, output to a log, exit code written
+atomically) and :class:`~airflow.providers.ssh.triggers.ssh_remote_job.SSHRemoteJobTrigger` polls it
+from the triggerer (asyncssh, same pinned host key), streaming the installer's output into the task
+log. When it ends, :func:`managed_upgrade.upgrade.conclude_upgrade` checks exit code, ``VERSION``
+and ``bin/crm status``; on failure the backup taken just before is restored and the task fails with
+what failed and whether the restore worked. Neither failure is retried: the environment either
+runs its old version again (a person decides what next) or needs a person now.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from managed_upgrade.errors import InstallerFailedError, RollbackFailedError, UpgradeRolledBackError
+from managed_upgrade.installation import crm_status
+from managed_upgrade.upgrade import (
+    UpgradePlan,
+    UpgradeResult,
+    conclude_upgrade,
+    installer_argv,
+    prepare_upgrade,
+    roll_back,
+    run_installer,
+)
+from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from managed_upgrade.config import CustomerConfig
+
+
+class UpgradeRolledBack(AirflowFailException):
+    """The upgrade failed; the backup was restored and the old version runs (no retry)."""
+
+
+class UpgradeAndRollbackFailed(AirflowFailException):
+    """The upgrade failed AND the restore failed: the environment needs a person now (no retry)."""
+
+
+class UpgradeEnvironmentOperator(BaseOperator):
+    """Upgrade one environment to ``target_version`` with the staged vendor installer.
+
+    :param ssh_conn_id: / :param db_conn_id: the environment's host and configuration database
+    :param install_path: the installation to upgrade
+    :param staging_path: where the release was staged (``<staging_path>/<version>/installer.py``)
+    :param backup_path: / :param backup_id: the backup taken just before (templated; see
+        :func:`~managed_upgrade_airflow.operators.backup_environment.backup_id_template`); the settings
+        snapshot and the installer log are kept in it, a failure restores it
+    :param target_version: the version to install (templated)
+    :param deferrable: wait in the triggerer (default) instead of holding a worker
+    :param poll_interval: seconds between the trigger's polls of the remote job
+    :param installer_timeout: give up waiting after this long (the installer is not killed, nothing
+        is restored: its state is unknown and a person must look)
+    """
+
+    template_fields: Sequence[str] = ("target_version", "backup_id")
+    ui_color = "#e6f4ea"
+
+    def __init__(
+        self,
+        *,
+        environment: str,
+        ssh_conn_id: str,
+        db_conn_id: str,
+        install_path: str,
+        staging_path: str,
+        backup_path: str,
+        backup_id: str,
+        target_version: str,
+        deferrable: bool = True,
+        poll_interval: int = 10,
+        installer_timeout: timedelta | None = timedelta(hours=6),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.environment = environment
+        self.ssh_conn_id = ssh_conn_id
+        self.db_conn_id = db_conn_id
+        self.install_path = install_path
+        self.staging_path = staging_path
+        self.backup_path = backup_path
+        self.backup_id = backup_id
+        self.target_version = target_version
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.installer_timeout = installer_timeout
+
+    @classmethod
+    def for_environment(
+        cls,
+        config: CustomerConfig,
+        environment: str,
+        backup_id: str,
+        target_version: str | None = None,
+        **kwargs: Any,
+    ) -> UpgradeEnvironmentOperator:
+        env = getattr(config.environments, environment)
+        return cls(
+            environment=environment,
+            ssh_conn_id=env.ssh_conn_id,
+            db_conn_id=env.db_conn_id,
+            install_path=env.install_path,
+            staging_path=env.staging_path,
+            backup_path=env.backup_path,
+            backup_id=backup_id,
+            target_version=target_version or config.versions.target,
+            **kwargs,
+        )
+
+    def _plan(self) -> UpgradePlan:
+        return UpgradePlan(
+            self.install_path, self.staging_path, self.backup_path, self.backup_id, self.target_version
+        )
+
+    def _hook(self) -> CrmEnvironmentHook:
+        return CrmEnvironmentHook(self.ssh_conn_id, self.db_conn_id, label=self.environment)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        plan = self._plan()
+        with self._hook() as hook:
+            host = hook.get_conn()
+            preparation = prepare_upgrade(host, plan, hook.db_target())
+            if preparation.already_upgraded:
+                self.log.info(
+                    "%s already runs %s with crm status ok; nothing to do",
+                    self.install_path,
+                    plan.target_version,
+                )
+                status = crm_status(host, plan.install_path)
+                return UpgradeResult(
+                    plan.target_version, plan.target_version, plan.log_path, (), status, ran_installer=False
+                ).summary()
+            self.log.info(
+                "upgrading %s from %s to %s; settings snapshot %s (%s)",
+                self.install_path,
+                preparation.from_version,
+                plan.target_version,
+                plan.snapshot_path,
+                "captured" if preparation.snapshot_written else "kept from an earlier try",
+            )
+            if not self.deferrable:
+                exit_code = run_installer(host, plan)
+                return self._conclude(exit_code, preparation.from_version)
+            job = self._submit(host, plan, context)
+        self._defer(job, log_offset=0, from_version=preparation.from_version)
+
+    def _submit(self, host: Any, plan: UpgradePlan, context: Context) -> dict[str, str]:
+        from airflow.providers.ssh.utils.remote_job import (
+            RemoteJobPaths,
+            build_posix_wrapper_command,
+            generate_job_id,
+        )
+
+        ti = context["ti"]
+        job_id = generate_job_id(ti.dag_id, ti.task_id, ti.run_id, ti.try_number)
+        paths = RemoteJobPaths(job_id=job_id, remote_os="posix", base_dir=plan.job_base_dir)
+        wrapper = build_posix_wrapper_command(command=shlex.join(installer_argv(plan)), paths=paths)
+        result = host.run(["bash", "-c", wrapper], timeout=60)
+        if result.text.strip() != job_id:
+            self.log.warning("job wrapper answered %r, expected %r", result.text.strip(), job_id)
+        self.log.info("installer started detached on %s; job directory %s", self.environment, paths.job_dir)
+        return {
+            "job_id": job_id,
+            "job_dir": paths.job_dir,
+            "log_file": paths.log_file,
+            "exit_code_file": paths.exit_code_file,
+        }
+
+    def _defer(self, job: dict[str, str], log_offset: int, from_version: str) -> None:
+        from airflow.providers.ssh.triggers.ssh_remote_job import SSHRemoteJobTrigger
+
+        self.defer(
+            trigger=SSHRemoteJobTrigger(
+                ssh_conn_id=self.ssh_conn_id,
+                remote_host=None,
+                job_id=job["job_id"],
+                job_dir=job["job_dir"],
+                log_file=job["log_file"],
+                exit_code_file=job["exit_code_file"],
+                remote_os="posix",
+                poll_interval=self.poll_interval,
+                log_offset=log_offset,
+            ),
+            method_name="execute_complete",
+            kwargs={"from_version": from_version},
+            timeout=self.installer_timeout,
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any], from_version: str) -> dict[str, Any]:
+        """Resume after the trigger: stream the output, re-defer while running, then judge the run."""
+        for line in (event.get("log_chunk") or "").splitlines():
+            self.log.info("[installer] %s", line)
+        job = {key: event[key] for key in ("job_id", "job_dir", "log_file", "exit_code_file")}
+        if not event.get("done"):
+            self._defer(job, log_offset=int(event.get("log_offset", 0)), from_version=from_version)
+        exit_code = event.get("exit_code")
+        if exit_code is None:
+            exit_code = self._read_exit_code(job)
+        return self._conclude(exit_code, from_version)
+
+    def _read_exit_code(self, job: dict[str, str]) -> int:
+        """The trigger lost the job (connection trouble): ask the host once before judging anything."""
+        with self._hook() as hook:
+            host = hook.get_conn()
+            text = host.read_text(job["exit_code_file"]).strip() if host.exists(job["exit_code_file"]) else ""
+        if not text.isdigit():
+            raise AirflowFailException(
+                f"lost track of the installer on {self.environment}: "
+                f"no exit code in {job['exit_code_file']}. "
+                f"It may still be running; nothing was restored. Look at {job['job_dir']} on the host."
+            )
+        return int(text)
+
+    def _conclude(self, exit_code: int, from_version: str) -> dict[str, Any]:
+        plan = self._plan()
+        with self._hook() as hook:
+            host = hook.get_conn()
+            try:
+                result = conclude_upgrade(host, plan, exit_code, from_version)
+            except InstallerFailedError as failure:
+                try:
+                    roll_back(host, plan, hook.db_target(), failure)
+                except UpgradeRolledBackError as rolled_back:
+                    raise UpgradeRolledBack(str(rolled_back)) from rolled_back
+                except RollbackFailedError as broken:
+                    self.log.critical("%s", broken)
+                    raise UpgradeAndRollbackFailed(str(broken)) from broken
+        for line in result.log_tail:
+            self.log.info("[installer log] %s", line)
+        self.log.info(
+            "%s upgraded %s -> %s; %s",
+            self.environment,
+            from_version,
+            result.to_version,
+            result.status.describe(),
+        )
+        return result.summary()

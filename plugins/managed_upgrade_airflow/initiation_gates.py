@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from airflow.sdk import Param
+from airflow.sdk import Param, ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import CustomerConfig
@@ -42,6 +42,24 @@ def fenced(text: str) -> str:
         longest = max(longest, run)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text.rstrip()}\n{fence}"
+
+
+def with_form_fields(given: Any, fields: dict[str, Param]) -> ParamsDict:
+    """The gate's form fields added to the ``params`` Airflow already put in the operator's kwargs.
+
+    Airflow's operator wrapper fills ``params`` with the DAG's params (the trigger form) before the
+    gate's ``__init__`` runs, so a ``setdefault`` would never add the gate's own fields, and the HITL
+    operator then keeps only task-level params: the form would show no fields. Fields the caller
+    passed explicitly (source ``task``) win; otherwise the gate's fields are added as task params.
+    """
+    merged = ParamsDict()
+    if given:
+        merged.update(given if isinstance(given, ParamsDict) else ParamsDict(given))
+    if not any(merged.get_param(key).source == "task" for key in merged):
+        for key, param in fields.items():
+            param.source = "task"
+            merged[key] = param
+    return merged
 
 
 def _request_facts(config: CustomerConfig, settings: RunSettings) -> str:
@@ -132,8 +150,8 @@ class RespondToRequestGate(_InitiationGate):
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Respond to the Managed Upgrade request of {config.name}")
         kwargs.setdefault("options", [self.OPTION])
-        kwargs.setdefault(
-            "params",
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
             {
                 "information_gathered": Param(
                     "",
@@ -180,8 +198,8 @@ class AcknowledgeRequestGate(_InitiationGate):
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
         kwargs.setdefault("subject", f"Acknowledge the Platinum Service Request of {config.name} formally")
         kwargs.setdefault("options", [self.OPTION])
-        kwargs.setdefault(
-            "params",
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
             {
                 "kickoff_note": Param(
                     "",
@@ -225,8 +243,8 @@ class AnalysisGate(_InitiationGate):
     ) -> None:
         kwargs.setdefault("subject", f"Analyse the questionnaire and the Dev system of {config.name}")
         kwargs.setdefault("options", [self.COMPLETE, ABORT])
-        kwargs.setdefault(
-            "params",
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
             {
                 "analysis_notes": Param(
                     "", type="string", title="Analysis notes", format="multiline",
@@ -282,8 +300,8 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
     ) -> None:
         kwargs.setdefault("subject", f"Review the test case verification on the Dev system of {config.name}")
         kwargs.setdefault("options", [self.APPROVE, ABORT])
-        kwargs.setdefault(
-            "params",
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
             {
                 "review_notes": Param(
                     "", type="string", title="Review notes", format="multiline",

@@ -479,3 +479,30 @@ def test_email_preview_fence_outlasts_backticks_in_the_text():
     block = fenced(text)
     assert block.startswith("`````text\n") and block.endswith("\n`````")
     assert fenced("plain") == "```text\nplain\n```"
+
+
+def test_gates_in_a_dag_with_trigger_params_keep_their_own_form_fields(config):
+    """The DAG's trigger-form params must neither hide the gate's fields nor show up in its form."""
+    from airflow.sdk import DAG, Param, TaskGroup
+
+    trigger_form = {"case_id": Param("ACME-1042", type="string"), "analysis_notes": Param("x", type="string")}
+    with DAG("managed_upgrade__acme", schedule=None, params=trigger_form), TaskGroup("initiation"):
+        gates = {
+            "respond": RespondToRequestGate(task_id="respond_to_request", config=config),
+            "acknowledge": AcknowledgeRequestGate(task_id="acknowledge_request_formally", config=config),
+            "analyse": AnalysisGate(task_id="analyse_questionnaire_and_system", config=config),
+            "review": ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config),
+            "custom": AnalysisGate(
+                task_id="custom", config=config, params={"only": Param("", type="string")}
+            ),
+        }
+    fields = {name: sorted(gate.serialized_params) for name, gate in gates.items()}
+    assert fields == {
+        "respond": ["information_gathered"],
+        "acknowledge": ["kickoff_note"],
+        "analyse": ["analysis_notes", "follow_up_questions"],
+        "review": ["review_notes"],
+        "custom": ["only"],
+    }
+    assert gates["analyse"].serialized_params["analysis_notes"]["value"] == ""
+    assert gates["respond"].serialized_params["information_gathered"]["schema"]["format"] == "multiline"

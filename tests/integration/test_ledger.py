@@ -106,3 +106,42 @@ def test_reports_fixes_and_backups_round_trip(ledger_dsn):
     ledger.record_gate_answer("d", "r", "dev.customer_sign_off", 1, "carla", answered, ["Sign off"], {})
     assert ledger.gate_answers("d", "r")[0]["responded_by"] == "carla"
     conn.close()
+
+
+def test_migrate_command_creates_the_database_when_asked():
+    import subprocess
+    import sys
+
+    name = f"ledger_cli_{uuid.uuid4().hex[:10]}"
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    try:
+        without = subprocess.run(
+            [sys.executable, "-m", "managed_upgrade.ledger", "migrate", "--dsn", dsn],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+        assert without.returncode != 0
+        assert name in without.stderr
+        created = subprocess.run(
+            [sys.executable, "-m", "managed_upgrade.ledger", "migrate", "--create-database", "--dsn", dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert f"ledger database created: {name}" in created.stdout
+        assert "applied 0001_initial" in created.stdout
+        again = subprocess.run(
+            [sys.executable, "-m", "managed_upgrade.ledger", "migrate", "--create-database", "--dsn", dsn],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert "created" not in again.stdout
+        assert "nothing to do" in again.stdout
+    finally:
+        admin = psycopg2.connect(ADMIN_DSN)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

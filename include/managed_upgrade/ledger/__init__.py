@@ -4,7 +4,7 @@ Never Airflow's metadata database. Schema changes are numbered SQL files in ``mi
 applied in order by :func:`migrate` (``python -m managed_upgrade.ledger migrate``).
 """
 
-from managed_upgrade.ledger.schema import DEFAULT_SCHEMA, migrate, pending_migrations
+from managed_upgrade.ledger.schema import DEFAULT_SCHEMA, ensure_database, migrate, pending_migrations
 from managed_upgrade.ledger.store import Ledger
 
-__all__ = ["DEFAULT_SCHEMA", "Ledger", "migrate", "pending_migrations"]
+__all__ = ["DEFAULT_SCHEMA", "Ledger", "ensure_database", "migrate", "pending_migrations"]

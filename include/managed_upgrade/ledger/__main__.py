@@ -8,7 +8,7 @@ import sys
 
 import psycopg2
 
-from managed_upgrade.ledger.schema import DEFAULT_SCHEMA, migrate, pending_migrations
+from managed_upgrade.ledger.schema import DEFAULT_SCHEMA, ensure_database, migrate, pending_migrations
 
 DSN_VARIABLE = "MANAGED_UPGRADE_LEDGER_DSN"
 
@@ -18,9 +18,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["migrate", "status"])
     parser.add_argument("--dsn", default=os.environ.get(DSN_VARIABLE), help=f"default: ${DSN_VARIABLE}")
     parser.add_argument("--schema", default=DEFAULT_SCHEMA)
+    parser.add_argument(
+        "--create-database",
+        action="store_true",
+        help="create the DSN's database first if it does not exist (needs CREATEDB on the server)",
+    )
     args = parser.parse_args(argv)
     if not args.dsn:
         parser.error(f"no database given: pass --dsn or set {DSN_VARIABLE}")
+    if args.create_database and ensure_database(args.dsn):
+        print(f"ledger database created: {psycopg2.extensions.parse_dsn(args.dsn).get('dbname')}")
     connection = psycopg2.connect(args.dsn)
     try:
         if args.command == "migrate":

@@ -6,7 +6,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
+import psycopg2
 from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
 
 DEFAULT_SCHEMA = "managed_upgrade"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -85,3 +87,28 @@ def migrate(connection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
             )
             applied_now.append(migration)
     return applied_now
+
+
+def ensure_database(dsn: str, maintenance_db: str = "postgres") -> bool:
+    """Create the database ``dsn`` names unless it exists; True if it was created.
+
+    Connects to ``maintenance_db`` on the same server with the same credentials, because a database
+    cannot be created from a connection to itself.
+    """
+    name = parse_dsn(dsn).get("dbname")
+    if not name:
+        raise ValueError(f"the ledger DSN names no database (dbname=...): {dsn!r}")
+    admin = psycopg2.connect(make_dsn(dsn, dbname=maintenance_db))
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cursor.fetchone():
+                return False
+            try:
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg2.errors.DuplicateDatabase:
+                return False  # created by a concurrent caller in between
+            return True
+    finally:
+        admin.close()

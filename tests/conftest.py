@@ -2,14 +2,26 @@
 
 Estate fixtures (integration tests): ``estate`` (the running simulated estate, brought up if
 needed), ``airflow_connections`` (its connections as AIRFLOW_CONN_* variables) and
-``fresh_installation`` (an isolated installation + config DB, removed after the test).
+``fresh_installation`` (an isolated installation + config DB, removed after the test),
+``isolated_customer`` (a customer config pointed at fresh installations) and ``upgrade_installation``
+(the estate's own installer run on one).
+
+Operator tests: ``ledger_dsn`` (a throwaway migrated ledger DB as the ledger connection),
+``smtp_sink`` (an SMTP server on 127.0.0.1 as ``smtp_default``) and ``task_context`` (a minimal
+task context for ``execute``).
 """
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
+import socket
+import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -77,6 +89,56 @@ def fresh_installation(estate: Estate) -> Iterator[Callable[..., Installation]]:
         estate.remove_installation(installation)
 
 
+@pytest.fixture
+def isolated_customer(
+    fresh_installation: Callable[..., Installation], airflow_connections: AirflowConnections
+) -> Callable[..., tuple[Any, dict[str, Installation]]]:
+    """Factory ``isolated_customer(config, dev="10.2.0", uat=..., prod=...)``: ``config`` with each
+    named environment pointed at a fresh installation of that version (its own connections), and
+    the installations by environment. Unnamed environments keep the config's values."""
+
+    def make(config: Any, **versions: str) -> tuple[Any, dict[str, Installation]]:
+        installations, environments = {}, {}
+        for env, version in versions.items():
+            installation = fresh_installation(env, version)
+            ssh_conn_id, db_conn_id = airflow_connections.add_installation(installation)
+            installations[env] = installation
+            environments[env] = config.environment(env).model_copy(
+                update={
+                    "ssh_conn_id": ssh_conn_id,
+                    "db_conn_id": db_conn_id,
+                    "install_path": str(installation.install_path),
+                    "staging_path": str(installation.staging_path),
+                    "backup_path": str(installation.backup_path),
+                }
+            )
+        isolated = config.model_copy(
+            update={"environments": config.environments.model_copy(update=environments)}
+        )
+        return isolated, installations
+
+    return make
+
+
+@pytest.fixture
+def upgrade_installation(estate: Estate) -> Callable[[Installation, str], None]:
+    """``upgrade_installation(installation, version)``: stage the estate's release of ``version`` and
+    run its vendor installer on the installation, as an upgrade does (raises if it fails)."""
+    import subprocess
+
+    def upgrade(installation: Installation, version: str) -> None:
+        installer = estate.stage_release_locally(installation.staging_path / version, version)
+        result = subprocess.run(
+            ["python3", str(installer), "--install-path", str(installation.install_path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"installer failed: {result.stdout}{result.stderr}"
+
+    return upgrade
+
+
 # ------------------------------------------------------ environment operations (remote hosts, DBs)
 
 
@@ -115,3 +177,126 @@ def db_target(estate: Estate) -> Callable[[str], Any]:
         return DbTarget(connection["host"], int(connection["port"]), connection["login"], dbname)
 
     return make
+
+
+# ------------------------------- operator tests: throwaway ledger, SMTP sink, minimal task context
+# Operators are called the way the task runner calls them (``execute`` with a context) against a
+# real ledger database and a real SMTP server on 127.0.0.1; the context holds only what our
+# operators read: the task instance's ids and XCom pulls, the run's conf and start.
+
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+SMTP_SENDER = "platinum-services@vendor.example"
+"""``from_email`` of the ``smtp_default`` connection that ``smtp_sink`` sets."""
+TEST_DAG_ID = "managed_upgrade__acme"
+
+
+@pytest.fixture
+def ledger_dsn(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, migrated ledger database, reachable as the ledger connection; dropped afterwards."""
+    import psycopg2
+    from psycopg2 import sql
+
+    from managed_upgrade.ledger import migrate
+
+    name = f"mu_ledger_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(PG_ADMIN_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
+    connection = psycopg2.connect(dsn)
+    migrate(connection)
+    connection.close()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER",
+        json.dumps(
+            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}
+        ),
+    )
+    try:
+        yield dsn
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.close()
+
+
+class SmtpSink:
+    """What the SMTP server received: parsed messages and each message's envelope recipients."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.recipients: list[list[str]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.recipients.append(list(envelope.rcpt_tos))
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_sink(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpSink]:
+    """An SMTP server on 127.0.0.1 behind the connection ``smtp_default`` (sender ``SMTP_SENDER``)."""
+    from aiosmtpd.controller import Controller
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sink = SmtpSink()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    connection = {
+        "conn_type": "smtp",
+        "host": "127.0.0.1",
+        "port": port,
+        "extra": {
+            "disable_tls": True,
+            "disable_ssl": True,
+            "from_email": SMTP_SENDER,
+            "timeout": 5,
+            "retry_limit": 0,
+        },
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+@dataclass
+class FakeTaskInstance:
+    """The task instance attributes and XCom pulls our operators use."""
+
+    task_id: str
+    run_id: str = field(default_factory=lambda: f"manual__{uuid.uuid4().hex[:8]}")
+    dag_id: str = TEST_DAG_ID
+    try_number: int = 1
+    xcoms: dict[str, Any] = field(default_factory=dict)
+
+    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
+        assert key == "return_value"
+        return self.xcoms.get(task_ids)
+
+
+def make_task_context(
+    task_id: str,
+    conf: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    run_started_at: datetime | None = None,
+    **xcoms: Any,
+) -> dict[str, Any]:
+    """A context for ``execute``: ``xcoms`` maps upstream task ids to their XCom; same ``run_id``
+    for tasks of one run (a new one when omitted)."""
+    ti = FakeTaskInstance(task_id=task_id, xcoms=dict(xcoms))
+    if run_id is not None:
+        ti.run_id = run_id
+    dag_run = SimpleNamespace(conf=conf or {}, start_date=run_started_at)
+    return {"ti": ti, "task_instance": ti, "dag_run": dag_run, "params": {}}
+
+
+@pytest.fixture
+def task_context() -> Callable[..., dict[str, Any]]:
+    """Factory ``task_context(task_id, conf=None, *, run_id=None, run_started_at=None, **xcoms)``."""
+    return make_task_context

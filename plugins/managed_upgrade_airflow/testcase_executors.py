@@ -308,13 +308,23 @@ def load_baseline(dag_id: str, run_id: str, *, ledger_conn_id: str = LEDGER_CONN
 
 
 def report_xcom(report: TestReport, dag_id: str, run_id: str) -> dict[str, Any]:
-    """Compact summary for XCom; the full report stays in the ledger, found by ``report_ref``."""
+    """Compact summary for XCom; the full report stays in the ledger, found by ``report_ref``.
+
+    ``failing`` lists every failing case; ``blocking`` those the fix loop must address. The baseline
+    round (round 0, not compared) has nothing to fix: its failures are facts about the system before
+    the upgrade, so its ``blocking`` is empty (and ``summary.blocking`` 0).
+    """
+    is_baseline = report.round == BASELINE_ROUND and report.baseline is None
+    blocking = [] if is_baseline else [result.id for result in report.blocking_failures]
+    summary = report.summary.model_dump(mode="json")
+    summary["blocking"] = len(blocking)
     return {
         "environment": report.environment,
         "round": report.round,
         "headline": report.headline,
-        "summary": report.summary.model_dump(mode="json"),
-        "blocking": [result.id for result in report.blocking_failures],
+        "summary": summary,
+        "failing": [result.id for result in report.results if result.failing],
+        "blocking": blocking,
         "compared_with_baseline": report.baseline is not None,
         "report_ref": {
             "dag_id": dag_id,

@@ -2,29 +2,25 @@
 
 Operators are called the way the task runner calls them (``execute`` / ``execute_complete`` with a
 context); the context is minimal: the run's conf, the task instance's ids and its XCom pulls.
+The ledger, SMTP sink and context fixtures are shared with the other operator tests (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import email
 import json
-import socket
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
 import pytest
-from aiosmtpd.controller import Controller
 from airflow.sdk.exceptions import AirflowFailException
 from psycopg2 import sql
 
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.ledger import Ledger, migrate
+from managed_upgrade.ledger import Ledger
 from managed_upgrade.testcase_report import CaseResult, TestReport
 from managed_upgrade_airflow.initiation_gates import (
     INVENTORY_TASK_ID,
@@ -47,7 +43,6 @@ pytestmark = pytest.mark.integration
 CUSTOMERS = Path(__file__).resolve().parents[2] / "include" / "customers"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DAG_ID = "managed_upgrade__acme"
-SENDER = "platinum-services@vendor.example"
 
 
 # --- fixtures ----------------------------------------------------------------------------------
@@ -58,32 +53,6 @@ def config():
     return load_customer_config(CUSTOMERS / "acme.yaml")
 
 
-@pytest.fixture
-def ledger_dsn(monkeypatch) -> Iterator[str]:
-    """A fresh, migrated ledger database, reachable as the ledger connection; dropped afterwards."""
-    name = f"mu_ledger_test_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(ADMIN_DSN)
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={name}"
-    connection = psycopg2.connect(dsn)
-    migrate(connection)
-    connection.close()
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER",
-        json.dumps(
-            {"conn_type": "postgres", "host": "127.0.0.1", "port": 5432, "login": "postgres", "schema": name}
-        ),
-    )
-    try:
-        yield dsn
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
-
-
 def _ledger_rows(dsn: str, query: str, *args: Any) -> list[tuple]:
     connection = psycopg2.connect(dsn)
     try:
@@ -92,65 +61,6 @@ def _ledger_rows(dsn: str, query: str, *args: Any) -> list[tuple]:
             return cursor.fetchall()
     finally:
         connection.close()
-
-
-class _Sink:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.recipients.append(list(envelope.rcpt_tos))
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp_sink(monkeypatch) -> Iterator[_Sink]:
-    """An SMTP server on 127.0.0.1 behind the connection ``smtp_default``."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    sink = _Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    connection = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "extra": {
-            "disable_tls": True,
-            "disable_ssl": True,
-            "from_email": SENDER,
-            "timeout": 5,
-            "retry_limit": 0,
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps(connection))
-    try:
-        yield sink
-    finally:
-        controller.stop()
-
-
-@dataclass
-class FakeTaskInstance:
-    """The task instance attributes and XCom pulls our operators use."""
-
-    task_id: str
-    run_id: str = field(default_factory=lambda: f"manual__{uuid.uuid4().hex[:8]}")
-    dag_id: str = DAG_ID
-    try_number: int = 1
-    xcoms: dict[str, Any] = field(default_factory=dict)
-
-    def xcom_pull(self, task_ids: str, key: str = "return_value") -> Any:
-        assert key == "return_value"
-        return self.xcoms.get(task_ids)
-
-
-def _context(task_id: str, conf: dict[str, Any] | None = None, **xcoms: Any) -> dict[str, Any]:
-    ti = FakeTaskInstance(task_id=task_id, xcoms=dict(xcoms))
-    return {"ti": ti, "task_instance": ti, "dag_run": SimpleNamespace(conf=conf or {}), "params": {}}
 
 
 def _answer(options: list[str], params: dict[str, Any], user: str = "carla") -> dict[str, Any]:
@@ -165,9 +75,11 @@ def _answer(options: list[str], params: dict[str, Any], user: str = "carla") -> 
 # --- create_request_case ---------------------------------------------------------------------
 
 
-def test_request_case_accepts_config_defaults_records_the_run_and_returns_settings(config, ledger_dsn):
+def test_request_case_accepts_config_defaults_records_the_run_and_returns_settings(
+    config, ledger_dsn, task_context
+):
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
-    context = _context(REQUEST_CASE_TASK_ID)
+    context = task_context(REQUEST_CASE_TASK_ID)
     result = operator.execute(context)
     assert result == {**request_case_defaults(config), "seconds_per_business_day": None}
     assert result["case_id"] == "ACME-1042" and result["target_version"] == "11.0.0"
@@ -176,7 +88,7 @@ def test_request_case_accepts_config_defaults_records_the_run_and_returns_settin
     assert rows == [(DAG_ID, "acme", result)]
 
 
-def test_request_case_takes_trigger_form_overrides(config, ledger_dsn):
+def test_request_case_takes_trigger_form_overrides(config, ledger_dsn, task_context):
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
     conf = {
         "target_version": "11.1.0",
@@ -184,16 +96,16 @@ def test_request_case_takes_trigger_form_overrides(config, ledger_dsn):
         "seconds_per_business_day": 2,
         "case_id": "",
     }
-    result = operator.execute(_context(REQUEST_CASE_TASK_ID, conf))
+    result = operator.execute(task_context(REQUEST_CASE_TASK_ID, conf))
     assert result["target_version"] == "11.1.0"
     assert result["deadline"] == "2027-04-30"
     assert result["seconds_per_business_day"] == 2.0
     assert result["case_id"] == "ACME-1042"  # an empty form field keeps the config's value
 
 
-def test_request_case_fails_listing_every_problem_and_records_nothing(config, ledger_dsn):
+def test_request_case_fails_listing_every_problem_and_records_nothing(config, ledger_dsn, task_context):
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
-    context = _context(REQUEST_CASE_TASK_ID, {"target_version": "10.1.0", "deadline": "2027-01-05"})
+    context = task_context(REQUEST_CASE_TASK_ID, {"target_version": "10.1.0", "deadline": "2027-01-05"})
     with pytest.raises(AirflowFailException) as failure:
         operator.execute(context)
     message = str(failure.value)
@@ -203,43 +115,31 @@ def test_request_case_fails_listing_every_problem_and_records_nothing(config, le
     assert _ledger_rows(ledger_dsn, "SELECT count(*) FROM managed_upgrade.runs") == [(0,)]
 
 
-def test_request_case_rejects_malformed_values_and_ineligible_customers(config, ledger_dsn):
+def test_request_case_rejects_malformed_values_and_ineligible_customers(config, ledger_dsn, task_context):
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
     with pytest.raises(AirflowFailException, match=r"case_id: 'acme 1' must match"):
-        operator.execute(_context(REQUEST_CASE_TASK_ID, {"case_id": "acme 1"}))
+        operator.execute(task_context(REQUEST_CASE_TASK_ID, {"case_id": "acme 1"}))
     not_platinum = config.model_copy(update={"platinum_support": False})
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=not_platinum)
     with pytest.raises(AirflowFailException, match="not a Platinum Support member"):
-        operator.execute(_context(REQUEST_CASE_TASK_ID))
+        operator.execute(task_context(REQUEST_CASE_TASK_ID))
 
 
 # --- inventory_dev_system ----------------------------------------------------------------------
 
 
 @pytest.fixture
-def isolated_dev_config(config, fresh_installation, airflow_connections):
+def isolated_dev_config(config, isolated_customer):
     """The acme config with its Dev environment pointed at a fresh installation of 10.2.0."""
-    installation = fresh_installation("dev", "10.2.0")
-    ssh_conn_id, db_conn_id = airflow_connections.add_installation(installation)
-    dev = config.environments.dev.model_copy(
-        update={
-            "ssh_conn_id": ssh_conn_id,
-            "db_conn_id": db_conn_id,
-            "install_path": str(installation.install_path),
-            "staging_path": str(installation.staging_path),
-            "backup_path": str(installation.backup_path),
-        }
-    )
-    return config.model_copy(
-        update={"environments": config.environments.model_copy(update={"dev": dev})}
-    ), installation
+    isolated, installations = isolated_customer(config, dev="10.2.0")
+    return isolated, installations["dev"]
 
 
-def test_inventory_of_a_healthy_dev_system(isolated_dev_config):
+def test_inventory_of_a_healthy_dev_system(isolated_dev_config, task_context):
     config, installation = isolated_dev_config
     before = {path: path.stat().st_mtime_ns for path in installation.install_path.rglob("*")}
     result = InventoryDevSystemOperator(task_id="inventory_dev_system", config=config).execute(
-        _context(INVENTORY_TASK_ID)
+        task_context(INVENTORY_TASK_ID)
     )
     inventory = result["inventory"]
     assert inventory["findings"] == []
@@ -258,11 +158,11 @@ def test_inventory_of_a_healthy_dev_system(isolated_dev_config):
     assert after == before  # read-only: nothing created, removed or modified
 
 
-def test_inventory_flags_a_drifted_installation(isolated_dev_config):
+def test_inventory_flags_a_drifted_installation(isolated_dev_config, task_context):
     config, installation = isolated_dev_config
     (installation.install_path / "VERSION").write_text("10.1.0\n")
     result = InventoryDevSystemOperator(task_id="inventory_dev_system", config=config).execute(
-        _context(INVENTORY_TASK_ID)
+        task_context(INVENTORY_TASK_ID)
     )
     findings = result["inventory"]["findings"]
     assert any("installed version 10.1.0 differs" in finding for finding in findings)
@@ -318,11 +218,11 @@ def settings_xcom(config) -> dict[str, Any]:
 
 
 def test_respond_to_request_shows_the_draft_and_sends_the_receipt(
-    config, ledger_dsn, smtp_sink, settings_xcom
+    config, ledger_dsn, smtp_sink, settings_xcom, task_context
 ):
     gate = RespondToRequestGate(task_id="respond_to_request", config=config)
     assert gate.assigned_users == [{"id": "carla", "name": "carla"}]
-    context = _context("initiation.respond_to_request", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    context = task_context("initiation.respond_to_request", **{REQUEST_CASE_TASK_ID: settings_xcom})
     body = gate.render_body(context)
     assert "| Case | ACME-1042 |" in body
     assert "will be in touch within 1 business day" in body
@@ -352,10 +252,12 @@ def test_respond_to_request_shows_the_draft_and_sends_the_receipt(
     ]
 
 
-def test_acknowledge_request_previews_next_steps_and_sends_them(config, ledger_dsn, smtp_sink, settings_xcom):
+def test_acknowledge_request_previews_next_steps_and_sends_them(
+    config, ledger_dsn, smtp_sink, settings_xcom, task_context
+):
     gate = AcknowledgeRequestGate(task_id="acknowledge_request_formally", config=config)
     assert gate.assigned_users == [{"id": "pete", "name": "pete"}]
-    context = _context("initiation.acknowledge_request_formally", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    context = task_context("initiation.acknowledge_request_formally", **{REQUEST_CASE_TASK_ID: settings_xcom})
     body = gate.render_body(context)
     assert "Planned total: 39 business days" in body
     assert "```text\n" in body
@@ -370,16 +272,16 @@ def test_acknowledge_request_previews_next_steps_and_sends_them(config, ledger_d
     assert result["email"]["kind"] == "request_acknowledged"
 
 
-def test_gate_without_run_settings_fails_clearly(config, ledger_dsn):
+def test_gate_without_run_settings_fails_clearly(config, ledger_dsn, task_context):
     gate = RespondToRequestGate(task_id="respond_to_request", config=config)
     with pytest.raises(AirflowFailException, match=f"no run settings in the XCom of {REQUEST_CASE_TASK_ID}"):
-        gate.render_body(_context("initiation.respond_to_request"))
+        gate.render_body(task_context("initiation.respond_to_request"))
 
 
-def test_analysis_gate_shows_questionnaire_and_inventory_and_completes(config, ledger_dsn):
+def test_analysis_gate_shows_questionnaire_and_inventory_and_completes(config, ledger_dsn, task_context):
     gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
     inventory = {"inventory": {}, "markdown": "### DEV system inventory\n\n- Installed version: **10.2.0**\n"}
-    context = _context("initiation.analyse_questionnaire_and_system", **{INVENTORY_TASK_ID: inventory})
+    context = task_context("initiation.analyse_questionnaire_and_system", **{INVENTORY_TASK_ID: inventory})
     body = gate.render_body(context)
     assert "| Number of users | 120 |" in body
     assert "Attached to case ACME-1042" in body
@@ -392,9 +294,9 @@ def test_analysis_gate_shows_questionnaire_and_inventory_and_completes(config, l
     assert result["params_input"]["analysis_notes"] == "standard modules"
 
 
-def test_analysis_abort_fails_naming_who_and_why_and_is_audited(config, ledger_dsn):
+def test_analysis_abort_fails_naming_who_and_why_and_is_audited(config, ledger_dsn, task_context):
     gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
-    context = _context("initiation.analyse_questionnaire_and_system")
+    context = task_context("initiation.analyse_questionnaire_and_system")
     assert "No inventory found" in gate.render_body(context)
     answer = _answer(
         ["Abort upgrade"], {"analysis_notes": "unsupported custom module", "follow_up_questions": ""}
@@ -407,9 +309,9 @@ def test_analysis_abort_fails_naming_who_and_why_and_is_audited(config, ledger_d
     ]
 
 
-def test_gate_rejects_an_answer_with_unknown_options_or_params(config, ledger_dsn):
+def test_gate_rejects_an_answer_with_unknown_options_or_params(config, ledger_dsn, task_context):
     gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
-    context = _context("initiation.analyse_questionnaire_and_system")
+    context = task_context("initiation.analyse_questionnaire_and_system")
     with pytest.raises(ValueError, match="not in"):
         gate.execute_complete(context, _answer(["Ship it"], {}))
     with pytest.raises(ValueError, match="does not match params"):
@@ -432,9 +334,9 @@ def _baseline() -> TestReport:
     )  # fmt: skip
 
 
-def test_review_gate_shows_the_baseline_from_the_ledger(config, ledger_dsn):
+def test_review_gate_shows_the_baseline_from_the_ledger(config, ledger_dsn, task_context):
     gate = ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config)
-    context = _context("preparation.review_test_case_verification")
+    context = task_context("preparation.review_test_case_verification")
     ti = context["ti"]
     report = _baseline()
     connection = psycopg2.connect(ledger_dsn)
@@ -457,9 +359,9 @@ def test_review_gate_shows_the_baseline_from_the_ledger(config, ledger_dsn):
     assert result["chosen_options"] == [gate.APPROVE]
 
 
-def test_review_gate_falls_back_to_the_verification_xcom_and_can_abort(config, ledger_dsn):
+def test_review_gate_falls_back_to_the_verification_xcom_and_can_abort(config, ledger_dsn, task_context):
     gate = ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config)
-    context = _context(
+    context = task_context(
         "preparation.review_test_case_verification", **{VERIFY_TEST_CASES_TASK_ID: _baseline().to_dict()}
     )
     body = gate.render_body(context)

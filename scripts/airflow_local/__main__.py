@@ -6,10 +6,18 @@ import argparse
 import sys
 
 from airflow_local import harness
-from airflow_local.client import AirflowApiError, AirflowClient
+from airflow_local.client import AirflowApiError, AirflowClient, UnknownUserError
 from airflow_local.processes import listening_sockets, non_loopback
 from airflow_local.settings import HarnessConfigError, HarnessSettings
 from airflow_local.users import read_passwords
+
+EXPECTED_ERRORS = (
+    harness.HarnessError,
+    HarnessConfigError,
+    AirflowApiError,
+    FileNotFoundError,
+    UnknownUserError,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = HarnessSettings.from_environment()
         return COMMANDS[arguments.command](settings, arguments)
-    except (harness.HarnessError, HarnessConfigError, AirflowApiError, FileNotFoundError, KeyError) as error:
+    except EXPECTED_ERRORS as error:
         print(f"airflow-local {arguments.command}: {error}", file=sys.stderr)
         return 1
 

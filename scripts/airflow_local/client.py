@@ -34,6 +34,10 @@ class AirflowApiError(RuntimeError):
         self.body = body
 
 
+class UnknownUserError(LookupError):
+    """The client has no password for the user a call should act as."""
+
+
 class WaitTimeout(TimeoutError):
     """A condition polled through the API did not come true in time."""
 
@@ -78,7 +82,8 @@ class AirflowClient:
         """A JWT for `user` (POST /auth/token), cached per user."""
         if user not in self._tokens:
             if user not in self._passwords:
-                raise KeyError(f"no password for user {user!r}; known users: {sorted(self._passwords)}")
+                known = sorted(self._passwords)
+                raise UnknownUserError(f"no password for user {user!r}; known users: {known}")
             body = {"username": user, "password": self._passwords[user]}
             response = self._http.post("/auth/token", json=body)
             self._check(response, (201,))
@@ -294,7 +299,11 @@ class AirflowClient:
         map_index: int = -1,
         expected: Iterable[int] = (200,),
     ) -> dict[str, Any]:
-        """Answer a human-in-the-loop task as `user` (403 if not assigned, 409 if already answered)."""
+        """Answer a human-in-the-loop task as `user` (403 if not assigned, 409 if already answered).
+
+        Get the request from `wait_for_pending_hitl` first: with a settle hook it is safe to answer
+        at once (an answer within about a second of the task parking can fail it in Airflow 3.3.2).
+        """
         path = (
             f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/taskInstances/"
             f"{_segment(task_id)}/{map_index}/hitlDetails"

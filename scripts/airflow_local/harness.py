@@ -8,6 +8,9 @@ blocks on them). Everything is bound to 127.0.0.1 and verified to be.
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,6 +43,7 @@ HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "trig
 LOG_TAIL_LINES = 40
 POLL_SECONDS = 0.5
 PARKED_TIMEOUT = 20.0
+SUCCESSFUL_ACCESS_LINE = re.compile(r"\[http\.access\].* status_code=[23]\d\d")
 
 
 class HarnessError(RuntimeError):
@@ -130,10 +134,22 @@ def prepare(settings: HarnessSettings) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> None:
-    """`airflow db migrate` once per Airflow version (it costs ~12 s even when there is nothing to do)."""
+    """`airflow db migrate` once per home and Airflow version (~12 s even with nothing to do).
+
+    With `settings.database_template_dir`, a fresh home starts from a copy of a database migrated
+    earlier by the same Airflow version (it holds no home-specific data), and a home that had to
+    migrate leaves its fresh database there for the next one.
+    """
     stamp = settings.home / ".migrated"
     airflow_version = version("apache-airflow")
     if settings.database_file.exists() and stamp.exists() and stamp.read_text().strip() == airflow_version:
+        return
+    template = None
+    if settings.database_template_dir is not None:
+        template = settings.database_template_dir / f"airflow-{airflow_version}-migrated.db"
+    if template is not None and template.exists() and not settings.database_file.exists():
+        shutil.copyfile(template, settings.database_file)
+        stamp.write_text(airflow_version + "\n")
         return
     log_path = settings.logs_dir / "db-migrate.log"
     with log_path.open("wb") as log:
@@ -149,6 +165,12 @@ def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> 
     if result.returncode != 0:
         raise HarnessError(f"airflow db migrate failed (exit {result.returncode}):\n{log_tail(log_path)}")
     stamp.write_text(airflow_version + "\n")
+    complete = not settings.database_file.with_name(settings.database_file.name + "-wal").exists()
+    if template is not None and not template.exists() and complete:
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
+        shutil.copyfile(settings.database_file, partial)
+        partial.replace(template)  # atomic: concurrent sessions never see half a file
 
 
 def up(
@@ -224,9 +246,14 @@ def running_components(settings: HarnessSettings) -> list[ComponentProcess]:
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last lines of a component log, without the api-server's access lines of successful calls."""
     if not path.exists():
         return f"(no log at {path})"
-    text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    text = [
+        line
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if not SUCCESSFUL_ACCESS_LINE.search(line)
+    ][-lines:]
     return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
 
 

@@ -103,7 +103,7 @@ def recorded_component(run_dir: Path, name: str, log_path: Path) -> ComponentPro
 def stop_components(
     run_dir: Path, components: Iterable[ComponentProcess], grace: float = STOP_GRACE_SECONDS
 ) -> list[str]:
-    """SIGTERM each component's group and descendants together, SIGKILL what is left after `grace` s.
+    """SIGTERM each component's group, SIGKILL group and descendants still alive after `grace` s.
 
     Returns the names of the components that were running. Their pid files are removed either way.
     """
@@ -111,10 +111,10 @@ def stop_components(
     running = [(component, component.psutil_process()) for component in components]
     running = [(component, process) for component, process in running if process is not None]
     members = [member for _, process in running for member in (process, *_descendants(process))]
+    # Only the groups get SIGTERM: each component shuts its own children down (signalling those
+    # directly as well makes shutdowns hang until the SIGKILL).
     for component, _ in running:
         _signal_group(component.pid, signal.SIGTERM)
-    for member in members:
-        _signal(member, signal.SIGTERM)
     _, alive = psutil.wait_procs(members, timeout=grace)
     if alive:
         for component, _ in running:

@@ -60,6 +60,8 @@ class HarnessSettings:
     extra_users: tuple[tuple[str, str], ...] = ()
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     repo_root: Path = field(default=REPO_ROOT)
+    # Where a freshly migrated metadata DB is kept and copied from (saves `db migrate` per fresh home).
+    database_template_dir: Path | None = None
 
     @property
     def base_url(self) -> str:

@@ -14,6 +14,7 @@ tasks send (its port is configured as the `smtp_default` connection before Airfl
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import os
@@ -95,7 +96,10 @@ def airflow(
         "AIRFLOW_LOCAL_PORT": str(free_port()),
         "AIRFLOW_LOCAL_SMTP_PORT": str(smtp_sink.port),
     }
-    settings = HarnessSettings.from_environment(overrides, environ)
+    settings = dataclasses.replace(
+        HarnessSettings.from_environment(overrides, environ),
+        database_template_dir=tmp_path_factory.getbasetemp().parent,
+    )
     try:
         running = harness.up(settings, report=lambda line: None, die_with_caller=True)
     except harness.HarnessError as error:

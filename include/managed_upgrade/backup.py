@@ -10,13 +10,16 @@ A backup lives on the environment's host at ``<backup_path>/<backup_id>/``:
 * ``backup.json`` -- the descriptor: id, customer, environment, version (from ``VERSION``), creation
   time, install path, database name, and size and sha256 of each of the files above.
 
-The three pieces are produced concurrently (tar+zstd and the manifest hashing on the host use
-different cores; the dump runs on the worker against the DB server), then the archive is listed
-back on the host and must match the manifest entry for entry. Everything is written under
-``<backup_id>.partial/`` and renamed to ``<backup_id>/`` only once verified, so a directory with a
-backup id as its name is always a complete, verified backup. Retention keeps the newest N verified
-backups of the environment and removes abandoned ``.partial`` directories; it never removes the
-backup just made.
+Everything happens concurrently, because the disk, not the CPU, bounds a backup: on the host one
+command (:mod:`managed_upgrade.host_agent` ``backup``) runs ``tar`` with ``zstd``, hashes every file
+for the manifest, and lists the archive back from disk with GNU ``tar --list`` as it grows; the
+worker meanwhile dumps the DB server and streams the verified dump into that command's stdin.
+The listing read back from the archive must match the manifest entry for entry (path, type, mode,
+size, link target), and the dump's sha256 computed on the host must equal the worker's. Everything
+is written under ``<backup_id>.partial/`` and renamed to ``<backup_id>/`` only once verified, so a
+directory with a backup id as its name is always a complete, verified backup. Retention keeps the
+newest N verified backups of the environment and removes abandoned ``.partial`` directories; it
+never removes the backup just made.
 """
 
 from __future__ import annotations
@@ -28,19 +31,19 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from managed_upgrade.database import DbTarget, DumpInfo, dump_database
 from managed_upgrade.errors import BackupError, OperationError
 from managed_upgrade.installation import read_version
-from managed_upgrade.remote import RemoteHost
+from managed_upgrade.manifest import iter_chunks
+from managed_upgrade.remote import RemoteHost, agent_argv
 from managed_upgrade.safe import require
-from managed_upgrade.transfer import TransportName, make_sender
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,8 @@ MANIFEST = "install.manifest.json"
 DUMP = "config-db.dump"
 PARTIAL_SUFFIX = ".partial"
 FORMAT = 1
+Compression = Literal["auto", "zstd", "gzip"]
+"""``auto``: zstd where the host has it, else gzip."""
 
 
 def require_backup_id(backup_id: str) -> str:
@@ -140,33 +145,25 @@ def compare_listing(manifest: list[dict[str, Any]], listing: list[dict[str, Any]
     return problems
 
 
-def _archive_install(host: RemoteHost, install_path: str, archive: str, compression: str) -> None:
-    flag = "--zstd" if compression == "zstd" else "--gzip"
-    host.run(["tar", flag, "--create", "--file", archive, "--directory", install_path, "."])
-
-
-def _dump_and_send(
-    target: BackupTarget, directory: str, work_dir: Path, transport: TransportName
-) -> DumpInfo:
-    local = work_dir / DUMP
-    info = dump_database(target.database, local)
-    received = make_sender(target.host, transport).send(local, posixpath.join(directory, DUMP))
-    if received.sha256 != info.sha256 or received.size != info.size:
-        raise BackupError(
-            f"{target.host.label}: the DB dump arrived damaged at {directory}/{DUMP}: "
-            f"sha256 {received.sha256} "
-            f"({received.size} bytes), expected {info.sha256} ({info.size} bytes)"
-        )
-    return info
+def _dump_chunks(dump: Future[DumpInfo]) -> Iterator[bytes]:
+    """The verified dump's bytes, once ``pg_dump`` and ``pg_restore --list`` are done (for stdin)."""
+    info = dump.result()
+    with info.path.open("rb") as handle:
+        yield from iter_chunks(handle)
 
 
 def create_backup(
     target: BackupTarget,
     backup_id: str | None = None,
-    transport: TransportName = "auto",
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    compression: Compression = "auto",
 ) -> BackupResult:
-    """Take, verify and keep a backup of ``target`` (see the module docstring); prune old ones."""
+    """Take, verify and keep a backup of ``target`` (see the module docstring); prune old ones.
+
+    On the host it is one command (the host agent's ``backup``): tar, manifest hashing and the
+    list-back run there concurrently while the worker dumps the DB and streams the verified dump
+    into the same command's stdin.
+    """
     started = time.monotonic()
     host = target.host
     backup_id = require_backup_id(backup_id) if backup_id else new_backup_id(target.environment, now())
@@ -175,40 +172,43 @@ def create_backup(
     if host.exists(final):
         raise BackupError(f"{host.label}: backup {final} already exists; refusing to overwrite it")
     version = read_version(host, target.install_path)
-    compression = "zstd" if host.has_command("zstd") else "gzip"
-    archive_name = "install.tar.zst" if compression == "zstd" else "install.tar.gz"
-    host.remove_tree(partial)
+    host.remove_small_tree(partial)
     host.makedirs(partial)
-    archive = posixpath.join(partial, archive_name)
     log.info("%s: backing up %s (version %s) to %s", host.label, target.install_path, version, final)
 
     try:
         with (
             tempfile.TemporaryDirectory(prefix="managed-upgrade-backup-") as work,
-            ThreadPoolExecutor(max_workers=3, thread_name_prefix="backup") as pool,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg_dump") as pool,
         ):
-            dump_future = pool.submit(_dump_and_send, target, partial, Path(work), transport)
-            manifest_future = pool.submit(host.run_agent, "tree", target.install_path)
-            _archive_install(host, target.install_path, archive, compression)
-            listing = host.run_agent("archive", archive)
-            manifest = manifest_future.result()
-            problems = compare_listing(manifest["entries"], listing["entries"])
-            if problems:
-                shown = "; ".join(problems[:10]) + (
-                    f"; ... {len(problems) - 10} more" if len(problems) > 10 else ""
-                )
-                raise BackupError(
-                    f"{host.label}: archive {archive} does not match the install folder: {shown}"
-                )
-            manifest_bytes = host.write_json(posixpath.join(partial, MANIFEST), manifest)
+            dump_future = pool.submit(dump_database, target.database, Path(work) / DUMP)
+            answer = host.run(
+                agent_argv("backup", target.install_path, partial, compression, DUMP),
+                stdin=_dump_chunks(dump_future),
+            ).json()
             dump = dump_future.result()
-    except OperationError:
-        host.remove_tree(partial)
-        raise
+        received = answer["dump"]
+        if received["sha256"] != dump.sha256 or received["size"] != dump.size:
+            raise BackupError(
+                f"{host.label}: the DB dump arrived damaged at {partial}/{DUMP}: sha256 {received['sha256']} "
+                f"({received['size']} bytes), expected {dump.sha256} ({dump.size} bytes)"
+            )
+        problems = compare_listing(answer["manifest"], answer["listing"])
+        if problems:
+            shown = "; ".join(problems[:10]) + (
+                f"; ... {len(problems) - 10} more" if len(problems) > 10 else ""
+            )
+            archive = f"{partial}/{answer['archive']['name']}"
+            raise BackupError(f"{host.label}: archive {archive} does not match the install folder: {shown}")
+        manifest = {"root": target.install_path, "entries": answer["manifest"]}
+        manifest_bytes = host.write_json(posixpath.join(partial, MANIFEST), manifest)
     except Exception as exc:
-        host.remove_tree(partial)
+        host.remove_small_tree(partial)
+        if isinstance(exc, OperationError):
+            raise
         raise BackupError(f"{host.label}: backup of {target.install_path} failed: {exc}") from exc
 
+    archive = answer["archive"]
     descriptor = {
         "format": FORMAT,
         "backup_id": backup_id,
@@ -218,10 +218,10 @@ def create_backup(
         "version": version,
         "created_at": now().astimezone(UTC).isoformat(timespec="seconds"),
         "install_path": target.install_path,
-        "compression": compression,
-        "entries": len(manifest["entries"]),
+        "compression": answer["compression"],
+        "entries": len(answer["manifest"]),
         "files": [
-            {"name": archive_name, "size": host.file_size(archive), "sha256": listing["sha256"]},
+            {"name": archive["name"], "size": archive["size"], "sha256": archive["sha256"]},
             {
                 "name": MANIFEST,
                 "size": len(manifest_bytes),
@@ -274,11 +274,11 @@ def prune_backups(host: RemoteHost, backup_path: str, retention: int, keep: str)
     survivors = set(ids[-retention:]) | {keep}
     pruned = [backup_id for backup_id in ids if backup_id not in survivors]
     for backup_id in pruned:
-        host.remove_tree(backup_dir(backup_path, backup_id))
+        host.remove_small_tree(backup_dir(backup_path, backup_id))
     for name in host.listdir(backup_path):
         stem = name.removesuffix(PARTIAL_SUFFIX)
         if name.endswith(PARTIAL_SUFFIX) and _BACKUP_ID.fullmatch(stem) and stem < keep:
-            host.remove_tree(posixpath.join(backup_path, name))  # abandoned by an earlier, failed run
+            host.remove_small_tree(posixpath.join(backup_path, name))  # abandoned by an earlier, failed run
     if pruned:
         log.info("%s: retention (%d) removed backups %s", host.label, retention, ", ".join(pruned))
     return pruned

@@ -1,31 +1,44 @@
-"""Runs ON a customer host (``python3 -c <this source> <command> <args>``) to describe files exactly.
+"""Runs ON a customer host (``python3 -c <source> <command> <args>``) to make and describe files exactly.
 
-Why a script and not ``find``/``tar -tv`` output: file names may hold any byte, and parsing the text of
-``tar -tv`` or ``sha256sum`` breaks on spaces and newlines. This prints exact JSON instead. It uses the
-standard library only (the host has the ``python3`` the vendor installer needs, nothing more), takes
-its inputs only as argv elements, and never builds a command line.
+Why a script and not ``find``/``tar -tv``/``sha256sum`` command lines parsed on the worker: file names
+may hold any byte, so this prints exact JSON instead; and one remote command doing several things
+at once is much cheaper than several commands (each SSH command costs a login-shell start on the
+host). It uses the standard library only (the host has the ``python3`` the vendor installer needs),
+takes every input as an argv element, and runs the host's own ``tar``/``zstd`` as argv lists.
 
 Commands:
-    tree DIR         every entry under DIR: path, type, mode, size, sha256 (files), target (links)
-    archive FILE     every member of a .tar.zst / .tar.gz archive (path, type, mode, size, target) and
-                     the sha256 of the archive file, computed in the same pass as the listing
-    receive FILE N   write stdin to FILE from byte N on (N > 0: FILE must hold exactly N bytes, which
-                     are kept), hashing while writing; prints the sha256 and size of the whole file.
-                     Hashing in the same pass overlaps it with the disk writes instead of re-reading.
+    tree DIR              every entry under DIR: path, type, mode, size, sha256 (files), target (links)
+    list ARCHIVE          the members of a .tar.zst / .tar.gz, as listed by GNU tar, and its sha256
+    receive FILE N        write stdin to FILE from byte N on (N > 0: FILE must hold exactly N bytes,
+                          which are kept), hashing while writing; prints sha256 and size of the file
+    backup DIR OUT COMPRESSION [DUMP]
+                          archive DIR into OUT/install.tar.zst (COMPRESSION zstd, or auto on a host
+                          with zstd) or OUT/install.tar.gz (gzip, or auto without zstd) with
+                          GNU tar, while hashing every file of DIR for the manifest and listing the
+                          archive back from disk as it grows (all three overlap: the disk is the
+                          bottleneck, not the CPU); with DUMP, stdin is written to OUT/DUMP meanwhile
 """
 
-# ruff: noqa: PTH112, PTH113, PTH115, PTH118, PTH123, PTH202  this runs on customer hosts under any python3: plain os.path keeps it portable
+# ruff: noqa: PTH112, PTH113, PTH115, PTH118, PTH123, PTH202  runs on customer hosts: plain os.path
 
 import hashlib
 import json
 import os
+import re
+import shutil
 import stat
 import subprocess
 import sys
-import tarfile
 import threading
+import time
 
 CHUNK = 4 * 1024 * 1024
+_LISTING = re.compile(
+    r'^(?P<mode>\S{10}) \S+\s+(?P<size>\d+|\d+,\s*\d+) \S+ \S+ (?P<name>"(?:[^"\\]|\\.)*")'
+    r'(?: (?:->|link to) (?P<target>"(?:[^"\\]|\\.)*"))?$'
+)
+_KINDS = {"-": "file", "d": "dir", "l": "symlink"}
+_C_ESCAPES = {"a": 7, "b": 8, "f": 12, "n": 10, "r": 13, "t": 9, "v": 11, "\\": 92, '"': 34, "?": 63}
 
 
 def _entry(path, kind, mode, size=0, sha256=None, target=None):
@@ -67,17 +80,106 @@ def describe_tree(root):
     return {"root": root, "entries": entries}
 
 
-def _feed(archive_path, sink, digest, errors):
+def _c_unquote(quoted):
+    """A GNU tar ``--quoting-style=c`` string (C escapes, octal bytes) -> the name as os.walk spells it."""
+    raw = bytearray()
+    body = quoted[1:-1]
+    index = 0
+    while index < len(body):
+        char = body[index]
+        if char != "\\":
+            raw.extend(char.encode("utf-8", "surrogateescape"))
+            index += 1
+            continue
+        following = body[index + 1]
+        if following in "01234567":
+            digits = re.match(r"[0-7]{1,3}", body[index + 1 :]).group(0)
+            raw.append(int(digits, 8))
+            index += 1 + len(digits)
+        else:
+            raw.append(_C_ESCAPES[following])
+            index += 2
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _mode_bits(text):
+    bits = 0
+    for position, char in enumerate(text[1:10]):
+        if char != "-" and char not in "ST":
+            bits |= 1 << (8 - position)
+    specials = {3: 0o4000, 6: 0o2000, 9: 0o1000}
+    for position, bit in specials.items():
+        if text[position] in "sStT":
+            bits |= bit
+    return bits
+
+
+def parse_listing(text):
+    """Entries of ``tar --list --verbose --quoting-style=c`` output, in the :func:`describe_tree` shape."""
+    entries = []
+    for line in text.splitlines():
+        match = _LISTING.match(line)
+        if match is None:
+            raise SystemExit("unexpected tar listing line: " + line[:200])
+        name = _c_unquote(match["name"])
+        name = name[2:] if name.startswith("./") else name
+        name = name.rstrip("/")
+        if name in ("", "."):
+            continue
+        kind = _KINDS.get(match["mode"][0], "other")
+        size = int(match["size"]) if kind == "file" else 0
+        target = _c_unquote(match["target"]) if match["target"] else None
+        entries.append(_entry(name, kind, _mode_bits(match["mode"]), size, target=target))
+    entries.sort(key=lambda entry: entry["path"])
+    return entries
+
+
+def _compression(archive):
+    if archive.endswith(".zst"):
+        return "--zstd"
+    if archive.endswith(".gz"):
+        return "--gzip"
+    raise SystemExit("unknown archive type: " + archive)
+
+
+def _lister(flag):
+    argv = [
+        "tar",
+        flag,
+        "--list",
+        "--verbose",
+        "--quoting-style=c",
+        "--numeric-owner",
+        "--full-time",
+        "--file",
+        "-",
+    ]
+    env = dict(os.environ, LC_ALL="C")
+    return subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+
+
+def _follow(path, writer, sink, digest, errors):
+    """Feed ``path`` to ``sink`` while ``writer`` is still appending to it, hashing what is read."""
     try:
-        with open(archive_path, "rb") as source:
+        with open(path, "rb") as source:
             while True:
                 chunk = source.read(CHUNK)
-                if not chunk:
-                    break
-                digest.update(chunk)
-                sink.write(chunk)
-    except Exception as exc:  # reported by the main thread
-        errors.append(repr(exc))
+                if chunk:
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    continue
+                if writer is None or writer.poll() is not None:
+                    chunk = source.read()
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    continue
+                time.sleep(0.005)
+    except Exception as exc:  # reported by the caller
+        errors.append("reading " + path + ": " + repr(exc))
     finally:
         try:
             sink.close()
@@ -85,47 +187,36 @@ def _feed(archive_path, sink, digest, errors):
             errors.append(repr(exc))
 
 
-def describe_archive(archive_path):
-    """Members of a ``.tar.zst`` (via the ``zstd`` binary) or ``.tar.gz`` archive, plus its sha256."""
+def _collect(stream, into):
+    into.append(stream.read())
+
+
+def list_archive(archive, writer=None):
+    """List ``archive`` from disk (following it while ``writer`` still writes it) and hash it."""
     digest = hashlib.sha256()
     errors = []
-    if archive_path.endswith(".zst"):
-        decoder = ["zstd", "-q", "-d", "-c"]
-    elif archive_path.endswith(".gz"):
-        decoder = ["gzip", "-d", "-c"]
-    else:
-        raise SystemExit("unknown archive type: " + archive_path)
-    process = subprocess.Popen(decoder, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    feeder = threading.Thread(target=_feed, args=(archive_path, process.stdin, digest, errors))
-    feeder.start()
-    entries = []
-    try:
-        with tarfile.open(fileobj=process.stdout, mode="r|", bufsize=CHUNK) as archive:
-            for member in archive:
-                name = member.name[2:] if member.name.startswith("./") else member.name
-                name = name.rstrip("/")
-                if name in ("", "."):
-                    continue
-                if member.issym():
-                    kind = "symlink"
-                elif member.isdir():
-                    kind = "dir"
-                elif member.isfile():
-                    kind = "file"
-                else:
-                    kind = "other"
-                size = member.size if kind == "file" else 0
-                entries.append(_entry(name, kind, member.mode & 0o7777, size, target=member.linkname or None))
-    finally:
-        feeder.join()
-        process.stdout.close()
-        code = process.wait()
+    lister = _lister(_compression(archive))
+    output, problems = [], []
+    readers = [
+        threading.Thread(target=_collect, args=(lister.stdout, output)),
+        threading.Thread(target=_collect, args=(lister.stderr, problems)),
+    ]
+    for reader in readers:
+        reader.start()
+    _follow(archive, writer, lister.stdin, digest, errors)
+    for reader in readers:
+        reader.join()
+    code = lister.wait()
     if errors or code != 0:
-        raise SystemExit(
-            "cannot read " + archive_path + ": decoder exit " + str(code) + " " + " ".join(errors)
-        )
-    entries.sort(key=lambda entry: entry["path"])
-    return {"archive": archive_path, "sha256": digest.hexdigest(), "entries": entries}
+        detail = " ".join(errors) + " " + b"".join(problems).decode(errors="replace")
+        raise SystemExit("cannot list " + archive + " (tar exit " + str(code) + "): " + detail.strip())
+    entries = parse_listing(output[0].decode("ascii", "replace"))
+    return {
+        "archive": archive,
+        "sha256": digest.hexdigest(),
+        "size": os.path.getsize(archive),
+        "entries": entries,
+    }
 
 
 def receive(path, offset):
@@ -163,15 +254,80 @@ def receive(path, offset):
     return {"path": path, "sha256": digest.hexdigest(), "size": size}
 
 
+def _run_receive(path, results):
+    try:
+        results["dump"] = receive(path, 0)
+    except BaseException as exc:  # reported by the caller
+        results["dump_error"] = repr(exc)
+
+
+def backup(install, out, compression="auto", dump_name=None):
+    """Archive, manifest and list-back at once (see the module docstring); JSON for the worker."""
+    if not os.path.isdir(install) or not os.path.isdir(out):
+        raise SystemExit("backup needs an existing install folder and output folder")
+    if compression == "auto":
+        compression = "zstd" if shutil.which("zstd") else "gzip"
+    if compression not in ("zstd", "gzip"):
+        raise SystemExit("compression must be auto, zstd or gzip, not " + compression)
+    flag, name = ("--zstd", "install.tar.zst") if compression == "zstd" else ("--gzip", "install.tar.gz")
+    archive = os.path.join(out, name)
+    results = {}
+    receiver = None
+    if dump_name:
+        receiver = threading.Thread(target=_run_receive, args=(os.path.join(out, dump_name), results))
+        receiver.start()
+    open(archive, "wb").close()  # exists before the lister opens it
+    argv = ["tar", flag, "--create", "--hard-dereference", "--file", archive, "--directory", install, "."]
+    writer = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    writer_errors = []
+    drain = threading.Thread(target=_collect, args=(writer.stderr, writer_errors))
+    drain.start()
+    listing = {}
+
+    def list_back():
+        try:
+            listing.update(list_archive(archive, writer))
+        except BaseException as exc:  # reported below
+            listing["error"] = str(exc)
+
+    lister = threading.Thread(target=list_back)
+    lister.start()
+    manifest = describe_tree(install)
+    drain.join()
+    code = writer.wait()
+    lister.join()
+    if receiver is not None:
+        receiver.join()
+    if code != 0:
+        detail = b"".join(writer_errors).decode(errors="replace").strip()
+        raise SystemExit("tar exited " + str(code) + " archiving " + install + ": " + detail)
+    if "error" in listing:
+        raise SystemExit(listing["error"])
+    if "dump_error" in results:
+        raise SystemExit("writing the dump failed: " + results["dump_error"])
+    return {
+        "compression": flag[2:],
+        "archive": {"name": name, "size": listing["size"], "sha256": listing["sha256"]},
+        "manifest": manifest["entries"],
+        "listing": listing["entries"],
+        "dump": results.get("dump"),
+    }
+
+
 def main(argv):
     if len(argv) == 2 and argv[0] == "tree":
         result = describe_tree(argv[1])
-    elif len(argv) == 2 and argv[0] == "archive":
-        result = describe_archive(argv[1])
+    elif len(argv) == 2 and argv[0] == "list":
+        result = list_archive(argv[1])
     elif len(argv) == 3 and argv[0] == "receive" and argv[2].isdigit():
         result = receive(argv[1], int(argv[2]))
+    elif len(argv) in (4, 5) and argv[0] == "backup":
+        result = backup(*argv[1:])
     else:
-        raise SystemExit("usage: host_agent tree DIR | archive FILE | receive FILE OFFSET")
+        raise SystemExit(
+            "usage: host_agent tree DIR | list ARCHIVE | receive FILE OFFSET"
+            " | backup DIR OUT auto|zstd|gzip [DUMP]"
+        )
     json.dump(result, sys.stdout, separators=(",", ":"))
     return 0
 

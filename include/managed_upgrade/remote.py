@@ -18,7 +18,7 @@ import shlex
 import stat
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from io import BytesIO
@@ -173,12 +173,14 @@ class RemoteHost:
         argv: Sequence[str],
         *,
         check: bool = True,
-        stdin: bytes | None = None,
+        stdin: bytes | Iterable[bytes] | None = None,
         timeout: float | None = None,
     ) -> CommandResult:
         """Run ``argv`` (never a shell string); raise :class:`RemoteCommandError` on failure if ``check``.
 
-        ``timeout`` bounds the wait for output (not the total run time); ``None`` waits forever.
+        ``stdin`` (bytes, or chunks produced while the command already runs) is sent from a thread,
+        so output is read meanwhile. ``timeout`` bounds the wait for output (not the total run
+        time); ``None`` waits forever.
         """
         argv = tuple(argv)
         if not argv or not all(isinstance(arg, str) for arg in argv):
@@ -195,14 +197,17 @@ class RemoteHost:
             stderr_chunks: list[bytes] = []
             reader = threading.Thread(target=_drain_stderr, args=(channel, stderr_chunks), daemon=True)
             reader.start()
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
+            send_errors: list[BaseException] = []
+            sender = threading.Thread(target=_send_stdin, args=(channel, stdin, send_errors), daemon=True)
+            sender.start()
             stdout = bytearray()
             while chunk := channel.recv(1024 * 1024):
                 stdout += chunk
             reader.join(timeout)
+            sender.join(timeout)
             exit_code = channel.recv_exit_status()
+            if send_errors:
+                raise send_errors[0]
         finally:
             channel.close()
         result = CommandResult(argv, exit_code, bytes(stdout), b"".join(stderr_chunks))
@@ -254,11 +259,38 @@ class RemoteHost:
     def listdir(self, path: str) -> list[str]:
         return sorted(self.sftp.listdir(path))
 
-    def makedirs(self, path: str) -> None:
-        self.run(["mkdir", "-p", "--", path])
+    def makedirs(self, path: str, mode: int = 0o755) -> None:
+        """``mkdir -p`` through SFTP (no command, so no login shell is started on the host)."""
+        missing: list[str] = []
+        current = path.rstrip("/") or "/"
+        while current != "/" and not self.is_dir(current):
+            missing.append(current)
+            current = posixpath.dirname(current)
+        for directory in reversed(missing):
+            try:
+                self.sftp.mkdir(directory, mode)
+            except OSError:
+                if not self.is_dir(directory):  # lost a race with another creator: fine if it exists now
+                    raise OperationError(f"{self.label}: cannot create directory {directory}") from None
 
     def remove_tree(self, path: str) -> None:
         self.run(["rm", "-rf", "--", path])
+
+    def remove_small_tree(self, path: str) -> None:
+        """Remove a directory of a few files through SFTP (cheaper than a command for backup folders)."""
+        attrs = self.stat(path)
+        if attrs is None:
+            return
+        if not stat.S_ISDIR(attrs.st_mode or 0):
+            self.remove_file(path)
+            return
+        for entry in self.sftp.listdir_attr(path):
+            child = posixpath.join(path, entry.filename)
+            if stat.S_ISDIR(entry.st_mode or 0):
+                self.remove_small_tree(child)
+            else:
+                self.remove_file(child)
+        self.sftp.rmdir(path)
 
     def remove_file(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -319,6 +351,21 @@ class RemoteHost:
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             raise OperationError(f"{self.label}: unexpected checksum output for {path}: {output[:200]!r}")
         return digest
+
+
+def _send_stdin(
+    channel: paramiko.Channel, stdin: bytes | Iterable[bytes] | None, errors: list[BaseException]
+) -> None:
+    try:
+        if isinstance(stdin, bytes | bytearray):
+            channel.sendall(stdin)
+        elif stdin is not None:
+            for chunk in stdin:
+                channel.sendall(chunk)
+    except BaseException as exc:  # re-raised by run() in the calling thread
+        errors.append(exc)
+    finally:
+        channel.shutdown_write()
 
 
 def _drain_stderr(channel: paramiko.Channel, chunks: list[bytes]) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,15 +52,62 @@ def test_tree_of_a_missing_directory_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flag", "suffix"), [("--zstd", ".tar.zst"), ("--gzip", ".tar.gz")])
-def test_archive_listing_matches_tree_and_hashes_the_archive(tmp_path: Path, flag: str, suffix: str) -> None:
+def test_list_parses_gnu_tar_exactly_and_hashes_the_archive(tmp_path: Path, flag: str, suffix: str) -> None:
     make_tree(tmp_path / "install")
+    (tmp_path / "install" / "bin" / "crm").chmod(0o4755)  # setuid survives the mode parsing
     archive = tmp_path / f"install{suffix}"
     subprocess.run(["tar", flag, "-cf", str(archive), "-C", str(tmp_path / "install"), "."], check=True)
-    listing = agent("archive", str(archive))
+    listing = agent("list", str(archive))
     assert listing["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
     tree = agent("tree", str(tmp_path / "install"))["entries"]
-    strip = lambda entries: [{k: v for k, v in e.items() if k != "sha256"} for e in entries]  # noqa: E731
-    assert strip(listing["entries"]) == strip(tree)
+    assert without_hashes(listing["entries"]) == without_hashes(tree)
+
+
+def without_hashes(entries: list[dict]) -> list[dict]:
+    return [{key: value for key, value in entry.items() if key != "sha256"} for entry in entries]
+
+
+def test_backup_archives_lists_back_and_receives_the_dump_in_one_run(tmp_path: Path) -> None:
+    make_tree(tmp_path / "install")
+    (tmp_path / "out").mkdir()
+    dump = os.urandom(50_000)
+    answer = agent(
+        "backup", str(tmp_path / "install"), str(tmp_path / "out"), "auto", "config-db.dump", stdin=dump
+    )
+    assert answer["compression"] == "zstd"
+    archive = tmp_path / "out" / answer["archive"]["name"]
+    assert answer["archive"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert answer["manifest"] == agent("tree", str(tmp_path / "install"))["entries"]
+    assert without_hashes(answer["listing"]) == without_hashes(answer["manifest"])
+    assert (tmp_path / "out" / "config-db.dump").read_bytes() == dump
+    assert answer["dump"]["sha256"] == hashlib.sha256(dump).hexdigest()
+
+
+def test_backup_falls_back_to_gzip_on_a_host_without_zstd(tmp_path: Path) -> None:
+    make_tree(tmp_path / "install")
+    (tmp_path / "out").mkdir()
+    bin_dir = tmp_path / "bin"  # a PATH with tar and gzip but no zstd
+    bin_dir.mkdir()
+    for tool in ("tar", "gzip"):
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    argv = [
+        sys.executable,
+        *agent_argv("backup", str(tmp_path / "install"), str(tmp_path / "out"), "auto")[1:],
+    ]
+    result = subprocess.run(argv, capture_output=True, check=True, env={"PATH": str(bin_dir)})
+    answer = json.loads(result.stdout)
+    assert answer["compression"] == "gzip"
+    assert answer["archive"]["name"] == "install.tar.gz"
+    assert without_hashes(answer["listing"]) == without_hashes(answer["manifest"])
+
+
+def test_backup_of_a_missing_folder_fails_with_a_message(tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    argv = agent_argv("backup", str(tmp_path / "no-such-install"), str(tmp_path / "out"), "auto")
+    result = subprocess.run(argv, capture_output=True, check=False)
+    assert result.returncode != 0
+    assert b"backup needs an existing install folder" in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 def test_receive_writes_stdin_and_reports_the_whole_files_digest(tmp_path: Path) -> None:

@@ -55,7 +55,6 @@ class BackupEnvironmentOperator(BaseOperator):
         backup_path: str,
         retention: int = 3,
         ledger_conn_id: str | None = LEDGER_CONN_ID,
-        transport: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,7 +66,6 @@ class BackupEnvironmentOperator(BaseOperator):
         self.backup_path = backup_path
         self.retention = retention
         self.ledger_conn_id = ledger_conn_id
-        self.transport = transport
 
     @classmethod
     def for_environment(
@@ -96,7 +94,7 @@ class BackupEnvironmentOperator(BaseOperator):
                 database=hook.db_target(),
                 retention=self.retention,
             )
-            result = create_backup(target, transport=self.transport)  # type: ignore[arg-type]
+            result = create_backup(target)
         summary = result.summary()
         self.log.info(
             "backup %s of %s (version %s) verified at %s in %.1fs; retention removed %s",

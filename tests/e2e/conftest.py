@@ -1,15 +1,18 @@
 """Fixtures that run a real local Airflow (and a mail sink) for the end-to-end tests.
 
 `airflow` starts api-server, scheduler, dag-processor and triggerer once per session in a fresh
-home on a free loopback port, serving the repository's dags/ by default. A test module that needs
-another DAG folder or extra users parametrizes it:
+home on a free loopback port, serving the repository's dags/ by default (then the simulated
+estate is brought up first, so its connections are part of Airflow's environment). A test module
+that needs another DAG folder or extra users parametrizes it:
 
     pytestmark = pytest.mark.parametrize(
         "airflow", [HarnessOverrides(dags_folder=..., extra_users=("bob:user",))], indirect=True
     )
 
-`api` is an `AirflowClient` acting as any harness user; `smtp_sink` collects every email the
-tasks send (its port is configured as the `smtp_default` connection before Airflow starts).
+`api` is an `AirflowClient` acting as any harness user (its `wait_for_pending_hitl` returns a gate
+only once it is safe to answer); `smtp_sink` (session-wide here, overriding the per-test one of
+tests/conftest.py) collects every email the tasks send: its port is the `smtp_default` connection
+of the running Airflow.
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ def airflow(
 ) -> Iterator[harness.LocalAirflow]:
     """A running local Airflow for the session (or for each distinct `HarnessOverrides` param)."""
     overrides: HarnessOverrides = getattr(request, "param", None) or HarnessOverrides()
+    if overrides.dags_folder is None:
+        # The product's DAGs reach the simulated estate; its connections are read at start-up.
+        request.getfixturevalue("estate")
     environ = {name: os.environ[name] for name in INHERITED_SETTINGS if name in os.environ}
     environ |= {
         "AIRFLOW_LOCAL_HOME": str(tmp_path_factory.mktemp("airflow-home")),

@@ -67,10 +67,28 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.logs_dir),
         "PYTHONPATH": _python_path(settings.repo_root),
     }
+    config["MANAGED_UPGRADE_CUSTOMERS_DIR"] = str(settings.customers_folder)
+    config["AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER"] = ledger_connection(settings.ledger_dsn)
     config.update(estate_connections(settings.estate_root / "connections.env"))
     if settings.smtp_port is not None:
         config.update(smtp_settings(settings.smtp_port))
     return config
+
+
+def ledger_connection(dsn: str) -> str:
+    """The ledger's libpq DSN as the JSON of the `managed_upgrade_ledger` Airflow connection."""
+    from psycopg2.extensions import parse_dsn
+
+    parts = parse_dsn(dsn)
+    connection = {
+        "conn_type": "postgres",
+        "host": parts.get("host", "127.0.0.1"),
+        "port": int(parts.get("port", 5432)),
+        "login": parts.get("user"),
+        "password": parts.get("password"),
+        "schema": parts["dbname"],
+    }
+    return json.dumps({key: value for key, value in connection.items() if value is not None})
 
 
 def smtp_settings(port: int) -> dict[str, str]:

@@ -133,6 +133,23 @@ def prepare(settings: HarnessSettings) -> tuple[dict[str, str], dict[str, str]]:
     return environment, passwords
 
 
+def prepare_ledger(settings: HarnessSettings) -> None:
+    """Create (if needed) and migrate the project ledger the tasks write to."""
+    import psycopg2
+
+    from managed_upgrade.ledger import ensure_database, migrate
+
+    try:
+        ensure_database(settings.ledger_dsn)
+        connection = psycopg2.connect(settings.ledger_dsn)
+    except psycopg2.Error as error:
+        raise HarnessError(f"ledger database {settings.ledger_dsn!r} is not usable: {error}") from error
+    try:
+        migrate(connection)
+    finally:
+        connection.close()
+
+
 def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> None:
     """`airflow db migrate` once per home and Airflow version (~12 s even with nothing to do).
 
@@ -191,6 +208,7 @@ def up(
     _require_free_port(settings.port)
 
     environment, passwords = prepare(settings)
+    prepare_ledger(settings)
     migrate_database(settings, environment)
     process_environment = component_environment(environment)
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)

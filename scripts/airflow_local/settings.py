@@ -15,6 +15,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PORT = 28080
 DEFAULT_ESTATE_ROOT = "/tmp/crm-estate"  # the simulated estate's documented default root
+DEFAULT_LEDGER_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=managed_upgrade_ledger"
 DEFAULT_STARTUP_TIMEOUT = 180.0
 
 # Simple auth manager roles, lowest to highest (SimpleAuthManagerRole in the installed Airflow).
@@ -44,6 +45,7 @@ class HarnessOverrides:
 
     dags_folder: Path | None = None
     extra_users: tuple[str, ...] = ()
+    customers_folder: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,8 @@ class HarnessSettings:
     repo_root: Path = field(default=REPO_ROOT)
     # Where a freshly migrated metadata DB is kept and copied from (saves `db migrate` per fresh home).
     database_template_dir: Path | None = None
+    # The project ledger (our own PostgreSQL database); created and migrated by `up`.
+    ledger_dsn: str = DEFAULT_LEDGER_DSN
 
     @property
     def base_url(self) -> str:
@@ -110,7 +114,10 @@ class HarnessSettings:
             home=home.resolve(),
             dags_folder=dags.resolve(),
             plugins_folder=REPO_ROOT / "plugins",
-            customers_folder=REPO_ROOT / "include" / "customers",
+            customers_folder=Path(
+                env.get("MANAGED_UPGRADE_CUSTOMERS_DIR") or REPO_ROOT / "include" / "customers"
+            ),
+            ledger_dsn=env.get("AIRFLOW_LOCAL_LEDGER_DSN") or DEFAULT_LEDGER_DSN,
             port=_port(env, "AIRFLOW_LOCAL_PORT", DEFAULT_PORT),
             smtp_port=_port(env, "AIRFLOW_LOCAL_SMTP_PORT", None),
             estate_root=Path(env.get("ESTATE_ROOT") or DEFAULT_ESTATE_ROOT),

@@ -24,12 +24,14 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
 from airflow_local import harness
 from airflow_local.client import AirflowClient
 from airflow_local.settings import HarnessOverrides, HarnessSettings
@@ -97,7 +99,9 @@ def airflow(
         # The product's DAGs reach the simulated estate; its connections are read at start-up.
         request.getfixturevalue("estate")
     environ = {name: os.environ[name] for name in INHERITED_SETTINGS if name in os.environ}
+    ledger_name = f"ledger_e2e_{uuid.uuid4().hex[:10]}"
     environ |= {
+        "AIRFLOW_LOCAL_LEDGER_DSN": f"host=127.0.0.1 port=5432 user=postgres dbname={ledger_name}",
         "AIRFLOW_LOCAL_HOME": str(tmp_path_factory.mktemp("airflow-home")),
         "AIRFLOW_LOCAL_PORT": str(free_port()),
         "AIRFLOW_LOCAL_SMTP_PORT": str(smtp_sink.port),
@@ -114,6 +118,20 @@ def airflow(
         yield running
     finally:
         harness.down(settings)
+        drop_database(ledger_name)
+
+
+def drop_database(name: str) -> None:
+    """Remove a session's throwaway ledger database."""
+    import psycopg2
+
+    admin = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 @pytest.fixture(scope="session")

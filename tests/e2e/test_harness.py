@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+
 from airflow_local import harness
 from airflow_local.client import AirflowClient
 from airflow_local.processes import listening_sockets

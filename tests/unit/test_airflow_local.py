@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from airflow_local import harness
 from airflow_local.environment import airflow_settings, estate_connections, write_env_file
 from airflow_local.processes import ComponentProcess, recorded_component, start_component, stop_components

@@ -256,11 +256,10 @@ def run_environment_tests(
     with open_ledger(ledger_conn_id) as ledger:
         save_report(ledger, dag_id, run_id, report)
     log.info(
-        "%s round %d: %s (%d blocking) saved in the ledger for %s/%s",
+        "%s round %d: %s; saved in the ledger for %s/%s",
         environment,
         round_number,
         report.headline,
-        len(report.blocking_failures),
         dag_id,
         run_id,
     )

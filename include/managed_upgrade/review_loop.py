@@ -522,6 +522,11 @@ class KnownIssue:
     reason: str
 
 
+def _answered_order(answer: GateAnswer) -> tuple[bool, float, int]:
+    at = answer.responded_at
+    return (at is None, at.timestamp() if at is not None else 0.0, answer.try_number)
+
+
 def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
     """Every valid "Accept with known issues" answer, oldest first."""
     return [
@@ -532,9 +537,7 @@ def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
             answer.responded_at,
             answer.text("known_issues_reason"),
         )
-        for answer in sorted(
-            answers, key=lambda item: (item.responded_at is None, item.responded_at, item.try_number)
-        )
+        for answer in sorted(answers, key=_answered_order)
         if answer.option == ACCEPT and not answer_problems(answer)
     ]
 

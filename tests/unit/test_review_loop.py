@@ -420,10 +420,14 @@ def test_known_issues_are_the_valid_accepts_oldest_first():
             SIGN_TASK, 1, "dan", START + timedelta(days=1), (ACCEPT,), {"known_issues_reason": "first"}
         ),
         GateAnswer(SIGN_TASK, 2, "dan", START, (RETEST,), {"known_issues_reason": "not an accept"}),
+        GateAnswer(SIGN_TASK, 4, "eve", None, (ACCEPT,), {"known_issues_reason": "no time b"}),
+        GateAnswer(SIGN_TASK, 3, "eve", None, (ACCEPT,), {"known_issues_reason": "no time a"}),
     ]
     assert [(issue.accepted_by, issue.reason) for issue in known_issues(answers)] == [
         ("dan", "first"),
         ("carla", "later"),
+        ("eve", "no time a"),
+        ("eve", "no time b"),
     ]
 
 

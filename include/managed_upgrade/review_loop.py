@@ -281,13 +281,14 @@ def answer_files(value: Any) -> tuple[list[str], list[str]]:
         if not isinstance(item, str):
             problems.append(f"fix_files holds {item!r}, not a path")
             continue
-        path = item.strip()
-        if not path:
-            continue
-        try:
-            paths.append(require_fix_path(path))
-        except UnsafeFixPathError as error:
-            problems.append(str(error))
+        for line in item.splitlines():  # a form may hand over several lines as one item
+            path = line.strip()
+            if not path:
+                continue
+            try:
+                paths.append(require_fix_path(path))
+            except UnsafeFixPathError as error:
+                problems.append(str(error))
     return list(dict.fromkeys(paths)), problems
 
 

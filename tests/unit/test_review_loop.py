@@ -389,6 +389,7 @@ def test_a_retest_answer_becomes_a_fix_request():
     with pytest.raises(AnswerRefused, match="needs a fix description"):
         fix_request(gate_answer(RETEST))
     assert answer_files("a\r\nb\n") == (["a", "b"], [])
+    assert answer_files(["a\nb", "c", "a"]) == (["a", "b", "c"], [])
 
 
 # --- after a retest -----------------------------------------------------------------------------

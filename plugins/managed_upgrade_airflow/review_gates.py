@@ -141,6 +141,7 @@ class ReviewGate(FactsGate):
     :param backup_task_id: the task whose XCom ``backup_id`` is restored on abort
         (default ``<environment>.backup_environment``)
     :param case_timeout: seconds each test case of a retest may take
+    :param form_fields: every form field the gate may show (each try shows those of its question)
     """
 
     template_fields: Sequence[str] = ()

@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps lint format test unit estate-up estate-down estate-status demo clean
+.PHONY: setup system-deps lint format test unit estate-up estate-down estate-status demo demo-down clean
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ estate-down:
 
 estate-status:
 	scripts/estate status
+
+# `make demo` triggers the demo customer's upgrade in rehearsal mode; `make demo AUTO=1` also answers
+# every gate as the assigned users and waits for the outcome.
+demo: setup
+	$(PY) -m upgrade_demo $(if $(AUTO),--auto,) $(DEMO_ARGS)
+
+demo-down:
+	-$(PY) -m upgrade_demo.mail_sink .airflow/mail
+	-scripts/airflow-local down
+	-scripts/estate down
 
 unit: $(STAMP)
 	$(VENV)/bin/pytest tests/unit -q

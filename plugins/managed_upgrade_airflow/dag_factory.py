@@ -1,0 +1,202 @@
+"""Builds one customer's managed-upgrade DAG from the process model and the customer config.
+
+The process model decides which tasks exist, their groups, titles and order; this module only knows
+which operator does each activity. So a new activity in ``process.yaml`` without an operator here
+fails loudly at build time (and in the DAG-integrity tests), never as a silent gap in the DAG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import DAG, BaseOperator, TaskGroup
+
+from managed_upgrade.config import CustomerConfig
+from managed_upgrade.process import Activity, ProcessModel
+from managed_upgrade_airflow.initiation_gates import (
+    AcknowledgeRequestGate,
+    AnalysisGate,
+    RespondToRequestGate,
+    ReviewTestCaseVerificationGate,
+)
+from managed_upgrade_airflow.operators.backup_environment import (
+    BackupEnvironmentOperator,
+    backup_id_template,
+)
+from managed_upgrade_airflow.operators.closure import SendCompletionOperator, VerifyTargetVersionsOperator
+from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
+from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
+from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOperator
+from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator
+from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOperator
+from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, CreateRequestCaseOperator
+from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
+from managed_upgrade_airflow.operators.stage_release import StageReleaseOperator
+from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
+from managed_upgrade_airflow.operators.upgrade_environment import UpgradeEnvironmentOperator
+from managed_upgrade_airflow.trigger_params import trigger_params
+
+TARGET_VERSION = "{{ ti.xcom_pull(task_ids='" + REQUEST_CASE_TASK_ID + "')['target_version'] }}"
+"""The run's target version as the request-case task accepted it (ops may change it in the form)."""
+
+START_DATE = datetime(2026, 1, 1, tzinfo=UTC)
+"""Only manual runs exist (``schedule=None``); a fixed past date keeps the DAG definition stable."""
+
+Builder = Callable[..., BaseOperator]
+"""``(config, activity, **task_kwargs)``: task_kwargs carry task_id, display name and doc from the model."""
+
+
+def _env_backup(config: CustomerConfig, activity: Activity, **kw: Any) -> BaseOperator:
+    return BackupEnvironmentOperator.for_environment(config, activity.stage, **kw)
+
+
+def _env_upgrade(config: CustomerConfig, activity: Activity, **kw: Any) -> BaseOperator:
+    return UpgradeEnvironmentOperator.for_environment(
+        config,
+        activity.stage,
+        backup_id=backup_id_template(f"{activity.stage}.backup_environment"),
+        target_version=TARGET_VERSION,
+        **kw,
+    )
+
+
+def _env_reapply(config: CustomerConfig, activity: Activity, **kw: Any) -> BaseOperator:
+    return ReapplySettingsOperator.for_environment(
+        config, activity.stage, backup_id=backup_id_template(f"{activity.stage}.backup_environment"), **kw
+    )
+
+
+def _preparation_backups(config: CustomerConfig, activity: Activity, **kw: Any) -> Any:
+    """ "Backup Configuration Files" of all environments: one mapped task, one instance per environment."""
+    return BackupEnvironmentOperator.partial(**kw).expand_kwargs(
+        [
+            {
+                "customer_id": config.customer_id,
+                "environment": name,
+                "ssh_conn_id": env.ssh_conn_id,
+                "db_conn_id": env.db_conn_id,
+                "install_path": env.install_path,
+                "backup_path": env.backup_path,
+                "retention": env.backup_retention,
+            }
+            for name, env in config.environments.items()
+        ]
+    )
+
+
+# Keys are activity keys; an ``*.`` entry serves that activity id in every environment stage.
+BUILDERS: dict[str, Builder] = {
+    "initiation.create_request_case": lambda c, a, **kw: CreateRequestCaseOperator(config=c, **kw),
+    "initiation.respond_to_request": lambda c, a, **kw: RespondToRequestGate(config=c, **kw),
+    "initiation.acknowledge_request_formally": lambda c, a, **kw: AcknowledgeRequestGate(config=c, **kw),
+    "initiation.inventory_dev_system": lambda c, a, **kw: InventoryDevSystemOperator(config=c, **kw),
+    "initiation.analyse_questionnaire_and_system": lambda c, a, **kw: AnalysisGate(config=c, **kw),
+    "preparation.verify_test_cases_dev": lambda c, a, **kw: SanityTestOperator(
+        config=c, environment="dev", baseline=True, **kw
+    ),
+    "preparation.review_test_case_verification": lambda c, a, **kw: ReviewTestCaseVerificationGate(
+        config=c, **kw
+    ),
+    "preparation.stage_upgrade_files": lambda c, a, **kw: StageReleaseOperator.for_customer(
+        c, version=TARGET_VERSION, **kw
+    ),
+    "preparation.backup_configuration_files": _preparation_backups,
+    "*.backup_environment": _env_backup,
+    "*.upgrade_environment": _env_upgrade,
+    "*.reapply_settings": _env_reapply,
+    "*.transfer_fixes": lambda c, a, **kw: TransferFixesOperator(config=c, environment=a.stage, **kw),
+    "*.sanity_test": lambda c, a, **kw: SanityTestOperator(config=c, environment=a.stage, **kw),
+    "*.fix_and_retest": lambda c, a, **kw: FixAndRetestOperator(config=c, environment=a.stage, **kw),
+    "*.hand_over_environment": lambda c, a, **kw: HandOverEnvironmentOperator(
+        config=c, environment=a.stage, **kw
+    ),
+    "*.customer_sign_off": lambda c, a, **kw: CustomerSignOffOperator(config=c, environment=a.stage, **kw),
+    "closure.verify_target_versions": lambda c, a, **kw: VerifyTargetVersionsOperator(config=c, **kw),
+    "closure.send_completion": lambda c, a, **kw: SendCompletionOperator(config=c, **kw),
+}
+
+
+def builder_for(activity: Activity) -> Builder:
+    """The operator builder of ``activity``; ``KeyError`` names an activity nobody implements."""
+    builder = BUILDERS.get(activity.key) or BUILDERS.get(f"*.{activity.id}")
+    if builder is None:
+        raise KeyError(f"process activity {activity.key!r} has no operator in {__name__}.BUILDERS")
+    return builder
+
+
+def _activity_doc(activity: Activity, model: ProcessModel) -> str:
+    unit = model.budget_unit_of(activity.key)
+    budget = f"{unit.days} business days ({unit.title}, shared)" if unit and unit.is_group else None
+    if unit and not unit.is_group:
+        budget = f"{unit.days} business day{'s' if unit.days != 1 else ''}"
+    lines = [f"**{activity.title}** — owner: {activity.owner.replace('_', ' ')}"]
+    lines.append(f"Budget: {budget or 'none (N/A in the process)'}")
+    if activity.waits_on_customer:
+        lines.append("The customer holds the ball here: consultant and PM clocks pause.")
+    lines.append("")
+    lines.extend(f"- {line}" for line in activity.description)
+    return "\n".join(lines)
+
+
+def _dag_doc(config: CustomerConfig, model: ProcessModel) -> str:
+    envs = "\n".join(
+        f"| {name} | `{env.ssh_conn_id}` | `{env.install_path}` | `{env.db_conn_id}` |"
+        for name, env in config.environments.items()
+    )
+    budgets = "\n".join(f"| {u.title} | {u.days} | {u.owner.replace('_', ' ')} |" for u in model.budget_units)
+    return f"""# Managed upgrade of {config.name}
+
+Upgrades the CRM of **{config.name}** (`{config.customer_id}`) from **{config.versions.current}** to
+**{config.versions.target}** on Dev, UAT and Production, following the Platinum Services Managed
+Upgrade process. Request case `{config.request_case.case_id}`, deadline
+{config.request_case.deadline} ({config.request_case.deadline_reason}).
+
+Consultants ({", ".join(config.users.consultant)}) and project managers
+({", ".join(config.users.project_manager)}) answer the human steps under *Required actions*.
+Production is never touched before UAT is signed off. Configured in `{config.source}`.
+
+| environment | SSH connection | install path | config DB connection |
+|---|---|---|---|
+{envs}
+
+| budget | business days | owner |
+|---|---|---|
+{budgets}
+"""
+
+
+def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DAG:
+    """The DAG ``managed_upgrade__<customer_id>``: task groups per stage, one task per activity."""
+    model = config.process_model(process)
+    owner = config.users.consultant[0]
+    with DAG(
+        dag_id=config.dag_id,
+        description=f"Managed CRM upgrade of {config.name}: {config.versions.current} -> "
+        f"{config.versions.target} on Dev, UAT and Prod",
+        schedule=None,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        params=trigger_params(config),
+        doc_md=_dag_doc(config, model),
+        tags=["managed-upgrade", f"customer:{config.customer_id}"],
+        default_args={"owner": owner, "retries": 0},
+        render_template_as_native_obj=False,
+    ) as dag:
+        tasks: dict[str, Any] = {}
+        for stage in model.stages:
+            with TaskGroup(group_id=stage.id, tooltip=f"{stage.milestone}: {stage.title}"):
+                for activity in stage.activities:
+                    tasks[activity.key] = builder_for(activity)(
+                        config,
+                        activity,
+                        task_id=activity.id,
+                        task_display_name=activity.title,
+                        doc_md=_activity_doc(activity, model),
+                    )
+        for activity in model.activities:
+            for upstream in activity.after:
+                tasks[upstream] >> tasks[activity.key]
+    return dag

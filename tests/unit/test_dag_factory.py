@@ -1,0 +1,109 @@
+"""DAG integrity: discovery finds every customer, the DAGs follow the process model, nothing dangles."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from managed_upgrade.config import load_customer_configs
+from managed_upgrade.process import load_process_model
+from managed_upgrade_airflow.dag_factory import BUILDERS, build_dag, builder_for
+from managed_upgrade_airflow.dag_registry import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR
+
+REPO = Path(__file__).resolve().parents[2]
+DAGS = REPO / "dags"
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS), safe_mode=True)
+
+
+def test_every_example_customer_has_a_dag_and_nothing_fails(dagbag):
+    configs, errors = load_customer_configs(DEFAULT_CUSTOMERS_DIR)
+    assert configs, "discovery found no customer config at all"
+    assert errors == {}
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {f"managed_upgrade__{cid}" for cid in configs}
+
+
+def test_dag_follows_the_process_model(dagbag):
+    model = load_process_model()
+    dag = dagbag.dags["managed_upgrade__acme"]
+    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual runs only
+    assert dag.max_active_runs == 1
+    assert {a.key for a in model.activities} == set(dag.task_ids)
+    groups = [group_id for group_id in dag.task_group.children]
+    assert groups == [stage.id for stage in model.stages]
+    for activity in model.activities:
+        task = dag.get_task(activity.key)
+        assert task.task_display_name == activity.title
+        assert set(task.upstream_task_ids) == set(activity.after), activity.key
+
+
+def test_no_orphan_tasks_and_a_single_chain_to_closure(dagbag):
+    dag = dagbag.dags["managed_upgrade__acme"]
+    roots = [t.task_id for t in dag.roots]
+    leaves = [t.task_id for t in dag.leaves]
+    assert roots == ["initiation.create_request_case"]
+    assert leaves == ["closure.send_completion"]
+
+
+def test_prod_only_after_uat_sign_off_and_uat_only_after_dev_sign_off(dagbag):
+    dag = dagbag.dags["managed_upgrade__acme"]
+    prod_upgrade_ancestors = dag.get_task("prod.upgrade_environment").get_flat_relative_ids(upstream=True)
+    assert "uat.customer_sign_off" in prod_upgrade_ancestors
+    assert "dev.customer_sign_off" in dag.get_task("uat.upgrade_environment").get_flat_relative_ids(
+        upstream=True
+    )
+    for env in ("dev", "uat", "prod"):
+        upgrade = dag.get_task(f"{env}.upgrade_environment")
+        assert upgrade.upstream_task_ids == {f"{env}.backup_environment"}
+
+
+def test_trigger_form_defaults_come_from_the_config(dagbag):
+    configs, _ = load_customer_configs(DEFAULT_CUSTOMERS_DIR)
+    dag = dagbag.dags["managed_upgrade__globex"]
+    params = dag.params
+    assert params["target_version"] == configs["globex"].versions.target
+    assert params["case_id"] == configs["globex"].request_case.case_id
+    assert params.get_param("target_version").schema["pattern"]
+
+
+def test_gates_are_assigned_to_the_configured_users(dagbag):
+    dag = dagbag.dags["managed_upgrade__acme"]
+    gate = dag.get_task("initiation.acknowledge_request_formally")
+    assert [u["id"] for u in gate.assigned_users] == ["pete"]
+    assert [u["id"] for u in dag.get_task("dev.fix_and_retest").assigned_users] == ["carla"]
+
+
+def test_every_process_activity_has_an_operator():
+    for activity in load_process_model().activities:
+        assert builder_for(activity) in BUILDERS.values()
+
+
+def test_a_broken_customer_file_is_an_import_error_that_hides_no_other_customer(tmp_path, monkeypatch):
+    for name in ("acme.yaml", "globex.yaml"):
+        shutil.copy(DEFAULT_CUSTOMERS_DIR / name, tmp_path / name)
+    broken = (
+        (DEFAULT_CUSTOMERS_DIR / "initech.yaml").read_text().replace("target: ", "target: 1.0; rm -rf / #")
+    )
+    (tmp_path / "initech.yaml").write_text(broken)
+    monkeypatch.setenv(CUSTOMERS_DIR_VARIABLE, str(tmp_path))
+    bag = DagBag(dag_folder=str(DAGS), safe_mode=True)
+    assert set(bag.dag_ids) == {"managed_upgrade__acme", "managed_upgrade__globex"}
+    [(path, message)] = bag.import_errors.items()
+    assert path.endswith("customer_config_errors.py")
+    assert "initech.yaml (DAG managed_upgrade__initech not loaded)" in message
+    assert "versions.target" in message
+
+
+def test_build_dag_directly_for_each_example():
+    configs, _ = load_customer_configs(DEFAULT_CUSTOMERS_DIR)
+    for config in configs.values():
+        dag = build_dag(config)
+        assert dag.dag_id == config.dag_id
+        assert len(dag.tasks) == len(config.process_model().activities)

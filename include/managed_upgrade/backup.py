@@ -4,22 +4,23 @@ A backup lives on the environment's host at ``<backup_path>/<backup_id>/``:
 
 * ``install.tar.zst`` -- GNU ``tar`` of the install folder compressed by ``zstd`` on the host
   (``install.tar.gz`` with gzip if the host has no zstd);
-* ``install.manifest.json`` -- every entry of the folder with type, mode, size and sha256;
+* ``install.manifest.json`` -- every member of the archive with type, mode, size and the sha256 of
+  its content as read back from the archive;
 * ``config-db.dump`` -- ``pg_dump -Fc`` of the config DB (made on the worker, checked with
   ``pg_restore --list``, sent to the host and hashed there);
 * ``backup.json`` -- the descriptor: id, customer, environment, version (from ``VERSION``), creation
   time, install path, database name, and size and sha256 of each of the files above.
 
 Everything happens concurrently, because the disk, not the CPU, bounds a backup: on the host one
-command (:mod:`managed_upgrade.host_agent` ``backup``) runs ``tar`` with ``zstd``, hashes every file
-for the manifest, and lists the archive back from disk with GNU ``tar --list`` as it grows; the
-worker meanwhile dumps the DB server and streams the verified dump into that command's stdin.
-The listing read back from the archive must match the manifest entry for entry (path, type, mode,
-size, link target), and the dump's sha256 computed on the host must equal the worker's. Everything
-is written under ``<backup_id>.partial/`` and renamed to ``<backup_id>/`` only once verified, so a
-directory with a backup id as its name is always a complete, verified backup. Retention keeps the
-newest N verified backups of the environment and removes abandoned ``.partial`` directories; it
-never removes the backup just made.
+command (:mod:`managed_upgrade.host_agent` ``backup``) runs ``tar`` with ``zstd`` and, while the
+archive grows, reads it back from disk, decompresses it and hashes every member (that listing is the
+manifest), and walks the install folder; the worker meanwhile dumps the DB server and streams the
+verified dump into that command's stdin. The archive's members must match the folder entry for
+entry (path, type, mode, size, link target), and the dump's sha256 computed on the host must equal
+the worker's. Everything is written under ``<backup_id>.partial/`` and renamed to ``<backup_id>/``
+only once verified, so a directory with a backup id as its name is always a complete, verified
+backup. Retention keeps the newest N verified backups of the environment and removes abandoned
+``.partial`` directories; it never removes the backup just made.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ class BackupResult:
         }
 
 
-def compare_listing(manifest: list[dict[str, Any]], listing: list[dict[str, Any]]) -> list[str]:
-    """Differences between a tree manifest and an archive listing (path, type, mode, size, link target)."""
+def compare_listing(tree: list[dict[str, Any]], archive: list[dict[str, Any]]) -> list[str]:
+    """Differences between a folder and an archive's members (path, type, mode, size, link target)."""
 
     def key(entry: dict[str, Any]) -> tuple:
         return (
@@ -133,15 +134,15 @@ def compare_listing(manifest: list[dict[str, Any]], listing: list[dict[str, Any]
             entry.get("target"),
         )
 
-    expected = {entry["path"]: key(entry) for entry in manifest}
-    actual = {entry["path"]: key(entry) for entry in listing}
+    expected = {entry["path"]: key(entry) for entry in tree}
+    actual = {entry["path"]: key(entry) for entry in archive}
     problems = [f"missing from the archive: {path}" for path in sorted(expected.keys() - actual.keys())]
-    problems += [f"not in the manifest: {path}" for path in sorted(actual.keys() - expected.keys())]
-    for path in sorted(expected.keys() & actual.keys()):
-        if expected[path] != actual[path]:
-            problems.append(
-                f"{path}: manifest (type, mode, size, target) {expected[path]} != archive {actual[path]}"
-            )
+    problems += [f"not in the folder: {path}" for path in sorted(actual.keys() - expected.keys())]
+    problems += [
+        f"{path}: folder (type, mode, size, target) {expected[path]} != archive {actual[path]}"
+        for path in sorted(expected.keys() & actual.keys())
+        if expected[path] != actual[path]
+    ]
     return problems
 
 
@@ -193,7 +194,7 @@ def create_backup(
                 f"{host.label}: the DB dump arrived damaged at {partial}/{DUMP}: sha256 {received['sha256']} "
                 f"({received['size']} bytes), expected {dump.sha256} ({dump.size} bytes)"
             )
-        problems = compare_listing(answer["manifest"], answer["listing"])
+        problems = compare_listing(answer["tree"], answer["manifest"])
         if problems:
             shown = "; ".join(problems[:10]) + (
                 f"; ... {len(problems) - 10} more" if len(problems) > 10 else ""

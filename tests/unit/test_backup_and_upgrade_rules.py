@@ -39,8 +39,8 @@ def test_listing_comparison_reports_each_kind_of_difference() -> None:
     listing = [entry("a", sha256=None), entry("b", size=3), entry("d")]
     problems = compare_listing(manifest, listing)
     assert "missing from the archive: c" in problems
-    assert "not in the manifest: d" in problems
-    assert any(problem.startswith("b: manifest") for problem in problems)
+    assert "not in the folder: d" in problems
+    assert any(problem.startswith("b: folder") for problem in problems)
     assert len(problems) == 3
 
 

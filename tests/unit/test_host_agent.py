@@ -52,15 +52,38 @@ def test_tree_of_a_missing_directory_fails(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("flag", "suffix"), [("--zstd", ".tar.zst"), ("--gzip", ".tar.gz")])
-def test_list_parses_gnu_tar_exactly_and_hashes_the_archive(tmp_path: Path, flag: str, suffix: str) -> None:
+def test_list_reads_members_and_their_content_hashes_from_the_archive(
+    tmp_path: Path, flag: str, suffix: str
+) -> None:
     make_tree(tmp_path / "install")
-    (tmp_path / "install" / "bin" / "crm").chmod(0o4755)  # setuid survives the mode parsing
+    (tmp_path / "install" / "bin" / "crm").chmod(0o4755)  # setuid survives
+    (tmp_path / "install" / ("long-" * 40 + "name")).write_text("a name longer than 100 bytes")
+    (tmp_path / "install" / "empty").write_bytes(b"")
     archive = tmp_path / f"install{suffix}"
     subprocess.run(["tar", flag, "-cf", str(archive), "-C", str(tmp_path / "install"), "."], check=True)
     listing = agent("list", str(archive))
     assert listing["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    tree = agent("tree", str(tmp_path / "install"))["entries"]
-    assert without_hashes(listing["entries"]) == without_hashes(tree)
+    assert listing["entries"] == agent("tree", str(tmp_path / "install"))["entries"]  # hashes included
+
+
+def test_list_reads_pax_archives_too(tmp_path: Path) -> None:
+    make_tree(tmp_path / "install")
+    archive = tmp_path / "install.tar.gz"
+    subprocess.run(
+        ["tar", "--format=pax", "-czf", str(archive), "-C", str(tmp_path / "install"), "."], check=True
+    )
+    assert agent("list", str(archive))["entries"] == agent("tree", str(tmp_path / "install"))["entries"]
+
+
+def test_a_corrupt_archive_cannot_be_listed(tmp_path: Path) -> None:
+    make_tree(tmp_path / "install")
+    archive = tmp_path / "install.tar.zst"
+    subprocess.run(["tar", "--zstd", "-cf", str(archive), "-C", str(tmp_path / "install"), "."], check=True)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    result = subprocess.run(agent_argv("list", str(archive)), capture_output=True, check=False)
+    assert result.returncode != 0
 
 
 def without_hashes(entries: list[dict]) -> list[dict]:
@@ -77,8 +100,8 @@ def test_backup_archives_lists_back_and_receives_the_dump_in_one_run(tmp_path: P
     assert answer["compression"] == "zstd"
     archive = tmp_path / "out" / answer["archive"]["name"]
     assert answer["archive"]["sha256"] == hashlib.sha256(archive.read_bytes()).hexdigest()
-    assert answer["manifest"] == agent("tree", str(tmp_path / "install"))["entries"]
-    assert without_hashes(answer["listing"]) == without_hashes(answer["manifest"])
+    assert answer["manifest"] == agent("tree", str(tmp_path / "install"))["entries"]  # content hashes too
+    assert answer["tree"] == agent("tree", str(tmp_path / "install"), "--no-hash")["entries"]
     assert (tmp_path / "out" / "config-db.dump").read_bytes() == dump
     assert answer["dump"]["sha256"] == hashlib.sha256(dump).hexdigest()
 
@@ -98,7 +121,7 @@ def test_backup_falls_back_to_gzip_on_a_host_without_zstd(tmp_path: Path) -> Non
     answer = json.loads(result.stdout)
     assert answer["compression"] == "gzip"
     assert answer["archive"]["name"] == "install.tar.gz"
-    assert without_hashes(answer["listing"]) == without_hashes(answer["manifest"])
+    assert without_hashes(answer["manifest"]) == without_hashes(answer["tree"])
 
 
 def test_backup_of_a_missing_folder_fails_with_a_message(tmp_path: Path) -> None:

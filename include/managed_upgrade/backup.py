@@ -217,7 +217,7 @@ def create_backup(
         "environment": target.environment,
         "host": host.label,
         "version": version,
-        "created_at": now().astimezone(UTC).isoformat(timespec="seconds"),
+        "created_at": now().astimezone(UTC).isoformat(timespec="microseconds"),
         "install_path": target.install_path,
         "compression": answer["compression"],
         "entries": len(answer["manifest"]),

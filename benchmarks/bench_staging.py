@@ -122,9 +122,9 @@ def compare_transports(estate: crm_estate.Estate, size_mib: int = 256) -> None:
     try:
         with RemoteHost(connect(ep), "dev", ep) as host:
             candidates = {
-                "paramiko exec channel -> dd": ParamikoSender(host),
-                "OpenSSH ssh -> dd (aes128-gcm)": OpenSshSender(ep, "dev"),
-                "OpenSSH ssh -> dd (chacha20-poly1305)": OpenSshSender(
+                "paramiko exec channel -> receive (hashing)": ParamikoSender(host),
+                "OpenSSH ssh -> receive (aes128-gcm)": OpenSshSender(ep, "dev"),
+                "OpenSSH ssh -> receive (chacha20-poly1305)": OpenSshSender(
                     ep, "dev", ciphers=("chacha20-poly1305@openssh.com",)
                 ),
             }

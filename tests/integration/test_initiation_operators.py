@@ -86,6 +86,17 @@ def test_request_case_accepts_config_defaults_records_the_run_and_returns_settin
     query = "SELECT dag_id, customer_id, conf FROM managed_upgrade.runs WHERE run_id = %s"
     rows = _ledger_rows(ledger_dsn, query, context["ti"].run_id)
     assert rows == [(DAG_ID, "acme", result)]
+    plan = _ledger_rows(
+        ledger_dsn,
+        "SELECT activity_key, planned_start, planned_finish FROM managed_upgrade.planned_activities"
+        " WHERE run_id = %s",
+        context["ti"].run_id,
+    )
+    planned = {key: (start, finish) for key, start, finish in plan}
+    assert set(planned) == {activity.key for activity in config.process_model().activities}
+    respond_start, respond_finish = planned["initiation.respond_to_request"]
+    assert respond_finish > respond_start  # one business day in the customer's calendar
+    assert planned["closure.send_completion"][1] == max(finish for _, finish in planned.values())
 
 
 def test_request_case_takes_trigger_form_overrides(config, ledger_dsn, task_context):
@@ -96,11 +107,20 @@ def test_request_case_takes_trigger_form_overrides(config, ledger_dsn, task_cont
         "seconds_per_business_day": 2,
         "case_id": "",
     }
-    result = operator.execute(task_context(REQUEST_CASE_TASK_ID, conf))
+    context = task_context(REQUEST_CASE_TASK_ID, conf)
+    result = operator.execute(context)
     assert result["target_version"] == "11.1.0"
     assert result["deadline"] == "2027-04-30"
     assert result["seconds_per_business_day"] == 2.0
     assert result["case_id"] == "ACME-1042"  # an empty form field keeps the config's value
+    # rehearsal: the plan runs on the compressed clock, 2 s per business day
+    [(start, finish)] = _ledger_rows(
+        ledger_dsn,
+        "SELECT planned_start, planned_finish FROM managed_upgrade.planned_activities"
+        " WHERE activity_key = 'initiation.respond_to_request' AND run_id = %s",
+        context["ti"].run_id,
+    )
+    assert (finish - start).total_seconds() == 2.0
 
 
 def test_request_case_fails_listing_every_problem_and_records_nothing(config, ledger_dsn, task_context):

@@ -46,6 +46,30 @@ class Ledger:
                 (Json(summary), dag_id, run_id),
             )
 
+    # -- the plan -----------------------------------------------------------------------------
+    def save_plan(self, dag_id: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Replace the run's planned activities (rows as :meth:`managed_upgrade.plan.Plan.to_rows`)."""
+        with self._cursor() as cur:
+            cur.execute("DELETE FROM planned_activities WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+            for row in rows:
+                cur.execute(
+                    "INSERT INTO planned_activities (dag_id, run_id, activity_key, budget_unit, owner,"
+                    " planned_start, planned_finish, budget_days) VALUES (%(dag_id)s, %(run_id)s,"
+                    " %(activity_key)s, %(budget_unit)s, %(owner)s, %(planned_start)s, %(planned_finish)s,"
+                    " %(budget_days)s)",
+                    {**row, "dag_id": dag_id, "run_id": run_id},
+                )
+
+    def plan(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT activity_key, budget_unit, owner, planned_start, planned_finish, budget_days"
+                " FROM planned_activities WHERE dag_id = %s AND run_id = %s"
+                " ORDER BY planned_start, activity_key",
+                (dag_id, run_id),
+            )
+            return list(cur.fetchall())
+
     # -- activity events ----------------------------------------------------------------------
     def record_event(
         self,

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import CustomerConfig
+from managed_upgrade.plan import make_customer_plan
 from managed_upgrade.run_settings import RunSettings, request_case_problems, settings_from_conf
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
 
@@ -67,6 +69,12 @@ def run_settings_from_xcom(context: Any, task_id: str = REQUEST_CASE_TASK_ID) ->
     return settings
 
 
+def _run_start(context: Any) -> datetime:
+    """When the run started (the plan's time zero); now if the context does not say."""
+    started = getattr(context.get("dag_run"), "start_date", None)
+    return started if isinstance(started, datetime) and started.tzinfo else datetime.now(UTC)
+
+
 class CreateRequestCaseOperator(BaseOperator):
     """Validate the request case of this run and record the run; XCom: :meth:`RunSettings.to_conf`.
 
@@ -104,8 +112,18 @@ class CreateRequestCaseOperator(BaseOperator):
         assert settings is not None  # for the type checker: no problems means settings were parsed
         result = settings.to_conf()
         ti = context["ti"]
+        plan = make_customer_plan(
+            self.config, _run_start(context), seconds_per_business_day=settings.seconds_per_business_day
+        )
         with open_ledger(self.ledger_conn_id) as ledger:
             ledger.record_run(ti.dag_id, ti.run_id, self.config.customer_id, result)
+            ledger.save_plan(ti.dag_id, ti.run_id, plan.to_rows(ti.dag_id, ti.run_id))
+        self.log.info(
+            "Plan: %s business days, planned finish %s (deadline %s)",
+            plan.planned_business_days,
+            plan.planned_finish.isoformat(),
+            settings.deadline,
+        )
         self.log.info(
             "Request case %s accepted: %s %s -> %s, deadline %s%s",
             settings.case_id,

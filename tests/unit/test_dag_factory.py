@@ -107,3 +107,20 @@ def test_build_dag_directly_for_each_example():
         dag = build_dag(config)
         assert dag.dag_id == config.dag_id
         assert len(dag.tasks) == len(config.process_model().activities)
+
+
+def test_one_shard_file_per_shard_and_each_customer_in_exactly_one():
+    from managed_upgrade_airflow.dag_registry import SHARDS, register_customer_dags, shard_of
+
+    files = sorted(p.name for p in DAGS.glob("managed_upgrade_shard_*.py"))
+    assert files == [f"managed_upgrade_shard_{k:02d}.py" for k in range(SHARDS)]
+    for k in range(SHARDS):
+        assert f"register_customer_dags(globals(), shard={k})" in (DAGS / files[k]).read_text()
+    configs, _ = load_customer_configs(DEFAULT_CUSTOMERS_DIR)
+    seen: list[str] = []
+    for k in range(SHARDS):
+        namespace: dict = {}
+        seen += register_customer_dags(namespace, shard=k)
+        assert all(shard_of(dag_id.removeprefix("managed_upgrade__")) == k for dag_id in namespace)
+    assert sorted(seen) == sorted(config.dag_id for config in configs.values())
+    assert shard_of("acme") == shard_of("acme")  # stable, not Python's randomized hash()

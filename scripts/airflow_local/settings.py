@@ -114,9 +114,8 @@ class HarnessSettings:
             home=home.resolve(),
             dags_folder=dags.resolve(),
             plugins_folder=REPO_ROOT / "plugins",
-            customers_folder=Path(
-                env.get("MANAGED_UPGRADE_CUSTOMERS_DIR") or REPO_ROOT / "include" / "customers"
-            ),
+            customers_folder=overrides.customers_folder
+            or Path(env.get("MANAGED_UPGRADE_CUSTOMERS_DIR") or REPO_ROOT / "include" / "customers"),
             ledger_dsn=env.get("AIRFLOW_LOCAL_LEDGER_DSN") or DEFAULT_LEDGER_DSN,
             port=_port(env, "AIRFLOW_LOCAL_PORT", DEFAULT_PORT),
             smtp_port=_port(env, "AIRFLOW_LOCAL_SMTP_PORT", None),

@@ -9,6 +9,10 @@ that needs another DAG folder or extra users parametrizes it:
         "airflow", [HarnessOverrides(dags_folder=..., extra_users=("bob:user",))], indirect=True
     )
 
+A module that provisions installations of its own before Airflow starts (customers in its own
+`customers_folder`) overrides the session fixture `harness_connections` to hand their connections
+to Airflow.
+
 `api` is an `AirflowClient` acting as any harness user (its `wait_for_pending_hitl` returns a gate
 only once it is safe to answer); `smtp_sink` (session-wide here, overriding the per-test one of
 tests/conftest.py) collects every email the tasks send: its port is the `smtp_default` connection
@@ -20,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import email.policy
+import json
 import os
 import socket
 import threading
@@ -27,6 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -90,8 +96,21 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture(scope="session")
+def harness_connections() -> dict[str, dict[str, Any]]:
+    """Airflow connections (conn_id -> connection as Airflow's JSON form) served beside the estate's.
+
+    Empty by default. Override it (session scope) in a test module whose Airflow must reach
+    installations the module provisions itself; they are set up before Airflow starts.
+    """
+    return {}
+
+
+@pytest.fixture(scope="session")
 def airflow(
-    request: pytest.FixtureRequest, smtp_sink: SmtpSink, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    smtp_sink: SmtpSink,
+    tmp_path_factory: pytest.TempPathFactory,
+    harness_connections: dict[str, dict[str, Any]],
 ) -> Iterator[harness.LocalAirflow]:
     """A running local Airflow for the session (or for each distinct `HarnessOverrides` param)."""
     overrides: HarnessOverrides = getattr(request, "param", None) or HarnessOverrides()
@@ -111,7 +130,11 @@ def airflow(
         database_template_dir=tmp_path_factory.getbasetemp().parent,
     )
     try:
-        running = harness.up(settings, report=lambda line: None, die_with_caller=True)
+        # The components inherit this process's environment: Airflow's env-var backend serves these.
+        with pytest.MonkeyPatch.context() as patch:
+            for conn_id, connection in harness_connections.items():
+                patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+            running = harness.up(settings, report=lambda line: None, die_with_caller=True)
     except harness.HarnessError as error:
         pytest.fail(f"local Airflow did not start (home {settings.home}):\n{error}", pytrace=False)
     try:

@@ -19,6 +19,7 @@ Stops Airflow and the mail sink, drops the ledger database and removes ``benchma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -27,6 +28,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,7 @@ PRODUCT_DAG = f"managed_upgrade__{CUSTOMER}"
 BASELINE_DAG = f"bench_noop__{CUSTOMER}"
 RATIO_GOAL = 1.2
 RUN_TIMEOUT = 900.0
+LOG_TAIL = 15
 
 BASELINE_DAG_FILE = '''\
 """Baseline for bench_run.py: {product_dag}'s tasks, groups and dependencies as no-ops; its gates as HITL."""
@@ -117,7 +120,7 @@ def baseline_dag_source(config: CustomerConfig, opened_gates: dict[str, dict[str
 
 
 def run_once(
-    api: AirflowClient, dag_id: str, conf: dict[str, Any], policy: GatePolicy | None
+    api: AirflowClient, logs_dir: Path, dag_id: str, conf: dict[str, Any], policy: GatePolicy | None
 ) -> tuple[dict[str, Any], list[AnsweredGate], float]:
     run_id = f"bench__{datetime.now(UTC):%Y%m%dT%H%M%S}__{uuid.uuid4().hex[:6]}"
     started = time.monotonic()
@@ -127,7 +130,15 @@ def run_once(
     if run["state"] != "success":
         states = api.task_states(dag_id, run_id)
         failed = {task: state for task, state in states.items() if state not in {"success", "skipped"}}
-        raise SystemExit(f"{dag_id} run {run_id} ended {run['state']}; not successful: {failed}")
+        logs = sorted((logs_dir / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log"))
+        tails = [
+            f"--- {log.parent.name}:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-LOG_TAIL:])
+            for log in logs
+            if any(f"task_id={task}" in str(log) for task, state in failed.items() if state == "failed")
+        ]
+        raise SystemExit(
+            f"{dag_id} run {run_id} ended {run['state']}; not successful: {failed}\n" + "\n".join(tails)
+        )
     return run, answered, wall
 
 
@@ -172,7 +183,7 @@ def bench(rounds: int, seconds_per_day: float, report: Callable[[str], None]) ->
         running = harness.up(settings, report=report, die_with_caller=True)
         try:
             with running.client() as api:
-                measure(api, config, dags, rounds, seconds_per_day, report)
+                measure(api, running.settings.logs_dir, config, dags, rounds, seconds_per_day, report)
         finally:
             harness.down(settings)
     finally:
@@ -180,8 +191,28 @@ def bench(rounds: int, seconds_per_day: float, report: Callable[[str], None]) ->
         drop_database(ledger_db)
 
 
+@dataclass(frozen=True)
+class RunSample:
+    wall: float
+    airflow: float
+    durations: dict[str, float]
+    worker_parse_ms: list[int]
+    gates: int
+
+
+def worker_parse_ms(logs_dir: Path, dag_id: str, run_id: str) -> list[int]:
+    """How long each task process took to parse the DAG file before running (Airflow's task log event)."""
+    found = []
+    for log in (logs_dir / f"dag_id={dag_id}" / f"run_id={run_id}").rglob("*.log"):
+        for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if '"Worker startup parse complete"' in line:
+                found.append(int(json.loads(line)["dag_file_parse_ms"]))
+    return found
+
+
 def measure(
     api: AirflowClient,
+    logs_dir: Path,
     config: CustomerConfig,
     dags: Path,
     rounds: int,
@@ -191,20 +222,28 @@ def measure(
     api.wait_for_dag(PRODUCT_DAG, timeout=180)
     api.unpause(PRODUCT_DAG)
     conf = {"seconds_per_business_day": seconds_per_day}
-    samples: dict[str, list[tuple[float, float, dict[str, float]]]] = {"product": [], "baseline": []}
+    samples: dict[str, list[RunSample]] = {"product": [], "baseline": []}
     policy: GatePolicy | None = None
     for round_number in range(rounds):
         order = ["product", "baseline"] if round_number % 2 == 0 else ["baseline", "product"]
         for contender in order:
             if contender == "product":
                 crm_estate.reset(customer_id=CUSTOMER)
-                run, answered, wall = run_once(api, PRODUCT_DAG, conf, None)
+                run, answered, wall = run_once(api, logs_dir, PRODUCT_DAG, conf, None)
                 if policy is None:  # first product run: now the baseline knows which gates open
                     policy = make_baseline(api, config, dags, run, answered)
             else:
-                run, _, wall = run_once(api, BASELINE_DAG, {}, policy)
-            durations = task_durations(api, run["dag_id"], run["dag_run_id"])
-            samples[contender].append((wall, airflow_seconds(run), durations))
+                run, answered, wall = run_once(api, logs_dir, BASELINE_DAG, {}, policy)
+            dag_id, run_id = run["dag_id"], run["dag_run_id"]
+            samples[contender].append(
+                RunSample(
+                    wall,
+                    airflow_seconds(run),
+                    task_durations(api, dag_id, run_id),
+                    worker_parse_ms(logs_dir, dag_id, run_id),
+                    len(answered),
+                )
+            )
             report(f"   round {round_number + 1} {contender:8}: {wall:6.1f} s trigger -> success")
     print_results(samples)
 
@@ -224,23 +263,32 @@ def make_baseline(
     return GatePolicy({gate.task_id: Answer(gate.option, user=gate.user) for gate in answered})
 
 
-def print_results(samples: dict[str, list[tuple[float, float, dict[str, float]]]]) -> None:
-    product_wall = statistics.median(sample[0] for sample in samples["product"])
-    baseline_wall = statistics.median(sample[0] for sample in samples["baseline"])
-    product_af = statistics.median(sample[1] for sample in samples["product"])
-    baseline_af = statistics.median(sample[1] for sample in samples["baseline"])
-    product_tasks, baseline_tasks = samples["product"][-1][2], samples["baseline"][-1][2]
+def print_results(samples: dict[str, list[RunSample]]) -> None:
+    product_wall = statistics.median(sample.wall for sample in samples["product"])
+    baseline_wall = statistics.median(sample.wall for sample in samples["baseline"])
+    product_af = statistics.median(sample.airflow for sample in samples["product"])
+    baseline_af = statistics.median(sample.airflow for sample in samples["baseline"])
+    product_tasks, baseline_tasks = samples["product"][-1].durations, samples["baseline"][-1].durations
+    gates = samples["product"][-1].gates
     task_count = len(product_tasks)
     print(
         f"\n| run ({len(samples['product'])} round(s), median) | trigger -> success | Airflow start -> end |"
     )
     print("|---|---:|---:|")
-    print(f"| {PRODUCT_DAG} (rehearsal) | {product_wall:.1f} s | {product_af:.1f} s |")
+    print(f"| {PRODUCT_DAG} (rehearsal, {gates} gates) | {product_wall:.1f} s | {product_af:.1f} s |")
     print(f"| {BASELINE_DAG} (no-ops + same gates) | {baseline_wall:.1f} s | {baseline_af:.1f} s |")
     print(f"| **ratio** | **{product_wall / baseline_wall:.2f}x** | {product_af / baseline_af:.2f}x |")
     print(f"(goal <= {RATIO_GOAL}x)")
     extra = product_wall - baseline_wall
     print(f"\nper-task overhead: {extra:.1f} s over {task_count} tasks = {extra / task_count:.2f} s per task")
+    print("worker start-up parse of the DAG file (every task process, again when a gate resumes):")
+    for name, runs in samples.items():
+        parses = [ms for run in runs for ms in run.worker_parse_ms]
+        if parses:
+            print(
+                f"  {name:8}: {len(parses) / len(runs):.0f} per run, median {statistics.median(parses)} ms, "
+                f"{sum(parses) / 1000 / len(runs):.1f} s per run in total"
+            )
     print("\n| task | product run (s) | baseline (s) | difference (s) |\n|---|---:|---:|---:|")
     for task_id in sorted(product_tasks, key=lambda t: baseline_tasks.get(t, 0.0) - product_tasks[t]):
         product, baseline = product_tasks[task_id], baseline_tasks.get(task_id, 0.0)

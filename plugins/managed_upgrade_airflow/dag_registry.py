@@ -51,11 +51,17 @@ def register_customer_dags(namespace: dict, shard: int, shards: int = SHARDS) ->
     Only the shard's files are read, so each shard file pays for its own customers alone; invalid
     ones are skipped here and reported by ``customer_config_errors.py``. Returns the dag ids.
     """
+    from airflow.sdk import get_parsing_context
+
     from managed_upgrade_airflow.dag_factory import build_dag
 
+    # A task's process parses the file only to find its own DAG: build just that one.
+    wanted = get_parsing_context().dag_id
     built = []
     for path in customer_config_paths(customers_dir()):
         if shard_of(path.stem, shards) != shard:
+            continue
+        if wanted is not None and wanted != f"managed_upgrade__{path.stem}":
             continue
         try:
             config = load_customer_config(path)

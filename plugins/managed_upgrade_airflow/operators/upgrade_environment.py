@@ -13,6 +13,7 @@ runs its old version again (a person decides what next) or needs a person now.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from managed_upgrade.config import CustomerConfig
+
+
+QUICK_FINISH_SECONDS = 15.0
+"""How long the worker waits for a quick installer before deferring (see ``_wait_briefly``)."""
 
 
 class UpgradeRolledBack(AirflowFailException):
@@ -80,9 +85,11 @@ class UpgradeEnvironmentOperator(BaseOperator):
         deferrable: bool = True,
         poll_interval: int = 10,
         installer_timeout: timedelta | None = timedelta(hours=6),
+        quick_finish_seconds: float = QUICK_FINISH_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.quick_finish_seconds = quick_finish_seconds
         self.environment = environment
         self.ssh_conn_id = ssh_conn_id
         self.db_conn_id = db_conn_id
@@ -152,7 +159,26 @@ class UpgradeEnvironmentOperator(BaseOperator):
                 exit_code = run_installer(host, plan)
                 return self._conclude(exit_code, preparation.from_version)
             job = self._submit(host, plan, context)
+            exit_code = self._wait_briefly(host, job)
+        if exit_code is not None:
+            return self._conclude(exit_code, preparation.from_version)
         self._defer(job, log_offset=0, from_version=preparation.from_version)
+
+    def _wait_briefly(self, host: Any, job: dict[str, str]) -> int | None:
+        """The installer's exit code if it ends within ``quick_finish_seconds``, else None (then defer).
+
+        A job that ends before its deferral is processed can make Airflow 3.3.2 fail the resumed
+        task although the installer succeeded (apache/airflow#72716); quick installers are judged
+        here, without a deferral, and only long ones leave the worker.
+        """
+        deadline = time.monotonic() + self.quick_finish_seconds
+        while time.monotonic() < deadline:
+            if host.exists(job["exit_code_file"]):
+                text = host.read_text(job["exit_code_file"]).strip()
+                if text.isdigit():
+                    return int(text)
+            time.sleep(0.5)
+        return None
 
     def _submit(self, host: Any, plan: UpgradePlan, context: Context) -> dict[str, str]:
         from airflow.providers.ssh.utils.remote_job import (

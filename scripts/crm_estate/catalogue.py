@@ -177,15 +177,3 @@ def release_content(version: str) -> ReleaseContent:
 def render_properties(values: dict[str, str], header: str) -> str:
     body = "".join(f"{key}={value}\n" for key, value in values.items())
     return f"# {header}\n{body}"
-
-
-def parse_properties(text: str) -> dict[str, str]:
-    """``key=value`` lines; blank lines and ``#`` comments ignored (same rules as bin/crm)."""
-    values: dict[str, str] = {}
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#") or "=" not in stripped:
-            continue
-        key, value = stripped.split("=", 1)
-        values[key.strip()] = value.strip()
-    return values

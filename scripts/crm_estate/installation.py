@@ -13,9 +13,10 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from crm_estate.catalogue import parse_properties, release_content, render_properties
+from crm_estate.catalogue import release_content, render_properties
 from crm_estate.database import PgServer, check_db_name
 from crm_estate.releases import PAYLOAD
+from managed_upgrade.settings_snapshot import parse_properties
 
 ACCOUNTS = 20
 CONTACTS_PER_ACCOUNT = 2

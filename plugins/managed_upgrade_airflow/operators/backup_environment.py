@@ -71,7 +71,7 @@ class BackupEnvironmentOperator(BaseOperator):
     def for_environment(
         cls, config: CustomerConfig, environment: str, **kwargs: Any
     ) -> BackupEnvironmentOperator:
-        env = getattr(config.environments, environment)
+        env = config.environment(environment)
         return cls(
             customer_id=config.customer_id,
             environment=environment,

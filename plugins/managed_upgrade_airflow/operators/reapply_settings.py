@@ -59,7 +59,7 @@ class ReapplySettingsOperator(BaseOperator):
     def for_environment(
         cls, config: CustomerConfig, environment: str, backup_id: str, **kwargs: Any
     ) -> ReapplySettingsOperator:
-        env = getattr(config.environments, environment)
+        env = config.environment(environment)
         return cls(
             environment=environment,
             ssh_conn_id=env.ssh_conn_id,

@@ -111,7 +111,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         target_version: str | None = None,
         **kwargs: Any,
     ) -> UpgradeEnvironmentOperator:
-        env = getattr(config.environments, environment)
+        env = config.environment(environment)
         return cls(
             environment=environment,
             ssh_conn_id=env.ssh_conn_id,

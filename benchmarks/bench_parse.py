@@ -15,7 +15,7 @@ clock starts (the dag-processor manager pre-imports those before forking the par
 limits) and the DAG serialization the processor does next is timed separately (the whole file is
 limited by ``[dag_processor] dag_file_processor_timeout``, default 50 s). Rounds alternate the
 order of the contenders; medians are compared (goal: real <= 1.3x baseline). The last step
-profiles one parse of ``dags/managed_upgrade.py`` at the largest N with cProfile.
+profiles one parse of the all-customers file at the largest N with cProfile.
 Byte code is cached (in the work folder) by an untimed first parse, as on a running deployment.
 Everything is written below ``benchmarks/.work/`` and removed at the end.
 """

@@ -16,6 +16,13 @@ from psycopg2.extras import Json, RealDictCursor
 
 from managed_upgrade.ledger.schema import DEFAULT_SCHEMA
 
+_ALERT_KEY_COLUMNS = {
+    "miss": ("sla_misses", ("budget_unit",)),
+    "reminder": ("customer_reminders", ("budget_unit", "number")),
+    "deadline": ("run_deadline_alerts", ("kind",)),
+}
+"""Alert kind of :meth:`Ledger.mark_alert_notified` -> (table, columns that ``key`` gives)."""
+
 
 class Ledger:
     """A ledger bound to one open psycopg2 connection and schema."""
@@ -260,8 +267,151 @@ class Ledger:
         with self._cursor() as cur:
             cur.execute(
                 "SELECT run_id, budget_unit, owner, budget_days, planned_finish, detected_at, overrun_days,"
-                " notified FROM sla_misses WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
-                " ORDER BY detected_at",
+                " activity_keys, notified, notified_at FROM sla_misses"
+                " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, budget_unit",
+                (dag_id, run_id, run_id),
+            )
+            return list(cur.fetchall())
+
+    # -- exactly-once alerts: claim (the inserting caller sends), then mark notified -----------
+    def claim_sla_miss(
+        self,
+        dag_id: str,
+        run_id: str,
+        budget_unit: str,
+        *,
+        owner: str,
+        budget_days: float,
+        planned_finish: datetime,
+        overrun_days: float,
+        activity_keys: list[str] | tuple[str, ...] = (),
+        detected_at: datetime | None = None,
+    ) -> bool:
+        """Record the miss unless known; True only for the one caller whose insert won (it sends)."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO sla_misses (dag_id, run_id, budget_unit, owner, budget_days, planned_finish,"
+                " overrun_days, activity_keys, detected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
+                " COALESCE(%s, now())) ON CONFLICT DO NOTHING RETURNING 1",
+                (dag_id, run_id, budget_unit, owner, budget_days, planned_finish, overrun_days,
+                 Json(list(activity_keys)), detected_at),
+            )  # fmt: skip
+            return cur.fetchone() is not None
+
+    def claim_customer_reminder(
+        self,
+        dag_id: str,
+        run_id: str,
+        budget_unit: str,
+        number: int,
+        *,
+        owner: str,
+        wait_started_at: datetime,
+        due_at: datetime,
+        detected_at: datetime | None = None,
+    ) -> bool:
+        """Record reminder ``number`` of a customer wait unless known; True means this caller sends it."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO customer_reminders (dag_id, run_id, budget_unit, number, owner, wait_started_at,"
+                " due_at, detected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()))"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (dag_id, run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at),
+            )
+            return cur.fetchone() is not None
+
+    def claim_run_deadline_alert(
+        self,
+        dag_id: str,
+        run_id: str,
+        kind: str,
+        *,
+        due_at: datetime,
+        detected_at: datetime | None = None,
+    ) -> bool:
+        """Record a run deadline alert (e.g. ``deadline_warning``) unless known; True: this caller sends."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO run_deadline_alerts (dag_id, run_id, kind, due_at, detected_at)"
+                " VALUES (%s, %s, %s, %s, COALESCE(%s, now())) ON CONFLICT DO NOTHING RETURNING 1",
+                (dag_id, run_id, kind, due_at, detected_at),
+            )
+            return cur.fetchone() is not None
+
+    def mark_alert_notified(
+        self,
+        kind: str,
+        dag_id: str,
+        run_id: str,
+        key: Any,
+        channels: dict[str, str],
+        *,
+        at: datetime | None = None,
+    ) -> bool:
+        """Store how each channel fared (``{"email": "sent", "webhook": "error: ..."}``) and when.
+
+        ``kind`` and ``key`` as in :meth:`unnotified_alerts`: ``"miss"`` with the budget unit,
+        ``"reminder"`` with ``(budget_unit, number)``, ``"deadline"`` with the deadline kind. Returns
+        False when no such claimed alert exists.
+        """
+        if kind not in _ALERT_KEY_COLUMNS:
+            raise ValueError(f"unknown alert kind {kind!r}; use one of {', '.join(_ALERT_KEY_COLUMNS)}")
+        table, key_columns = _ALERT_KEY_COLUMNS[kind]
+        key_values = list(key) if kind == "reminder" else [key]
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key_columns)
+        with self._cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "UPDATE {} SET notified = notified || %s, notified_at = COALESCE(%s, now())"
+                    " WHERE dag_id = %s AND run_id = %s AND {}"
+                ).format(sql.Identifier(table), where),
+                [Json(channels), at, dag_id, run_id, *key_values],
+            )
+            return cur.rowcount == 1
+
+    def unnotified_alerts(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Alerts claimed but never marked notified (the claimer died before sending), oldest first.
+
+        Each row has ``kind`` (miss, reminder, deadline) and ``key`` as :meth:`mark_alert_notified`
+        takes them, plus the claimed row's columns (a deadline's own kind is ``deadline_kind``).
+        """
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT 'miss' AS kind, budget_unit AS key, budget_unit, owner, budget_days, planned_finish,"
+                " overrun_days, activity_keys, detected_at FROM sla_misses"
+                " WHERE dag_id = %s AND run_id = %s AND notified_at IS NULL",
+                (dag_id, run_id),
+            )
+            rows = list(cur.fetchall())
+            cur.execute(
+                "SELECT 'reminder' AS kind, budget_unit, number, owner, wait_started_at, due_at, detected_at"
+                " FROM customer_reminders WHERE dag_id = %s AND run_id = %s AND notified_at IS NULL",
+                (dag_id, run_id),
+            )
+            rows += [{**row, "key": (row["budget_unit"], row["number"])} for row in cur.fetchall()]
+            cur.execute(
+                "SELECT 'deadline' AS kind, kind AS key, kind AS deadline_kind, due_at, detected_at"
+                " FROM run_deadline_alerts WHERE dag_id = %s AND run_id = %s AND notified_at IS NULL",
+                (dag_id, run_id),
+            )
+            rows += list(cur.fetchall())
+        return sorted(rows, key=lambda row: (row["detected_at"], row["kind"], str(row["key"])))
+
+    def customer_reminders(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at, notified,"
+                " notified_at FROM customer_reminders WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
+                " ORDER BY detected_at, budget_unit, number",
+                (dag_id, run_id, run_id),
+            )
+            return list(cur.fetchall())
+
+    def run_deadline_alerts(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(
+                "SELECT run_id, kind, due_at, detected_at, notified, notified_at FROM run_deadline_alerts"
+                " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, kind",
                 (dag_id, run_id, run_id),
             )
             return list(cur.fetchall())

@@ -1,0 +1,156 @@
+"""Exactly-once alert bookkeeping in a real ledger: one claimer wins, restarts re-send the unsent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg2
+import pytest
+
+from managed_upgrade.ledger import Ledger
+
+pytestmark = pytest.mark.integration
+
+DAG, RUN = "managed_upgrade__acme", "manual__alerts"
+DETECTED = datetime(2027, 1, 12, 9, 0, tzinfo=UTC)
+PLANNED = datetime(2027, 1, 11, 17, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger(ledger_dsn: str) -> Iterator[Ledger]:
+    connection = psycopg2.connect(ledger_dsn)
+    yield Ledger(connection)
+    connection.close()
+
+
+def claim_miss(ledger: Ledger, budget_unit: str = "respond_to_request", **changes) -> bool:
+    facts = {
+        "owner": "consultant",
+        "budget_days": 1.0,
+        "planned_finish": PLANNED,
+        "overrun_days": 0.5,
+        "activity_keys": ["initiation.respond_to_request"],
+        "detected_at": DETECTED,
+    }
+    return ledger.claim_sla_miss(DAG, RUN, budget_unit, **{**facts, **changes})
+
+
+def test_a_miss_is_claimed_once_and_keeps_its_first_facts(ledger: Ledger) -> None:
+    assert claim_miss(ledger) is True
+    assert claim_miss(ledger, overrun_days=2.0, detected_at=DETECTED + timedelta(hours=1)) is False
+
+    (miss,) = ledger.sla_misses(DAG, RUN)
+    assert miss["overrun_days"] == 0.5 and miss["detected_at"] == DETECTED
+    assert miss["activity_keys"] == ["initiation.respond_to_request"]
+    assert (miss["notified"], miss["notified_at"]) == ({}, None)
+
+
+def test_concurrent_claimers_of_one_miss_let_exactly_one_send(ledger_dsn: str) -> None:
+    claimers = 8
+    start = threading.Barrier(claimers)
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def claim() -> None:
+        connection = psycopg2.connect(ledger_dsn)
+        try:
+            start.wait()
+            results.append(claim_miss(Ledger(connection), "development"))
+        except BaseException as exc:  # reported below, a thread cannot fail the test itself
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=claim) for _ in range(claimers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sorted(results) == [False] * (claimers - 1) + [True]
+
+
+def test_reminders_are_claimed_once_per_number(ledger: Ledger) -> None:
+    wait_started = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+
+    def claim(number: int) -> bool:
+        return ledger.claim_customer_reminder(
+            DAG, RUN, "customer_sign_off_dev", number, owner="customer", wait_started_at=wait_started,
+            due_at=wait_started + timedelta(days=7 * number), detected_at=DETECTED + timedelta(days=number),
+        )  # fmt: skip
+
+    assert [claim(1), claim(1), claim(2)] == [True, False, True]
+    rows = ledger.customer_reminders(DAG, RUN)
+    assert [(r["budget_unit"], r["number"], r["owner"]) for r in rows] == [
+        ("customer_sign_off_dev", 1, "customer"),
+        ("customer_sign_off_dev", 2, "customer"),
+    ]
+    assert rows[1]["due_at"] == wait_started + timedelta(days=14)
+
+
+def test_run_deadline_alerts_are_claimed_once_per_kind(ledger: Ledger) -> None:
+    due = datetime(2027, 3, 31, 23, 59, tzinfo=UTC)
+    claims = [
+        ledger.claim_run_deadline_alert(DAG, RUN, kind, due_at=due, detected_at=DETECTED)
+        for kind in ("deadline_warning", "deadline_warning", "deadline_missed")
+    ]
+    assert claims == [True, False, True]
+    assert [(r["kind"], r["due_at"]) for r in ledger.run_deadline_alerts(DAG, RUN)] == [
+        ("deadline_missed", due),
+        ("deadline_warning", due),
+    ]
+
+
+def test_unnotified_alerts_are_those_claimed_but_never_marked_sent(ledger: Ledger) -> None:
+    wait_started = datetime(2027, 1, 4, 9, 0, tzinfo=UTC)
+    claim_miss(ledger, "respond_to_request", detected_at=DETECTED)
+    claim_miss(ledger, "development", detected_at=DETECTED + timedelta(hours=1))
+    ledger.claim_customer_reminder(
+        DAG, RUN, "customer_sign_off_dev", 1, owner="customer", wait_started_at=wait_started,
+        due_at=DETECTED, detected_at=DETECTED + timedelta(hours=2),
+    )  # fmt: skip
+    ledger.claim_run_deadline_alert(
+        DAG, RUN, "deadline_warning", due_at=DETECTED, detected_at=DETECTED + timedelta(hours=3)
+    )
+    ledger.claim_run_deadline_alert(DAG, "another_run", "deadline_missed", due_at=DETECTED)
+
+    pending = ledger.unnotified_alerts(DAG, RUN)
+    assert [(row["kind"], row["key"]) for row in pending] == [
+        ("miss", "respond_to_request"),
+        ("miss", "development"),
+        ("reminder", ("customer_sign_off_dev", 1)),
+        ("deadline", "deadline_warning"),
+    ]
+    assert pending[2]["wait_started_at"] == wait_started and pending[3]["deadline_kind"] == "deadline_warning"
+
+    # a restarted watcher re-sends each and marks it, with the row's own kind and key
+    sent_at = DETECTED + timedelta(hours=4)
+    for row in pending:
+        channels = {"email": "sent", "webhook": "error: HTTP 500"}
+        assert ledger.mark_alert_notified(row["kind"], DAG, RUN, row["key"], channels, at=sent_at)
+    assert ledger.unnotified_alerts(DAG, RUN) == []
+
+    misses = ledger.sla_misses(DAG, RUN)
+    assert {m["budget_unit"]: (m["notified"], m["notified_at"]) for m in misses} == {
+        "respond_to_request": ({"email": "sent", "webhook": "error: HTTP 500"}, sent_at),
+        "development": ({"email": "sent", "webhook": "error: HTTP 500"}, sent_at),
+    }
+    (reminder,) = ledger.customer_reminders(DAG, RUN)
+    assert reminder["notified"]["email"] == "sent" and reminder["notified_at"] == sent_at
+    (deadline,) = ledger.run_deadline_alerts(DAG, RUN)
+    assert deadline["notified"]["webhook"] == "error: HTTP 500"
+
+
+def test_marking_merges_channels_and_rejects_unknown_alerts(ledger: Ledger) -> None:
+    claim_miss(ledger)
+    ledger.mark_alert_notified("miss", DAG, RUN, "respond_to_request", {"email": "error: refused"})
+    ledger.mark_alert_notified("miss", DAG, RUN, "respond_to_request", {"email": "sent", "webhook": "sent"})
+    (miss,) = ledger.sla_misses(DAG, RUN)
+    assert miss["notified"] == {"email": "sent", "webhook": "sent"} and miss["notified_at"] is not None
+
+    assert ledger.mark_alert_notified("miss", DAG, RUN, "never_claimed", {"email": "sent"}) is False
+    with pytest.raises(ValueError, match="unknown alert kind 'page'; use one of miss, reminder, deadline"):
+        ledger.mark_alert_notified("page", DAG, RUN, "x", {})

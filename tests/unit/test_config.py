@@ -283,6 +283,25 @@ def test_every_gate_role_needs_users(role: str) -> None:
     assert problems_of(data) == (f"acme.yaml: users.{role}: must not be empty",)
 
 
+def test_every_gate_user_has_a_contact_address_for_sla_alerts() -> None:
+    data = acme_data()
+    data["users"]["consultant"] = ["carla", "vic"]
+    del data["contacts"]["project_manager"][0]["user"]
+    assert problems_of(data) == (
+        "acme.yaml: users.consultant[1]: 'vic' has no e-mail address for SLA alerts; add 'user: vic' to "
+        "that person's entry under contacts.consultant",
+        "acme.yaml: users.project_manager[0]: 'pete' has no e-mail address for SLA alerts; add 'user: pete' "
+        "to that person's entry under contacts.project_manager",
+    )
+
+
+def test_gate_users_map_to_their_contacts_addresses() -> None:
+    config = load_customer_config(CUSTOMERS / "globex.yaml")
+    assert config.user_emails(["gina", "pete"]) == ("gina@platinum.example", "pete@platinum.example")
+    with pytest.raises(LookupError, match="no contact of customer globex has user vic; add 'user: <name>'"):
+        config.user_emails(["carla", "vic"])
+
+
 def test_holiday_country_must_be_known_to_the_holidays_library() -> None:
     data = acme_data()
     data["calendar"]["holiday_country"] = "XX"

@@ -91,6 +91,11 @@ class Contact(_Model):
 
     name: Line
     email: Email
+    user: Username | None = Field(
+        default=None,
+        description="This person's Airflow user name, if they answer gates (see users); "
+        "SLA alerts to a gate's owner go to this contact's e-mail.",
+    )
 
 
 class Contacts(_Model):
@@ -496,6 +501,21 @@ class CustomerConfig(_Model):
 
     _source: str | None = PrivateAttr(default=None)
 
+    @model_validator(mode="after")
+    def _users_have_addresses(self) -> CustomerConfig:
+        problems = []
+        for role in ("consultant", "project_manager"):
+            known = {contact.user for contact in getattr(self.contacts, role)}
+            for index, user in enumerate(getattr(self.users, role)):
+                if user not in known:
+                    problems.append(
+                        (f"users.{role}[{index}]", f"{user!r} has no e-mail address for SLA alerts; add "
+                         f"'user: {user}' to that person's entry under contacts.{role}")
+                    )  # fmt: skip
+        if problems:
+            raise field_errors(problems)
+        return self
+
     @field_validator("platinum_support")
     @classmethod
     def _eligible(cls, value: bool) -> bool:
@@ -553,6 +573,25 @@ class CustomerConfig(_Model):
     def contact_emails(self, role: str) -> tuple[str, ...]:
         """E-mail addresses of the ``customer``, ``consultant`` or ``project_manager`` contacts."""
         return tuple(contact.email for contact in getattr(self.contacts, role))
+
+    def user_emails(self, users: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+        """E-mail addresses of Airflow ``users`` (consultants, project managers) via ``contacts[].user``.
+
+        Raises :class:`LookupError` naming the user when no contact has that user name.
+        """
+        by_user = {
+            contact.user: contact.email
+            for role in ("consultant", "project_manager")
+            for contact in getattr(self.contacts, role)
+            if contact.user
+        }
+        missing = [user for user in users if user not in by_user]
+        if missing:
+            raise LookupError(
+                f"no contact of customer {self.customer_id} has user {', '.join(missing)}; add "
+                "'user: <name>' to that person's entry under contacts.consultant or contacts.project_manager"
+            )
+        return tuple(by_user[user] for user in users)
 
     @property
     def release_dir(self) -> str:

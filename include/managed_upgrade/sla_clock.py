@@ -12,9 +12,11 @@ Rules (the contract the tests check):
   ``try_number``) do not restart it; only a ``ready``/``started`` of a higher try than an activity's
   ``finished`` reopens that activity (the task was cleared and runs again).
 * **Customer waits.** An activity waits on the customer from ``waiting_on_customer`` until its
-  ``resumed`` or ``finished``; an activity with ``waits_on_customer`` in the model (a customer
-  sign-off) waits for its whole span, from its start to its finish. Overlapping spans of one activity
-  are one continuous wait.
+  ``resumed`` or ``finished`` (the listener records them while a customer question is open). An
+  activity with ``waits_on_customer`` in the model (a customer sign-off) that has no such event waits
+  for its whole span, from its start to its finish; once it has one, only the recorded spans count,
+  since a fix round inside a sign-off is the consultant's time. Overlapping spans of one activity are
+  one continuous wait.
 * **Pauses.** Waits do not count against consultant or project-manager units: the unit's consumed
   business days are its elapsed business days minus the (merged) wait time inside its window.
   Customer-owned units count all of their time.
@@ -91,6 +93,8 @@ class UnitClock:
     planned_finish: datetime | None
     missed: bool
     overrun_days: float
+    current_activity: str
+    """The unit's first activity (process order) not finished yet; its last one once all are."""
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,7 @@ def _activity_waits(model: ProcessModel, tracks: Mapping[str, _ActivityTrack]) -
     for activity in model.activities:
         track = tracks[activity.key]
         spans = list(track.explicit_waits or [])
-        if activity.waits_on_customer and track.first_start is not None:
+        if activity.waits_on_customer and not spans and track.first_start is not None:
             spans.append((track.first_start, track.finished_at if track.finished else None))
         unit = model.budget_unit_of(activity.key)
         for start, end in _merge(spans):
@@ -247,10 +251,11 @@ def _unit_clock(
     members = [tracks[key] for key in unit.activity_keys]
     starts = [track.first_start for track in members if track.first_start is not None]
     budget = float(unit.days)
+    current = next((key for key in unit.activity_keys if not tracks[key].finished), unit.activity_keys[-1])
     if not starts:
         return UnitClock(
             unit.id, unit.title, unit.owner, unit.activity_keys, budget, "not_started",
-            None, None, 0.0, 0.0, None, None, None, False, 0.0,
+            None, None, 0.0, 0.0, None, None, None, False, 0.0, current,
         )  # fmt: skip
     start = min(starts)
     finished_at = None
@@ -294,6 +299,7 @@ def _unit_clock(
         planned_finish=clock.add_business_days(start, budget + paused),
         missed=missed,
         overrun_days=max(consumed - budget, 0.0) if missed else 0.0,
+        current_activity=current,
     )
 
 

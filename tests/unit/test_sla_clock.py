@@ -153,6 +153,24 @@ def test_customer_sign_off_wait_pauses_development_and_brings_one_reminder():
     assert len(done.reminders) == 1  # the wait ended before reminder 2 (day 9) fell due
 
 
+def test_recorded_sign_off_questions_pause_development_and_a_fix_round_between_them_does_not():
+    sign_off = "dev.customer_sign_off"
+    events = [
+        *dev_until_sign_off(hand_over_done=5),
+        ev(sign_off, "started", day(5)),
+        ev(sign_off, "waiting_on_customer", day(5), try_number=1),
+        ev(sign_off, "resumed", day(6), try_number=1),  # rejected: the consultant fixes from here
+        ev(sign_off, "waiting_on_customer", day(7), try_number=2),
+    ]
+    waiting = state(events, day(7.5)).unit("development")
+    assert waiting.status == "paused_on_customer" and waiting.current_activity == sign_off
+    assert (waiting.consumed_days, waiting.paused_days) == (pytest.approx(6), pytest.approx(1.5))
+    done = state([*events, ev(sign_off, "finished", day(8))], day(9)).unit("development")
+    assert done.status == "finished"
+    assert (done.consumed_days, done.paused_days) == (pytest.approx(6), pytest.approx(2))
+    assert done.planned_finish == day(14)
+
+
 def test_a_customer_question_inside_development_moves_its_due_time_by_the_wait():
     events = dev_until_sign_off(hand_over_done=5)[:14]  # up to dev.fix_and_retest started
     question = [

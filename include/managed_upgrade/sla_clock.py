@@ -270,7 +270,9 @@ def _unit_clock(
             clipped_start, clipped_end = max(wait_start, start), wait_end
             if finished_at is not None:
                 clipped_end = finished_at if wait_end is None else min(wait_end, finished_at)
-            if clipped_start < end and (clipped_end is None or clipped_end > clipped_start):
+            if clipped_end is None and clipped_start <= end:  # open, maybe opened just now
+                pauses.append((clipped_start, None))
+            elif clipped_start < end and clipped_end is not None and clipped_end > clipped_start:
                 pauses.append((clipped_start, clipped_end))
     paused = sum(clock.business_days_between(s, end if e is None else min(e, end)) for s, e in pauses)
     open_pause = finished_at is None and bool(pauses) and pauses[-1][1] is None

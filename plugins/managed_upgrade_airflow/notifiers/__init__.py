@@ -1,0 +1,1 @@
+"""Notifiers: tell people about SLA misses, customer reminders and run deadlines (e-mail, webhook)."""

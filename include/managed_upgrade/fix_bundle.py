@@ -240,7 +240,7 @@ class Provenance(_Frozen):
     environment: str
     round: int = Field(ge=0)
     task_id: str
-    try_number: int = Field(ge=0)
+    question: int = Field(ge=0)
     recorded_by: str
     recorded_at: AwareDatetime
     description: str
@@ -681,7 +681,7 @@ def new_provenance(
     environment: str,
     round_number: int,
     task_id: str,
-    try_number: int,
+    question: int,
     recorded_by: str,
     recorded_at: datetime,
     description: str,
@@ -693,7 +693,7 @@ def new_provenance(
         environment=environment,
         round=round_number,
         task_id=task_id,
-        try_number=try_number,
+        question=question,
         recorded_by=recorded_by,
         recorded_at=recorded_at,
         description=description,

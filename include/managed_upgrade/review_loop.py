@@ -1,23 +1,29 @@
-"""Decides what each try of "Fix Issues and Retest" and "Customer Sign-off" asks, from the ledger alone.
+"""Decides what each question of "Fix Issues and Retest" and "Customer Sign-off" asks, from the ledger alone.
 
-Why tries: the seed's "Fix issues and retest" repeats until the environment is green, and a customer may
-reject a hand-over and send the consultant back to fixing. Unrolling one task per round would bury
-the Grid and the Gantt chart under a wall of tasks and needs a maximum fixed at parse time. Instead
-each activity is ONE task and every round is a TRY of it: a try opens a human gate; when the answer
-asks for another round, the task raises :class:`RetestRequested` (or :class:`AnswerRefused`) and its
-retry policy re-runs it at once -- only for those two exceptions, any real error fails the task. Each
-try has a fresh task-instance id, so Airflow opens a fresh HITL detail whose body shows that round's
-report, and keeps the earlier tries' questions and answers in its history.
+Why questions within one task: the seed's "Fix issues and retest" repeats until the environment is
+green, and a customer may reject a hand-over and send the consultant back to fixing. Unrolling one
+task per round would bury the Grid and the Gantt chart under a wall of tasks and needs a maximum fixed
+at parse time. So each activity is ONE task whose single try runs the whole loop: it asks a question,
+waits deferred (no worker slot) for the answer, carries it out (capture the fix, retest, ...) and asks
+the next question, until the environment is green, accepted with known issues, signed off or aborted.
 
-Why the ledger: a failed try's XComs are cleared, so the loop's state (test reports per round, fixes
-per round, every gate answer) lives in the project ledger. The functions here turn those rows into
-the next step -- run a pending retest, succeed, or ask which question (fix request or sign-off) with
-which options -- and validate answers. They are pure, so every path is unit-tested without Airflow.
+Why every question is its own run of the review DAG: Airflow keeps one HITL detail per task instance
+and, on a retry or clear, only erases its answer -- options, body and form stay those of the first
+question (3.3.2). A question that changes every round (the round's report, "sign off" then "fix")
+therefore needs a fresh task instance per question, which a run of ``managed_upgrade_review`` gives
+without adding tasks to the customer's DAG (see ``managed_upgrade_airflow.review_gates``).
+
+Why the ledger: the loop's state (test reports per round, fixes per round, every answer) lives in the
+project ledger, so a crashed or cleared task continues where the loop stood. The functions here turn
+those rows into the next step -- run a pending retest, succeed, or ask which question (fix request or
+sign-off) with which options -- and validate answers. They are pure, so every path is unit-tested
+without Airflow.
 
 Rounds: test round 1 is the sanity test, round ``n + 1`` the retest after fix round ``n``; a fix is
 recorded under the number of the report it answers. ``max_rounds`` (the customer config's
 ``fix_loop.max_rounds``) bounds the fix rounds one task may record; when they are used up, the gate
-offers only "Accept with known issues" and "Abort and restore".
+offers only "Accept with known issues" and "Abort and restore". Questions are numbered 1, 2, ... per
+task and run.
 """
 
 from __future__ import annotations
@@ -46,38 +52,30 @@ FIX_PARAMS = ("fix_description", "fix_files", "fix_sql", "known_issues_reason", 
 SIGN_OFF_PARAMS = ("customer_contact", "feedback")
 
 REFUSED_ANSWER_ALLOWANCE = 5
-"""Tries beyond the rounds themselves, for answers that had to be refused and asked again."""
+"""Questions beyond the rounds themselves, for answers that had to be refused and asked again."""
 
 ENVIRONMENT_TITLES = {"dev": "Development", "uat": "UAT", "prod": "Production"}
 
 
 class RetestRequested(Exception):
-    """The review goes on in the next try: a retest left failures, or the customer asked for changes."""
+    """The review goes on with another question: a retest left failures, or the customer wants changes."""
 
 
 class AnswerRefused(Exception):
-    """An answer cannot be carried out as given; the next try asks again and says why."""
-
-
-RETRIED_EXCEPTIONS = (
-    f"{RetestRequested.__module__}.{RetestRequested.__qualname__}",
-    f"{AnswerRefused.__module__}.{AnswerRefused.__qualname__}",
-)
-"""Dotted paths for the retry policy: the only exceptions on which a review task tries again."""
+    """An answer cannot be carried out as given; the next question asks again and says why."""
 
 
 class ReviewStateError(RuntimeError):
     """The ledger does not hold what the loop needs (e.g. no test report of the environment yet)."""
 
 
-def fix_loop_retries(max_rounds: int) -> int:
-    """``retries`` of a fix-and-retest task: one try per fix round plus refused answers."""
-    return max_rounds + REFUSED_ANSWER_ALLOWANCE
+def question_limit(max_rounds: int, *, in_sign_off: bool) -> int:
+    """How many questions one review task may ask before it gives up.
 
-
-def sign_off_retries(max_rounds: int) -> int:
-    """``retries`` of a sign-off task: rejections, fix rounds and returns to the question, plus refusals."""
-    return 3 * max_rounds + REFUSED_ANSWER_ALLOWANCE
+    A fix loop asks once per fix round; a sign-off also asks for each rejection and return to the
+    customer. Refused answers get a few more, so a typo does not fail a weeks-long run.
+    """
+    return (3 if in_sign_off else 1) * max_rounds + REFUSED_ANSWER_ALLOWANCE
 
 
 # --- facts from the ledger ----------------------------------------------------------------------
@@ -109,11 +107,11 @@ class RoundReport:
 
 @dataclass(frozen=True)
 class RecordedFix:
-    """A fix round in the ledger: which task and try recorded it, and what it holds."""
+    """A fix round in the ledger: which task and question recorded it, and what it holds."""
 
     round: int
     task_id: str
-    try_number: int
+    question: int
     recorded_by: str
     recorded_at: datetime | None
     description: str
@@ -132,7 +130,7 @@ class RecordedFix:
         return cls(
             round=int(row["round"]),
             task_id=str(provenance.get("task_id", "")),
-            try_number=int(provenance.get("try_number", 0)),
+            question=int(provenance.get("question", 0)),
             recorded_by=str(row.get("recorded_by") or provenance.get("recorded_by") or ""),
             recorded_at=row.get("recorded_at"),
             description=str(row.get("description") or ""),
@@ -143,10 +141,10 @@ class RecordedFix:
 
 @dataclass(frozen=True)
 class GateAnswer:
-    """One answer to one try of a gate."""
+    """One answer to one question of a gate."""
 
     task_id: str
-    try_number: int
+    question: int
     responded_by: str
     responded_at: datetime | None
     options: tuple[str, ...]
@@ -164,7 +162,7 @@ class GateAnswer:
     def from_ledger(cls, row: Mapping[str, Any]) -> GateAnswer:
         return cls(
             task_id=str(row["task_id"]),
-            try_number=int(row["try_number"]),
+            question=int(row.get("question") or 0),
             responded_by=str(row.get("responded_by") or "unknown"),
             responded_at=row.get("responded_at"),
             options=tuple(row.get("chosen_options") or ()),
@@ -220,7 +218,7 @@ class LoopHistory:
             answers=tuple(
                 sorted(
                     (GateAnswer.from_ledger(row) for row in answers if row["task_id"] == task_id),
-                    key=lambda answer: answer.try_number,
+                    key=lambda answer: answer.question,
                 )
             ),
         )
@@ -238,18 +236,28 @@ class LoopHistory:
     def fixes_by_task(self) -> tuple[RecordedFix, ...]:
         return tuple(fix for fix in self.fixes if fix.task_id == self.task_id)
 
-    def fix_of_try(self, try_number: int) -> RecordedFix | None:
+    def fix_of_question(self, question: int) -> RecordedFix | None:
         return next(
-            (fix for fix in self.fixes if fix.task_id == self.task_id and fix.try_number == try_number), None
+            (fix for fix in self.fixes if fix.task_id == self.task_id and fix.question == question), None
         )
 
-    def previous_answer(self, try_number: int) -> GateAnswer | None:
-        """The answer of the latest earlier try of this task (``None`` if no earlier try was answered)."""
-        earlier = [answer for answer in self.answers if answer.try_number < try_number]
+    @property
+    def next_question(self) -> int:
+        """The number of the question to ask now: one after the latest answered (1 for the first)."""
+        return max((answer.question for answer in self.answers), default=0) + 1
+
+    def answer_to(self, question: int) -> GateAnswer | None:
+        """The answer to question ``question`` (the latest, if a cleared task asked it again)."""
+        given = [answer for answer in self.answers if answer.question == question]
+        return given[-1] if given else None
+
+    def previous_answer(self, question: int) -> GateAnswer | None:
+        """The answer to the latest earlier question of this task (``None`` if none was answered)."""
+        earlier = [answer for answer in self.answers if answer.question < question]
         return earlier[-1] if earlier else None
 
     def pending_retest(self) -> RecordedFix | None:
-        """A fix recorded but not retested yet (its try ended before the retest report was saved)."""
+        """A fix recorded but not retested yet (its task ended before the retest report was saved)."""
         latest = self.latest_report
         if not self.fixes or latest is None:
             return None
@@ -367,7 +375,7 @@ class Question(StrEnum):
 
 @dataclass(frozen=True)
 class Decision:
-    """What one try does."""
+    """What the task does next."""
 
     action: Action
     report: RoundReport
@@ -376,14 +384,14 @@ class Decision:
     rounds_used: int = 0
     max_rounds: int = 0
     note: str | None = None
-    """Why the previous try's answer was not carried out (shown at the top of the gate)."""
+    """Why the previous answer was not carried out (shown at the top of the gate)."""
     rejection: GateAnswer | None = None
     """The customer's rejection this fix round answers (sign-off only)."""
     pending_fix: RecordedFix | None = None
 
     @property
     def fix_round(self) -> int:
-        """The number a fix recorded in this try gets: the round of the report it answers."""
+        """The number a fix recorded after this question gets: the round of the report it answers."""
         return self.report.round
 
     @property
@@ -401,16 +409,16 @@ def _require_report(history: LoopHistory) -> RoundReport:
     return report
 
 
-def _note(history: LoopHistory, try_number: int) -> str | None:
-    """Why the previous try's answer was not carried out, if it was not."""
-    answer = history.previous_answer(try_number)
+def _note(history: LoopHistory, question: int) -> str | None:
+    """Why the previous answer was not carried out, if it was not."""
+    answer = history.previous_answer(question)
     if answer is None or answer.option == ABORT:
         return None
     problems = answer_problems(answer)
     if problems:
         reasons = "; ".join(problems)
-    elif answer.option == RETEST and history.fix_of_try(answer.try_number) is None:
-        reasons = f"it could not be carried out (see the log of try {answer.try_number} for the error)"
+    elif answer.option == RETEST and history.fix_of_question(answer.question) is None:
+        reasons = f"it could not be carried out (the task log after question {answer.question} says why)"
     else:
         return None
     when = f" at {answer.responded_at:%Y-%m-%d %H:%M %Z}" if answer.responded_at else ""
@@ -422,8 +430,8 @@ def _fix_options(history: LoopHistory, max_rounds: int) -> tuple[tuple[str, ...]
     return (FIX_OPTIONS if used < max_rounds else EXHAUSTED_OPTIONS), used
 
 
-def decide_fix_and_retest(history: LoopHistory, try_number: int, max_rounds: int) -> Decision:
-    """The next step of "Fix Issues and Retest" in try ``try_number``."""
+def decide_fix_and_retest(history: LoopHistory, question: int, max_rounds: int) -> Decision:
+    """The next step of "Fix Issues and Retest" as question ``question``."""
     report = _require_report(history)
     pending = history.pending_retest()
     if pending is not None:
@@ -438,19 +446,19 @@ def decide_fix_and_retest(history: LoopHistory, try_number: int, max_rounds: int
         options,
         rounds_used=used,
         max_rounds=max_rounds,
-        note=_note(history, try_number),
+        note=_note(history, question),
     )
 
 
-def decide_sign_off(history: LoopHistory, try_number: int, max_rounds: int) -> Decision:
-    """The next step of "Customer Sign-off" in try ``try_number``: the sign-off question or a fix round."""
+def decide_sign_off(history: LoopHistory, question: int, max_rounds: int) -> Decision:
+    """The next step of "Customer Sign-off" as question ``question``: the sign-off question or a fix round."""
     report = _require_report(history)
     pending = history.pending_retest()
     if pending is not None:
         return Decision(Action.RETEST, report, pending_fix=pending, max_rounds=max_rounds)
-    previous = history.previous_answer(try_number)
-    note = _note(history, try_number)
-    rejection = _latest_rejection(history, try_number)
+    previous = history.previous_answer(question)
+    note = _note(history, question)
+    rejection = _latest_rejection(history, question)
     if previous is None or previous.option in (SIGNED_OFF, ABORT, None):
         question = Question.SIGN_OFF
     elif note is not None:  # ask the refused question again
@@ -484,11 +492,11 @@ def decide_sign_off(history: LoopHistory, try_number: int, max_rounds: int) -> D
     )
 
 
-def _latest_rejection(history: LoopHistory, try_number: int) -> GateAnswer | None:
+def _latest_rejection(history: LoopHistory, question: int) -> GateAnswer | None:
     rejections = [
         answer
         for answer in history.answers
-        if answer.try_number < try_number and answer.option == REJECTED and not answer_problems(answer)
+        if answer.question < question and answer.option == REJECTED and not answer_problems(answer)
     ]
     return rejections[-1] if rejections else None
 
@@ -500,10 +508,10 @@ class Outcome(StrEnum):
 
 
 def after_retest(report: RoundReport, rounds_used: int, max_rounds: int, *, in_sign_off: bool) -> Outcome:
-    """What a retest's report means: done, another try (a fix round or the sign-off question), or give up.
+    """What a retest's report means: done, another question (a fix round or the sign-off), or give up.
 
     In "Fix Issues and Retest" a green report ends the task. In the sign-off, a green report sends the
-    review back to the customer, so it is another try as well.
+    review back to the customer, so it is another question as well.
     """
     if report.green:
         return Outcome.ASK_AGAIN if in_sign_off else Outcome.SUCCEED
@@ -517,7 +525,7 @@ class KnownIssue:
     """Failures accepted with a reason instead of fixed."""
 
     task_id: str
-    try_number: int
+    question: int
     accepted_by: str
     accepted_at: datetime | None
     reason: str
@@ -525,7 +533,7 @@ class KnownIssue:
 
 def _answered_order(answer: GateAnswer) -> tuple[bool, float, int]:
     at = answer.responded_at
-    return (at is None, at.timestamp() if at is not None else 0.0, answer.try_number)
+    return (at is None, at.timestamp() if at is not None else 0.0, answer.question)
 
 
 def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
@@ -533,7 +541,7 @@ def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
     return [
         KnownIssue(
             answer.task_id,
-            answer.try_number,
+            answer.question,
             answer.responded_by,
             answer.responded_at,
             answer.text("known_issues_reason"),

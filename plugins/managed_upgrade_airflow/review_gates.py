@@ -1,16 +1,14 @@
-"""The fix-and-retest loop as HITL gates: one task per activity, one try per round, state in the ledger.
+"""The fix-and-retest loop: one task per activity whose single try asks question after question.
 
 "Fix Issues and Retest" and "Customer Sign-off" share everything but their first question, so the
-machinery lives here once: reading the loop's state from the ledger, opening the gate a try needs
-(decided by :mod:`managed_upgrade.review_loop`), capturing and recording a fix, running the retest,
-accepting known issues, and aborting with a restore. Why rounds are tries, and why the state is in
-the ledger, is explained in :mod:`managed_upgrade.review_loop`.
+machinery lives here once: reading the loop's state from the ledger, deciding the next step (by
+:mod:`managed_upgrade.review_loop`), asking the question as a run of the review DAG (see
+:mod:`managed_upgrade_airflow.review_questions` for why a run and not a HITL task of our own) and
+waiting for it deferred, then carrying out the answer: capture and record a fix, run the retest,
+accept known issues, or abort with a restore -- and ask the next question, until the loop ends.
 
-The retry policy (:func:`review_retry_policy`) re-runs a task at once, without delay, only when a try
-ends with :class:`~managed_upgrade.review_loop.RetestRequested` or
-:class:`~managed_upgrade.review_loop.AnswerRefused`; any other error fails the task (and an abort
-raises ``AirflowFailException``, which no policy retries). A failed task can be cleared: the next try
-reads the ledger and continues where the loop stood, running a retest that a crash left undone.
+Any real error fails the task. Clearing it starts a new try that reads the ledger and continues where
+the loop stood, running a retest that a crash left undone; questions keep their numbers.
 
 Answers are checked by :func:`~managed_upgrade.review_loop.answer_problems`, not by the form
 schema, so a wrong answer (no reason, a path climbing out of the install folder, a missing file)
@@ -20,11 +18,10 @@ is asked again with the reason on top of the next question instead of failing a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import ExceptionRetryPolicy, Param, ParamsDict, RetryAction, RetryRule
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import BaseOperator, Param
+from airflow.sdk.exceptions import AirflowFailException, DagRunTriggerException
 
 from managed_upgrade.errors import OperationError
 from managed_upgrade.fix_bundle import (
@@ -42,7 +39,6 @@ from managed_upgrade.review_loop import (
     ABORT,
     ACCEPT,
     RETEST,
-    RETRIED_EXCEPTIONS,
     Action,
     AnswerRefused,
     Decision,
@@ -58,32 +54,19 @@ from managed_upgrade.review_loop import (
     fix_request,
     fix_request_body,
     known_issues,
+    md,
+    question_limit,
 )
+from managed_upgrade.review_runs import REVIEW_DAG_ID, question_number_of
 from managed_upgrade.testcase_report import TestReport
 from managed_upgrade.testcase_runner import DEFAULT_TIMEOUT
-from managed_upgrade_airflow.gates import FactsGate, hitl_users
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
-from managed_upgrade_airflow.initiation_gates import with_form_fields
 from managed_upgrade_airflow.ledger_access import open_ledger
+from managed_upgrade_airflow.review_questions import ReviewQuestion, form_field_specs
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
-
-
-def review_retry_policy() -> ExceptionRetryPolicy:
-    """Retry at once on a requested retest or a refused answer; fail at once on anything else."""
-    return ExceptionRetryPolicy(
-        rules=[
-            RetryRule(
-                exception=list(RETRIED_EXCEPTIONS),
-                action=RetryAction.RETRY,
-                retry_delay=timedelta(0),
-                reason="the review continues: the next try asks again",
-            )
-        ],
-        default=RetryAction.FAIL,
-    )
 
 
 def fix_form_fields() -> dict[str, Param]:
@@ -132,16 +115,17 @@ def _when(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-class ReviewGate(FactsGate):
+class ReviewGate(BaseOperator):
     """Base of ``<env>.fix_and_retest`` and ``<env>.customer_sign_off`` (see the module docstring).
 
     :param config: the customer config (environment connections, test cases, ``fix_loop.max_rounds``,
-        consultants as the assigned users)
+        consultants as the users who answer)
     :param environment: ``dev``, ``uat`` or ``prod``
     :param backup_task_id: the task whose XCom ``backup_id`` is restored on abort
         (default ``<environment>.backup_environment``)
     :param case_timeout: seconds each test case of a retest may take
-    :param form_fields: every form field the gate may show (each try shows those of its question)
+    :param answer_poll_seconds: how often the deferred task looks whether its question was answered
+        (default: 2 s in a rehearsal run, 30 s otherwise)
     """
 
     template_fields: Sequence[str] = ()
@@ -154,21 +138,19 @@ class ReviewGate(FactsGate):
         environment: str,
         backup_task_id: str | None = None,
         case_timeout: float = DEFAULT_TIMEOUT,
-        form_fields: dict[str, Param],
+        answer_poll_seconds: int | None = None,
         **kwargs: Any,
     ) -> None:
         config.environment(environment)  # unknown names fail when the DAG is built
-        kwargs.setdefault("assigned_users", hitl_users(config.users.consultant))
-        kwargs.setdefault("retry_policy", review_retry_policy())
-        kwargs.setdefault("retry_delay", timedelta(0))
-        kwargs["params"] = with_form_fields(kwargs.get("params"), form_fields)
+        kwargs.setdefault("retries", 0)
         super().__init__(**kwargs)
         self.config = config
         self.environment = environment
         self.backup_task_id = backup_task_id or f"{environment}.backup_environment"
         self.case_timeout = case_timeout
+        self.answer_poll_seconds = answer_poll_seconds
         self.max_rounds = config.fix_loop.max_rounds
-        self._body = ""
+        self.assigned_users = tuple(config.users.consultant)
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -179,6 +161,10 @@ class ReviewGate(FactsGate):
     @property
     def title(self) -> str:
         return environment_title(self.environment)
+
+    @property
+    def max_questions(self) -> int:
+        return question_limit(self.max_rounds, in_sign_off=self.in_sign_off)
 
     def load_history(self, context: Any) -> LoopHistory:
         ti = context["ti"]
@@ -196,49 +182,89 @@ class ReviewGate(FactsGate):
         prefix = f"{self.environment}."
         return known_issues(GateAnswer.from_ledger(row) for row in rows if row["task_id"].startswith(prefix))
 
-    def decide(self, history: LoopHistory, try_number: int) -> Decision:
+    def decide(self, history: LoopHistory, question: int) -> Decision:
         raise NotImplementedError
 
-    # --- a try ----------------------------------------------------------------------------------
+    # --- the loop -------------------------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:
-        ti = context["ti"]
+        return self.next_step(context)
+
+    def next_step(self, context: Any, refusal: str | None = None) -> Any:
+        """Retest what a crash left untested, then succeed or ask the next question.
+
+        ``refusal`` says why the previous answer could not be carried out; the next question shows it.
+        """
         history = self.load_history(context)
-        decision = self.decide(history, ti.try_number)
+        number = history.next_question
+        decision = self.decide(history, number)
         if decision.action is Action.RETEST and decision.pending_fix is not None:
             self.log.info(
-                "Fix round %d was recorded but not retested (try %d ended first): retesting now.",
+                "Fix round %d was recorded but not retested (the task ended first): retesting now.",
                 decision.pending_fix.round,
-                decision.pending_fix.try_number,
             )
             self.retest(context, decision.pending_fix.round + 1)
             history = self.load_history(context)
-            decision = self.decide(history, ti.try_number)
+            decision = self.decide(history, number)
         if decision.action is Action.SUCCEED:
             return self.when_green(context, decision, history)
         if decision.action is not Action.ASK or decision.question is None:
             raise AirflowFailException(f"{self.environment}: the review loop is stuck at {decision}")
-        self.prepare_gate(context, decision, history)
+        if number > self.max_questions:
+            raise AirflowFailException(
+                f"{self.title}: {self.max_questions} questions asked without an answer that ends the review "
+                f"(fix rounds used: {len(history.fixes_by_task)} of {self.max_rounds}). Clear this task "
+                "to continue with the next question."
+            )
+        question = self.question(context, decision, history, number, refusal)
         self.log.info(
-            "Asking (%s, options %s) on %s round %d: %s",
+            "Asking question %d (%s, options %s) on %s round %d: %s -- answer it in run %s of %s",
+            number,
             decision.question.value,
             ", ".join(decision.options),
             self.environment,
             decision.report.round,
             decision.report.headline,
+            question.review_run_id,
+            REVIEW_DAG_ID,
         )
-        return super().execute(context)
+        raise DagRunTriggerException(
+            trigger_dag_id=REVIEW_DAG_ID,
+            dag_run_id=question.review_run_id,
+            conf=question.to_conf(),
+            reset_dag_run=True,
+            skip_when_already_exists=False,
+            wait_for_completion=True,
+            allowed_states=["success"],
+            failed_states=["failed"],
+            poke_interval=self.poll_seconds(context),
+            deferrable=True,
+            note=question.subject,
+        )
 
-    def prepare_gate(self, context: Any, decision: Decision, history: LoopHistory) -> None:
-        """Subject, options, form fields and body of this try's question."""
-        self.options = list(decision.options)
+    def poll_seconds(self, context: Any) -> int:
+        if self.answer_poll_seconds is not None:
+            return self.answer_poll_seconds
+        conf = getattr(context.get("dag_run"), "conf", None) or {}
+        return 2 if conf.get("seconds_per_business_day") else 30
+
+    def question(
+        self,
+        context: Any,
+        decision: Decision,
+        history: LoopHistory,
+        number: int,
+        refusal: str | None = None,
+    ) -> ReviewQuestion:
+        """Subject, options, form fields and body of question ``number``."""
+        ti = context["ti"]
         if decision.question is Question.FIX:
             env = self.env
-            self.subject = self.fix_subject(decision)
+            subject = self.fix_subject(decision)
             fields = fix_form_fields()
             if RETEST not in decision.options:
                 fields = {name: fields[name] for name in ("known_issues_reason", "abort_reason")}
-            self._body = fix_request_body(
+            body = fix_request_body(
                 decision,
                 history,
                 host=env.ssh_conn_id,
@@ -246,11 +272,28 @@ class ReviewGate(FactsGate):
                 database=env.db_conn_id,
                 issues=self.environment_issues(context),
             )
+            customer_wait = False
         else:
-            self.subject, fields, self._body = self.sign_off_question(context, decision, history)
-        for param in fields.values():
-            param.source = "task"
-        self.params = ParamsDict(fields)
+            subject, fields, body = self.sign_off_question(context, decision, history)
+            customer_wait = True
+        if refusal:  # after the note saying that the previous answer was refused
+            note, _, rest = body.partition("\n\n") if body.startswith("> ") else ("", "", body)
+            why = f"> **Why it could not be carried out:** {md(refusal)}"
+            body = "\n\n".join(part for part in (note, why, rest) if part)
+        return ReviewQuestion(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            number=number,
+            customer_id=self.config.customer_id,
+            subject=subject,
+            body=body,
+            options=tuple(decision.options),
+            assigned_users=self.assigned_users,
+            customer_wait=customer_wait,
+            fields=form_field_specs(fields),
+        )
 
     def fix_subject(self, decision: Decision) -> str:
         report = decision.report
@@ -263,26 +306,42 @@ class ReviewGate(FactsGate):
     ) -> tuple[str, dict[str, Param], str]:
         raise NotImplementedError
 
-    def render_body(self, context: Any) -> str:
-        return self._body
-
-    def validate_params_input(self, params_input: Any) -> None:
-        """Accept any form input here: :func:`answer_problems` judges it, so a bad answer is asked again."""
-
     # --- the answer -----------------------------------------------------------------------------
 
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
-        ti = context["ti"]
-        given = GateAnswer(
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-            responded_by=str((answer.get("responded_by_user") or {}).get("name") or "unknown"),
-            responded_at=answer.get("responded_at"),
-            options=tuple(answer.get("chosen_options") or ()),
-            params=dict(answer.get("params_input") or {}),
-        )
+    def execute_complete(self, context: Any, event: Any) -> Any:
+        """The question's review run ended: carry out its answer, then go on."""
+        _, data = event if isinstance(event, (tuple, list)) else (None, event)
+        (review_run_id,) = data["run_ids"]
+        state = data.get(review_run_id)
+        number = question_number_of(review_run_id)
         history = self.load_history(context)
-        decision = self.decide(history, ti.try_number)
+        given = history.answer_to(number)
+        if given is None:
+            raise AirflowFailException(
+                f"{self.environment}: question {number} (run {review_run_id} of {REVIEW_DAG_ID}) ended "
+                f"{state} without an answer in the ledger. Clear this task to ask it again."
+            )
+        if given.responded_by not in self.assigned_users:
+            self.log.warning(
+                "Question %d was answered by %s, who is not one of %s: asking again",
+                number,
+                given.responded_by,
+                ", ".join(self.assigned_users),
+            )
+            return self.next_step(context)
+        try:
+            return self.on_answer(context, given, history)
+        except AnswerRefused as refused:
+            self.log.warning("%s", refused)
+            # problems with the answer itself are named by the next question's note already
+            shown = bool(answer_problems(given, self.decide(history, given.question).options))
+            return self.next_step(context, refusal=None if shown else str(refused))
+        except RetestRequested as going_on:
+            self.log.info("%s", going_on)
+            return self.next_step(context)
+
+    def on_answer(self, context: Any, given: GateAnswer, history: LoopHistory) -> Any:
+        decision = self.decide(history, given.question)
         problems = answer_problems(given, decision.options)
         if problems:
             raise AnswerRefused(
@@ -311,7 +370,7 @@ class ReviewGate(FactsGate):
                     environment=self.environment,
                     round_number=round_number,
                     task_id=ti.task_id,
-                    try_number=ti.try_number,
+                    question=answer.question,
                     recorded_by=answer.responded_by,
                     recorded_at=answer.responded_at,
                     description=request.description,
@@ -361,11 +420,11 @@ class ReviewGate(FactsGate):
         if retested.green:
             raise RetestRequested(
                 f"{self.environment} round {report.round} is green ({report.headline}) after the fix of "
-                f"{answer.responded_by}; the next try asks for the customer's sign-off again"
+                f"{answer.responded_by}; the next question asks for the customer's sign-off again"
             )
         raise RetestRequested(
             f"{self.environment} round {report.round}: {report.headline}, {retested.blocking} still to fix "
-            f"after fix round {round_number}; the next try asks for the next fix"
+            f"after fix round {round_number}; the next question asks for the next fix"
         )
 
     def retest(self, context: Any, round_number: int) -> TestReport:

@@ -40,7 +40,7 @@ def sealed(files, scripts=(), round_number: int = 1) -> FixBundle:
         environment="dev",
         round_number=round_number,
         task_id="dev.fix_and_retest",
-        try_number=round_number,
+        question=round_number,
         recorded_by="carla",
         recorded_at=AT,
         description="test fix",

@@ -1,10 +1,10 @@
 """Fix and retest, customer sign-off and the transfer of fixes, against the real estate and a real ledger.
 
-The operators are driven the way Airflow drives them: ``execute`` opens a gate (the request the task
-sends to Airflow's API is captured where the task runner would send it), ``execute_complete`` gets an
-answer shaped like the HITL response event, and a try that raises is judged by the operator's own
-retry policy before the next try runs -- each call on a fresh operator, as each try is a new process.
-Upstream tasks (Dev baseline, sanity test, backup) are the real operators.
+The operators are driven the way Airflow drives them: a review task asks by raising the request for a
+run of the review DAG (which the task runner would create before deferring the task); the answer is
+recorded by the review DAG's own operator, as when a consultant answers; ``execute_complete`` then
+gets the event the deferred task resumes with -- each call on a fresh operator, as each resumption is
+a new process. Upstream tasks (Dev baseline, sanity test, backup) are the real operators.
 """
 
 from __future__ import annotations
@@ -15,18 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
 import pytest
-from airflow.sdk import RetryAction
-from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
+from airflow.sdk.exceptions import AirflowFailException, DagRunTriggerException, TaskAwaitingInput
 from airflow.sdk.execution_time import task_runner
 from airflow.sdk.execution_time.comms import CreateHITLDetailPayload
 from pydantic import TypeAdapter
 
 from managed_upgrade.config import TestCase, load_customer_config
-from managed_upgrade.errors import OperationError
 from managed_upgrade.fix_bundle import BundleFile, FixBundle, SqlScript, new_provenance
 from managed_upgrade.ledger import Ledger
 from managed_upgrade.review_loop import (
@@ -38,16 +37,14 @@ from managed_upgrade.review_loop import (
     RETEST,
     SIGN_OFF_OPTIONS,
     SIGNED_OFF,
-    AnswerRefused,
-    RetestRequested,
 )
+from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
 from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
 from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
-from managed_upgrade_airflow.review_gates import review_retry_policy
-from managed_upgrade_airflow.testcase_executors import EnvironmentUnreachableError
+from managed_upgrade_airflow.review_questions import ReviewQuestion, ReviewQuestionOperator
 
 pytestmark = pytest.mark.integration
 
@@ -105,56 +102,61 @@ def comms(monkeypatch) -> SupervisorComms:
 
 @dataclass
 class ReviewTask:
-    """One review task across its tries: open the gate, answer it, retry as the policy decides."""
+    """One review task: it asks by requesting a review run, and resumes when that run has ended."""
 
     make: Callable[[], Any]
     task_id: str
     run_id: str
-    comms: SupervisorComms
     task_context: Callable[..., dict[str, Any]]
     xcoms: dict[str, Any] = field(default_factory=dict)
     try_number: int = 1
+    open: ReviewQuestion | None = None
 
     def context(self) -> dict[str, Any]:
         context = self.task_context(self.task_id, run_id=self.run_id, **self.xcoms)
         context["ti"].try_number = self.try_number
-        context["ti"].id = uuid.uuid4()
         return context
 
-    def ask(self) -> Any:
-        """Run this try's ``execute``; it must open a gate. Returns the HITL request it sent."""
-        self.comms.sent.clear()
-        with pytest.raises(TaskAwaitingInput):
+    def opened(self, request: DagRunTriggerException) -> ReviewQuestion:
+        assert request.trigger_dag_id == REVIEW_DAG_ID
+        assert (request.wait_for_completion, request.deferrable, request.reset_dag_run) == (True, True, True)
+        question = ReviewQuestion.from_conf(request.conf)
+        assert request.dag_run_id == question.review_run_id
+        assert (question.dag_id, question.run_id, question.task_id) == (DAG_ID, self.run_id, self.task_id)
+        self.open = question
+        return question
+
+    def ask(self) -> ReviewQuestion:
+        """Start a try (``execute``); it must ask a question. Returns it."""
+        with pytest.raises(DagRunTriggerException) as asked:
             self.make().execute(self.context())
-        (request,) = self.comms.hitl_requests
-        return request
+        return self.opened(asked.value)
 
     def execute(self) -> Any:
-        """Run this try's ``execute`` expecting it to finish without asking."""
-        self.comms.sent.clear()
-        result = self.make().execute(self.context())
-        assert self.comms.hitl_requests == []
-        return result
+        """Start a try expecting it to finish without asking."""
+        return self.make().execute(self.context())
 
     def answer(self, option: str, user: str = "carla", **params: Any) -> Any:
-        event = {
+        """Answer the open question through the review DAG's operator, then resume the task."""
+        question, self.open = self.open, None
+        assert question is not None, "no question is open"
+        answered = {
             "chosen_options": [option],
             "params_input": params,
-            "responded_at": datetime(2027, 2, 1, 9, 0, tzinfo=UTC) + timedelta(hours=self.try_number),
+            "responded_at": datetime(2027, 2, 1, 9, 0, tzinfo=UTC) + timedelta(hours=question.number),
             "responded_by_user": {"id": user, "name": user},
         }
+        review_context = {"dag_run": SimpleNamespace(conf=question.to_conf())}
+        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).record_answer(review_context, answered)
+        ended = {"run_ids": [question.review_run_id], question.review_run_id: "success"}
+        event = ("airflow.providers.standard.triggers.external_task.DagStateTrigger", ended)
         return self.make().execute_complete(self.context(), event)
 
-    def answer_and_retry(self, option: str, **params: Any) -> BaseException:
-        """Answer; the try must end in an exception the retry policy retries at once. Returns it."""
-        with pytest.raises((RetestRequested, AnswerRefused)) as raised:
-            self.answer(option, **params)
-        operator = self.make()
-        decision = operator.retry_policy.evaluate(raised.value, self.try_number, operator.retries + 1)
-        assert decision.action is RetryAction.RETRY
-        assert decision.retry_delay == timedelta(0)
-        self.try_number += 1
-        return raised.value
+    def answer_and_ask_again(self, option: str, user: str = "carla", **params: Any) -> ReviewQuestion:
+        """Answer; the task must go on with another question. Returns it."""
+        with pytest.raises(DagRunTriggerException) as asked:
+            self.answer(option, user, **params)
+        return self.opened(asked.value)
 
 
 # --- the estate -----------------------------------------------------------------------------------
@@ -216,13 +218,12 @@ def ledger(ledger_dsn: str) -> Iterator[Ledger]:
         connection.close()
 
 
-def review(world: Estate, comms, task_context, cls=FixAndRetestOperator, env="dev", **xcoms) -> ReviewTask:
+def review(world: Estate, task_context, cls=FixAndRetestOperator, env="dev", **xcoms) -> ReviewTask:
     activity = "customer_sign_off" if cls is CustomerSignOffOperator else "fix_and_retest"
     return ReviewTask(
         make=lambda: cls(task_id=activity, config=world.config, environment=env),
         task_id=f"{env}.{activity}",
         run_id=world.run_id,
-        comms=comms,
         task_context=task_context,
         xcoms=xcoms,
     )
@@ -231,34 +232,34 @@ def review(world: Estate, comms, task_context, cls=FixAndRetestOperator, env="de
 # --- fix and retest -------------------------------------------------------------------------------
 
 
-def test_fixes_on_dev_make_the_retest_green_and_transfer_to_uat(setup, comms, task_context, ledger_dsn):
+def test_fixes_on_dev_make_the_retest_green_and_transfer_to_uat(setup, task_context, ledger_dsn):
     world = setup
     world.break_like_the_upgrade("dev")
     assert sanity_test(world, "dev", task_context)["blocking"] == ["default_currency", "export_format"]
-    task = review(world, comms, task_context)
+    task = review(world, task_context)
 
     first = task.ask()
-    assert first.options == list(FIX_OPTIONS)
+    assert first.number == 1
+    assert first.options == FIX_OPTIONS
     assert first.subject == "Fix and retest Development: round 1, 2 to fix (1 of 3 passed)"
     assert "**1 of 3 passed** on dev, round 1" in first.body
     assert "Fix round 1 of at most 5 for this task" in first.body
-    assert set(first.params) == {
+    assert set(first.fields) == {
         "fix_description",
         "fix_files",
         "fix_sql",
         "known_issues_reason",
         "abort_reason",
     }
-    assert [user.id for user in first.assigned_users] == ["carla"]
+    assert first.assigned_users == ("carla",)
+    assert first.customer_wait is False
 
     # Round 1: the consultant restores the settings file on the Dev host; the currency is still wrong.
     world.path("dev", "settings/report.properties").write_text(REPORT_SETTING + "\n")
-    retest = task.answer_and_retry(
+    second = task.answer_and_ask_again(
         RETEST, fix_description="Restore the report export setting", fix_files=["settings/report.properties"]
     )
-    assert "round 2: 2 of 3 passed, 1 still to fix after fix round 1" in str(retest)
-
-    second = task.ask()
+    assert second.number == 2
     assert second.subject == "Fix and retest Development: round 2, 1 to fix (2 of 3 passed)"
     assert "**2 of 3 passed** on dev, round 2" in second.body
     assert (
@@ -324,25 +325,22 @@ def test_fixes_on_dev_make_the_retest_green_and_transfer_to_uat(setup, comms, ta
     assert prod.source_environments == ("dev", "uat")
 
 
-def test_a_green_sanity_test_needs_no_fixes_and_no_question(setup, comms, task_context):
+def test_a_green_sanity_test_needs_no_fixes_and_no_question(setup, task_context):
     world = setup
     sanity_test(world, "dev", task_context)
-    result = review(world, comms, task_context).execute()
+    result = review(world, task_context).execute()
     assert (result["outcome"], result["round"], result["fix_rounds"]) == ("no_fixes_needed", 1, [])
 
 
-def test_accept_without_a_reason_is_refused_and_asked_again(setup, comms, task_context, ledger_dsn):
+def test_accept_without_a_reason_is_refused_and_asked_again(setup, task_context, ledger_dsn):
     world = setup
     world.break_like_the_upgrade("dev")
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context)
+    task = review(world, task_context)
     task.ask()
 
-    refused = task.answer_and_retry(ACCEPT, known_issues_reason="   ")
-    assert isinstance(refused, AnswerRefused)
-    assert "Accept with known issues needs a reason" in str(refused)
-
-    again = task.ask()
+    again = task.answer_and_ask_again(ACCEPT, known_issues_reason="   ")
+    assert again.number == 2
     assert again.body.startswith(
         "> **The previous answer (Accept with known issues, by carla at 2027-02-01 10:00 UTC) was refused: "
         "Accept with known issues needs a reason"
@@ -353,64 +351,62 @@ def test_accept_without_a_reason_is_refused_and_asked_again(setup, comms, task_c
     assert result["blocking"] == 2
     with ledger(ledger_dsn) as store:
         answers = store.gate_answers(DAG_ID, world.run_id)
-    assert [(row["try_number"], row["chosen_options"]) for row in answers] == [(1, [ACCEPT]), (2, [ACCEPT])]
+    assert [(row["try_number"], row["question"], row["chosen_options"]) for row in answers] == [
+        (1, 1, [ACCEPT]),
+        (1, 2, [ACCEPT]),
+    ]
 
 
-def test_a_retest_that_cannot_be_carried_out_changes_nothing_and_says_why(
-    setup, comms, task_context, ledger_dsn
-):
+def test_a_retest_that_cannot_be_carried_out_changes_nothing_and_says_why(setup, task_context, ledger_dsn):
     world = setup
     world.break_like_the_upgrade("dev")
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context)
+    task = review(world, task_context)
     task.ask()
 
-    refused = task.answer_and_retry(
+    refused = task.answer_and_ask_again(
         RETEST,
         fix_description="Currency and report",
         fix_files=["settings/report.properties", "settings/../../../etc/passwd"],
         fix_sql="UPDATE crm_settings SET value = 'EUR' WHERE key = 'currency.default';",
     )
-    assert "'..' segment" in str(refused)
+    assert "was refused: fix file path 'settings/../../../etc/passwd' has a '..' segment" in refused.body
 
-    task.ask()
-    refused = task.answer_and_retry(
+    refused = task.answer_and_ask_again(
         RETEST,
         fix_description="Currency and report",
         fix_files=["settings/report.properties"],
         fix_sql="UPDATE crm_settings SET value = 'EUR' WHERE key = 'currency.default';",
     )
-    assert f"settings/report.properties: not found under {world.installations['dev'].install_path}" in str(
-        refused
+    assert f"settings/report.properties: not found under {world.installations['dev'].install_path}" in (
+        refused.body
     )
     assert world.currency("dev") == "USD"  # its SQL did not run either
 
-    task.ask()
-    refused = task.answer_and_retry(
+    after = task.answer_and_ask_again(
         RETEST,
         fix_description="Currency",
         fix_sql="UPDATE crm_settings SET value = 'EUR' WHERE key = 'currency.default';\n"
         "UPDATE no_such_table SET a = 1;",
     )
-    assert "the SQL of fix dev round 1 failed on database" in str(refused)
-    assert "at line 2: 'UPDATE no_such_table SET a = 1;'" in str(refused)
+    assert "the SQL of fix dev round 1 failed on database" in after.body
+    assert "at line 2: 'UPDATE no\\_such\\_table SET a = 1;'" in after.body  # markdown-escaped
     assert world.currency("dev") == "USD"  # rolled back as a whole
-
-    after = task.ask()
-    assert "was refused: it could not be carried out (see the log of try 3 for the error)" in after.body
+    assert after.number == 4
+    assert "was refused: it could not be carried out (the task log after question 3 says why)" in after.body
     with ledger(ledger_dsn) as store:
         assert store.fixes(DAG_ID, world.run_id) == []
 
 
-def test_when_the_rounds_are_used_up_the_task_fails_naming_the_last_report(setup, comms, task_context):
+def test_when_the_rounds_are_used_up_the_task_fails_naming_the_last_report(setup, task_context):
     world = setup
     world.config = world.config.model_copy(
         update={"fix_loop": world.config.fix_loop.model_copy(update={"max_rounds": 1})}
     )
     world.break_like_the_upgrade("dev")
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context)
-    assert task.make().retries == 6
+    task = review(world, task_context)
+    assert task.make().max_questions == 6
     task.ask()
     world.path("dev", "settings/report.properties").write_text(REPORT_SETTING + "\n")
 
@@ -422,16 +418,17 @@ def test_when_the_rounds_are_used_up_the_task_fails_naming_the_last_report(setup
 
     task.try_number += 1  # a person clears the task: only accepting or aborting is left
     cleared = task.ask()
-    assert cleared.options == list(EXHAUSTED_OPTIONS)
-    assert set(cleared.params) == {"known_issues_reason", "abort_reason"}
+    assert (cleared.number, cleared.try_number) == (2, 2)
+    assert cleared.options == EXHAUSTED_OPTIONS
+    assert set(cleared.fields) == {"known_issues_reason", "abort_reason"}
     assert "**All 1 fix rounds of this task are used.**" in cleared.body
 
 
-def test_a_fix_recorded_before_a_crash_is_retested_by_the_next_try(setup, comms, task_context, ledger_dsn):
+def test_a_fix_recorded_before_a_crash_is_retested_by_the_next_try(setup, task_context, ledger_dsn):
     world = setup
     world.break_like_the_upgrade("dev")
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context)
+    task = review(world, task_context)
     # Try 1 recorded the fix and ran its SQL, then the worker died before the retest.
     with psycopg2.connect(world.dsns["dev"]) as connection, connection.cursor() as cursor:
         cursor.execute("UPDATE crm_settings SET value = 'EUR' WHERE key = 'currency.default'")
@@ -439,7 +436,7 @@ def test_a_fix_recorded_before_a_crash_is_retested_by_the_next_try(setup, comms,
     files = [BundleFile.of("settings/report.properties", (REPORT_SETTING + "\n").encode(), 0o644)]
     scripts = [SqlScript.of("dev", 1, "UPDATE crm_settings SET value = 'EUR' WHERE key = 'currency.default'")]
     provenance = new_provenance(
-        environment="dev", round_number=1, task_id=task.task_id, try_number=1, recorded_by="carla",
+        environment="dev", round_number=1, task_id=task.task_id, question=1, recorded_by="carla",
         recorded_at=datetime(2027, 2, 1, tzinfo=UTC), description="both", files=files, sql=scripts,
     )  # fmt: skip
     with ledger(ledger_dsn) as store:
@@ -454,9 +451,7 @@ def test_a_fix_recorded_before_a_crash_is_retested_by_the_next_try(setup, comms,
 # --- abort ----------------------------------------------------------------------------------------
 
 
-def test_abort_restores_the_version_that_ran_before_the_upgrade(
-    setup, comms, task_context, upgrade_installation
-):
+def test_abort_restores_the_version_that_ran_before_the_upgrade(setup, task_context, upgrade_installation):
     world = setup
     env = world.config.environment("dev")
     backup = BackupEnvironmentOperator.for_environment(
@@ -466,7 +461,7 @@ def test_abort_restores_the_version_that_ran_before_the_upgrade(
     world.break_like_the_upgrade("dev")
     assert world.path("dev", "VERSION").read_text().strip() == "11.0.0"
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context, **{"dev.backup_environment": backup})
+    task = review(world, task_context, **{"dev.backup_environment": backup})
     task.ask()
 
     with pytest.raises(AirflowFailException) as failure:
@@ -483,11 +478,11 @@ def test_abort_restores_the_version_that_ran_before_the_upgrade(
     assert env.install_path == str(world.installations["dev"].install_path)
 
 
-def test_abort_without_a_backup_says_the_environment_was_not_restored(setup, comms, task_context):
+def test_abort_without_a_backup_says_the_environment_was_not_restored(setup, task_context):
     world = setup
     world.break_like_the_upgrade("dev")
     sanity_test(world, "dev", task_context)
-    task = review(world, comms, task_context)
+    task = review(world, task_context)
     task.ask()
     with pytest.raises(
         AirflowFailException,
@@ -499,47 +494,38 @@ def test_abort_without_a_backup_says_the_environment_was_not_restored(setup, com
 # --- customer sign-off ----------------------------------------------------------------------------
 
 
-def test_a_rejection_becomes_a_fix_round_and_the_sign_off_is_asked_again(
-    setup, comms, task_context, ledger_dsn
-):
+def test_a_rejection_becomes_a_fix_round_and_the_sign_off_is_asked_again(setup, task_context, ledger_dsn):
     world = setup
     sanity_test(world, "dev", task_context)
     hand_over = {"version": "11.0.0", "report": {"round": 1, "headline": "3 of 3 passed"}}
     task = review(
-        world, comms, task_context, cls=CustomerSignOffOperator, **{"dev.hand_over_environment": hand_over}
+        world, task_context, cls=CustomerSignOffOperator, **{"dev.hand_over_environment": hand_over}
     )
 
     question = task.ask()
-    assert question.options == list(SIGN_OFF_OPTIONS)
+    assert question.options == SIGN_OFF_OPTIONS
     assert question.subject == "Customer sign-off of the Development environment (ACME Corporation)"
     assert "| Version running | 11.0.0 |" in question.body
-    assert set(question.params) == {"customer_contact", "feedback"}
-    assert question.params["customer_contact"]["value"] == "Alice Admin <alice.admin@acme.example>"
+    assert set(question.fields) == {"customer_contact", "feedback"}
+    assert question.fields["customer_contact"]["default"] == "Alice Admin <alice.admin@acme.example>"
+    assert question.customer_wait is True  # the customer has the ball
 
-    rejected = task.answer_and_retry(
+    fix = task.answer_and_ask_again(
         REJECTED,
         customer_contact="Alice Admin",
         feedback="The welcome banner still shows the old product name",
     )
-    assert "dev rejected by the customer (Alice Admin, recorded by carla)" in str(rejected)
-
-    fix = task.ask()
-    assert fix.options == list(FIX_OPTIONS)
+    assert fix.options == FIX_OPTIONS
     assert fix.subject == "Fix Development after the customer's rejection: round 1 (3 of 3 passed)"
     assert "> The welcome banner still shows the old product name" in fix.body
-    assert "customer_contact" not in fix.params and "fix_files" in fix.params
+    assert "customer_contact" not in fix.fields and "fix_files" in fix.fields
+    assert fix.customer_wait is False  # the consultant has it
 
     world.path("dev", "settings/banner.properties").write_text("banner.title=Aurea CRM 11\n")
-    back = task.answer_and_retry(
+    again = task.answer_and_ask_again(
         RETEST, fix_description="New banner title", fix_files=["settings/banner.properties"]
     )
-    assert (
-        "dev round 2 is green (3 of 3 passed) after the fix of carla; "
-        "the next try asks for the customer's sign-off again" in str(back)
-    )
-
-    again = task.ask()
-    assert again.options == list(SIGN_OFF_OPTIONS)
+    assert (again.number, again.options) == (3, SIGN_OFF_OPTIONS)
     assert "| Fix rounds | 1 |" in again.body
     result = task.answer(SIGNED_OFF, customer_contact="Alice Admin", feedback="Looks good")
     assert result["outcome"] == "signed_off"
@@ -558,20 +544,18 @@ def test_a_rejection_becomes_a_fix_round_and_the_sign_off_is_asked_again(
     ]
 
 
-def test_a_rejection_without_feedback_is_asked_again(setup, comms, task_context):
+def test_a_rejection_without_feedback_is_asked_again(setup, task_context):
     world = setup
     sanity_test(world, "dev", task_context)
     task = review(
         world,
-        comms,
         task_context,
         cls=CustomerSignOffOperator,
         **{"dev.hand_over_environment": {"version": "11.0.0"}},
     )
     task.ask()
-    task.answer_and_retry(REJECTED, customer_contact="Alice", feedback="")
-    again = task.ask()
-    assert again.options == list(SIGN_OFF_OPTIONS)
+    again = task.answer_and_ask_again(REJECTED, customer_contact="Alice", feedback="")
+    assert again.options == SIGN_OFF_OPTIONS
     assert "Rejected: fix and retest needs the customer's feedback" in again.body
 
 
@@ -584,7 +568,7 @@ def record(
     scripts = [SqlScript.of(environment, round_number, sql)] if sql else []
     provenance = new_provenance(
         environment=environment, round_number=round_number, task_id=f"{environment}.fix_and_retest",
-        try_number=round_number, recorded_by="carla", recorded_at=datetime(2027, 2, 1, tzinfo=UTC),
+        question=round_number, recorded_by="carla", recorded_at=datetime(2027, 2, 1, tzinfo=UTC),
         description=f"fix {round_number}", files=list(files), sql=scripts,
     )  # fmt: skip
     bundle = FixBundle.create(files, scripts, [provenance]).to_dict()
@@ -660,20 +644,53 @@ def test_transfer_is_only_to_later_environments(setup):
         )
 
 
-# --- the retry policy -----------------------------------------------------------------------------
+# --- who answers, and the review DAG's question ----------------------------------------------------
 
 
-def test_the_retry_policy_retries_a_requested_retest_or_a_refused_answer_and_nothing_else():
-    policy = review_retry_policy()
-    restored = type(policy).deserialize(policy.serialize())  # what the scheduler's serialized DAG holds
-    for candidate in (policy, restored):
-        for retried in (RetestRequested("round 2: 1 still to fix"), AnswerRefused("no reason")):
-            decision = candidate.evaluate(retried, try_number=2, max_tries=10)
-            assert (decision.action, decision.retry_delay) == (RetryAction.RETRY, timedelta(0))
-        for error in (
-            OperationError("dev: ssh down"),
-            EnvironmentUnreachableError("dev: cannot reach the host"),
-            ValueError("bad value"),
-            KeyError("x"),
-        ):
-            assert candidate.evaluate(error, try_number=2, max_tries=10).action is RetryAction.FAIL
+def test_an_answer_from_someone_not_assigned_is_not_carried_out_and_the_question_is_asked_again(
+    setup, task_context, ledger_dsn
+):
+    world = setup
+    world.break_like_the_upgrade("dev")
+    sanity_test(world, "dev", task_context)
+    task = review(world, task_context)
+    task.ask()
+    again = task.answer_and_ask_again(ACCEPT, user="mallory", known_issues_reason="ship it")
+    assert (again.number, again.options) == (2, FIX_OPTIONS)
+    with ledger(ledger_dsn) as store:
+        assert store.fixes(DAG_ID, world.run_id) == []
+
+
+FEEDBACK = {"type": "string"}
+
+
+def test_the_review_dag_opens_exactly_the_question_its_run_was_given(task_context, comms):
+    question = ReviewQuestion(
+        dag_id=DAG_ID, run_id="manual__1", task_id="uat.customer_sign_off", try_number=1, number=3,
+        customer_id="acme", subject="Customer sign-off of the UAT environment (ACME Corporation)",
+        body="| Version running | 11.0.0 |", options=SIGN_OFF_OPTIONS, assigned_users=("carla", "dan"),
+        customer_wait=True,
+        fields={"feedback": {"default": "", "description": "What the customer said", "schema": FEEDBACK}},
+    )  # fmt: skip
+    assert question.review_run_id == "uat.customer_sign_off.q3__managed_upgrade__acme__manual__1"
+    context = task_context(QUESTION_TASK_ID, run_id=question.review_run_id)
+    context["dag_run"].conf = question.to_conf()
+    context["ti"].id = uuid.uuid4()
+    with pytest.raises(TaskAwaitingInput):
+        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute(context)
+    (request,) = comms.hitl_requests
+    assert (request.subject, request.body, request.options) == (
+        question.subject,
+        question.body,
+        list(SIGN_OFF_OPTIONS),
+    )
+    assert [user.id for user in request.assigned_users] == ["carla", "dan"]
+    assert request.params["feedback"]["schema"] == {"type": "string"}
+    assert request.params["feedback"]["description"] == "What the customer said"
+
+
+def test_a_review_run_made_by_hand_is_refused_with_a_clear_message(task_context):
+    context = task_context(QUESTION_TASK_ID)
+    context["dag_run"].conf = {"subject": "Approve my change"}
+    with pytest.raises(ValueError, match=r"lacks dag_id, run_id, task_id.*not by hand"):
+        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute(context)

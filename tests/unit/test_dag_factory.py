@@ -10,6 +10,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from managed_upgrade.config import load_customer_configs
 from managed_upgrade.process import load_process_model
+from managed_upgrade.review_runs import REVIEW_DAG_ID
 from managed_upgrade_airflow.dag_factory import BUILDERS, build_dag, builder_for
 from managed_upgrade_airflow.dag_registry import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR
 
@@ -27,7 +28,7 @@ def test_every_example_customer_has_a_dag_and_nothing_fails(dagbag):
     assert configs, "discovery found no customer config at all"
     assert errors == {}
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {f"managed_upgrade__{cid}" for cid in configs}
+    assert set(dagbag.dag_ids) == {f"managed_upgrade__{cid}" for cid in configs} | {REVIEW_DAG_ID}
 
 
 def test_dag_follows_the_process_model(dagbag):
@@ -77,7 +78,15 @@ def test_gates_are_assigned_to_the_configured_users(dagbag):
     dag = dagbag.dags["managed_upgrade__acme"]
     gate = dag.get_task("initiation.acknowledge_request_formally")
     assert [u["id"] for u in gate.assigned_users] == ["pete"]
-    assert [u["id"] for u in dag.get_task("dev.fix_and_retest").assigned_users] == ["carla"]
+    assert dag.get_task("dev.fix_and_retest").assigned_users == ("carla",)  # answer its review questions
+
+
+def test_the_review_dag_holds_one_question_task_and_never_queues_questions(dagbag):
+    review = dagbag.dags[REVIEW_DAG_ID]
+    assert review.task_ids == ["question"]
+    assert type(review.timetable).__name__ == "NullTimetable"
+    assert review.max_active_runs >= 10_000 and review.max_active_tasks >= 10_000
+    assert review.is_paused_upon_creation is False  # its runs are created by the customer DAGs
 
 
 def test_every_process_activity_has_an_operator():
@@ -94,7 +103,7 @@ def test_a_broken_customer_file_is_an_import_error_that_hides_no_other_customer(
     (tmp_path / "initech.yaml").write_text(broken)
     monkeypatch.setenv(CUSTOMERS_DIR_VARIABLE, str(tmp_path))
     bag = DagBag(dag_folder=str(DAGS), safe_mode=True)
-    assert set(bag.dag_ids) == {"managed_upgrade__acme", "managed_upgrade__globex"}
+    assert set(bag.dag_ids) == {"managed_upgrade__acme", "managed_upgrade__globex", REVIEW_DAG_ID}
     [(path, message)] = bag.import_errors.items()
     assert path.endswith("customer_config_errors.py")
     assert "initech.yaml (DAG managed_upgrade__initech not loaded)" in message

@@ -35,7 +35,7 @@ def provenance(round_number: int, environment: str = "dev", **changes) -> Proven
         "environment": environment,
         "round": round_number,
         "task_id": f"{environment}.fix_and_retest",
-        "try_number": round_number,
+        "question": round_number,
         "recorded_by": "carla",
         "recorded_at": AT,
         "description": f"fix {round_number}",

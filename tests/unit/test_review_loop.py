@@ -15,7 +15,6 @@ from managed_upgrade.review_loop import (
     FIX_OPTIONS,
     REJECTED,
     RETEST,
-    RETRIED_EXCEPTIONS,
     SIGN_OFF_OPTIONS,
     SIGNED_OFF,
     Action,
@@ -24,7 +23,6 @@ from managed_upgrade.review_loop import (
     LoopHistory,
     Outcome,
     Question,
-    RetestRequested,
     ReviewStateError,
     RoundReport,
     after_retest,
@@ -32,12 +30,11 @@ from managed_upgrade.review_loop import (
     answer_problems,
     decide_fix_and_retest,
     decide_sign_off,
-    fix_loop_retries,
     fix_request,
     fix_request_body,
     known_issues,
+    question_limit,
     sign_off_body,
-    sign_off_retries,
 )
 from managed_upgrade.testcase_report import BaselineOutcome, CaseResult, CaseStatus, TestReport
 
@@ -85,14 +82,14 @@ def report_row(
     }
 
 
-def fix_row(round_number: int, task_id: str = FIX_TASK, try_number: int | None = None, env="dev"):
+def fix_row(round_number: int, task_id: str = FIX_TASK, question: int | None = None, env="dev"):
     files = [BundleFile.of("settings/custom.properties", b"x=1\n", 0o644)]
     scripts = [SqlScript.of(env, round_number, "UPDATE crm_settings SET value = 'EUR';")]
     provenance = new_provenance(
         environment=env,
         round_number=round_number,
         task_id=task_id,
-        try_number=round_number if try_number is None else try_number,
+        question=round_number if question is None else question,
         recorded_by="carla",
         recorded_at=START,
         description=f"fix {round_number}",
@@ -110,12 +107,12 @@ def fix_row(round_number: int, task_id: str = FIX_TASK, try_number: int | None =
     }
 
 
-def answer_row(task_id: str, try_number: int, option: str, **params: Any):
+def answer_row(task_id: str, question: int, option: str, **params: Any):
     return {
         "task_id": task_id,
-        "try_number": try_number,
+        "question": question,
         "responded_by": "carla",
-        "responded_at": START + timedelta(days=try_number),
+        "responded_at": START + timedelta(days=question),
         "chosen_options": [option],
         "params_input": params,
     }
@@ -146,7 +143,7 @@ def test_rows_of_other_environments_and_tasks_are_left_out():
     )
     assert [report.round for report in loop.reports] == [0, 1]
     assert loop.latest_report == RoundReport(1, 1, "3 of 4 passed", loop.latest_report.markdown)
-    assert [(fix.round, fix.task_id, fix.try_number) for fix in loop.fixes] == [(1, FIX_TASK, 1)]
+    assert [(fix.round, fix.task_id, fix.question) for fix in loop.fixes] == [(1, FIX_TASK, 1)]
     assert loop.fixes[0].files == ("settings/custom.properties",)
     assert loop.fixes[0].sql_statements == 1
     assert [answer.task_id for answer in loop.answers] == [FIX_TASK]
@@ -230,15 +227,15 @@ def test_a_refused_accept_is_asked_again_with_the_reason_on_top():
     assert "needs a reason" in decision.note
 
 
-def test_a_retest_that_recorded_no_fix_points_to_its_tries_log():
+def test_a_retest_that_recorded_no_fix_points_to_the_task_log():
     loop = history(
         reports=[report_row(1, ("default_currency",))],
         answers=[answer_row(FIX_TASK, 1, RETEST, **RETEST_PARAMS)],
     )
-    assert "see the log of try 1" in decide_fix_and_retest(loop, 2, 5).note
+    assert "the task log after question 1 says why" in decide_fix_and_retest(loop, 2, 5).note
 
 
-def test_an_answer_of_a_later_or_the_same_try_is_not_the_previous_one():
+def test_an_answer_to_a_later_or_the_same_question_is_not_the_previous_one():
     loop = history(
         reports=[report_row(1, ("default_currency",))],
         answers=[answer_row(FIX_TASK, 3, ACCEPT)],
@@ -274,16 +271,16 @@ def test_a_rejection_turns_the_next_try_into_a_fix_round_then_back_to_sign_off()
     still_red = history(
         SIGN_TASK,
         [*reports, report_row(2, ("export_format",))],
-        [fix_row(1, SIGN_TASK, try_number=2)],
+        [fix_row(1, SIGN_TASK, question=2)],
         [rejection, answer_row(SIGN_TASK, 2, RETEST, **RETEST_PARAMS)],
     )
     red = decide_sign_off(still_red, 3, 5)
-    assert (red.question, red.rejection.try_number, red.rounds_used) == (Question.FIX, 1, 1)
+    assert (red.question, red.rejection.question, red.rounds_used) == (Question.FIX, 1, 1)
 
     green = history(
         SIGN_TASK,
         [*reports, report_row(2)],
-        [fix_row(1, SIGN_TASK, try_number=2)],
+        [fix_row(1, SIGN_TASK, question=2)],
         [rejection, answer_row(SIGN_TASK, 2, RETEST, **RETEST_PARAMS)],
     )
     assert decide_sign_off(green, 3, 5).question is Question.SIGN_OFF
@@ -432,15 +429,9 @@ def test_known_issues_are_the_valid_accepts_oldest_first():
     ]
 
 
-def test_retry_budgets_leave_room_for_refused_answers():
-    assert fix_loop_retries(5) == 10
-    assert sign_off_retries(5) == 20
-
-
-def test_the_retried_exceptions_are_importable_by_their_dotted_paths():
-    from airflow.sdk.module_loading import import_string
-
-    assert [import_string(path) for path in RETRIED_EXCEPTIONS] == [RetestRequested, AnswerRefused]
+def test_question_limits_leave_room_for_refused_answers():
+    assert question_limit(5, in_sign_off=False) == 10
+    assert question_limit(5, in_sign_off=True) == 20
 
 
 # --- what the gate shows ------------------------------------------------------------------------
@@ -451,7 +442,7 @@ def test_the_fix_request_shows_the_note_the_rejection_the_report_the_rounds_and_
     loop = history(
         SIGN_TASK,
         [report_row(1, ("export_format",)), report_row(2, ("default_currency",))],
-        [fix_row(1, SIGN_TASK, try_number=2)],
+        [fix_row(1, SIGN_TASK, question=2)],
         [rejection, answer_row(SIGN_TASK, 2, RETEST, **RETEST_PARAMS), answer_row(SIGN_TASK, 3, ACCEPT)],
     )
     decision = decide_sign_off(loop, 4, 5)

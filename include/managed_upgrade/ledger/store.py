@@ -118,17 +118,21 @@ class Ledger:
         responded_at: datetime,
         chosen_options: list[str],
         params_input: dict[str, Any],
+        *,
+        question: int = 0,
     ) -> None:
+        """Keep one answer; ``question`` numbers the questions a review task asks within one try."""
         with self._cursor() as cur:
             cur.execute(
-                "INSERT INTO gate_answers (dag_id, run_id, task_id, try_number, responded_by, responded_at,"
-                " chosen_options, params_input) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                "INSERT INTO gate_answers (dag_id, run_id, task_id, try_number, question, responded_by,"
+                " responded_at, chosen_options, params_input) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT DO NOTHING",
                 (
                     dag_id,
                     run_id,
                     task_id,
                     try_number,
+                    question,
                     responded_by,
                     responded_at,
                     Json(chosen_options),
@@ -139,8 +143,8 @@ class Ledger:
     def gate_answers(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         with self._cursor() as cur:
             cur.execute(
-                "SELECT task_id, try_number, responded_by, responded_at, chosen_options, params_input"
-                " FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
+                "SELECT task_id, try_number, question, responded_by, responded_at, chosen_options,"
+                " params_input FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
                 (dag_id, run_id),
             )
             return list(cur.fetchall())

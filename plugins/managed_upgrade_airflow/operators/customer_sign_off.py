@@ -2,10 +2,11 @@
 
 The customer tests the handed-over environment and signs off or rejects; the consultant answers the
 gate on their behalf ("Signed off", "Rejected: fix and retest", "Abort and restore"). A rejection
-turns the next try into a fix round with the same machinery as "Fix Issues and Retest"
-(:class:`~managed_upgrade_airflow.review_gates.ReviewGate`), and after a green retest the try after it
-asks for the sign-off again. Production is only touched after UAT's sign-off, so this task's success
-is what lets the run move on.
+makes the next question a fix round with the same machinery as "Fix Issues and Retest"
+(:class:`~managed_upgrade_airflow.review_gates.ReviewGate`), and after a green retest the question
+after it asks for the sign-off again. While the sign-off question is open the ball is with the
+customer (the consultant's SLA clock pauses); during a fix round it is with the consultant.
+Production is only touched after UAT's sign-off, so this task's success is what lets the run move on.
 """
 
 from __future__ import annotations
@@ -18,22 +19,17 @@ from airflow.sdk.exceptions import AirflowFailException
 from managed_upgrade.errors import OperationError
 from managed_upgrade.installation import read_version
 from managed_upgrade.review_loop import (
-    ACCEPT,
     REJECTED,
-    RETEST,
-    SIGN_OFF_OPTIONS,
     SIGNED_OFF,
     Decision,
     GateAnswer,
     LoopHistory,
     RetestRequested,
     decide_sign_off,
-    environment_title,
     sign_off_body,
-    sign_off_retries,
 )
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
-from managed_upgrade_airflow.review_gates import ReviewGate, fix_form_fields, sign_off_form_fields
+from managed_upgrade_airflow.review_gates import ReviewGate, sign_off_form_fields
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
@@ -41,9 +37,6 @@ if TYPE_CHECKING:
 
 class CustomerSignOffOperator(ReviewGate):
     """``<env>.customer_sign_off``: answered by the consultants for the customer.
-
-    ``retries`` defaults to ``3 * max_rounds`` plus a few for refused answers (rejections, fix rounds
-    and returns to the question each take a try).
 
     XCom on success: ``{environment, outcome: "signed_off", customer_contact, feedback, recorded_by,
     signed_off_at, version, round, headline, blocking, fix_rounds: [rounds this task recorded],
@@ -65,16 +58,11 @@ class CustomerSignOffOperator(ReviewGate):
         hand_over_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        title = environment_title(environment)
-        kwargs.setdefault("subject", f"Customer sign-off of the {title} environment ({config.name})")
-        kwargs.setdefault("options", [*SIGN_OFF_OPTIONS, RETEST, ACCEPT])
-        kwargs.setdefault("retries", sign_off_retries(config.fix_loop.max_rounds))
-        fields = {**sign_off_form_fields(config), **fix_form_fields()}
-        super().__init__(config=config, environment=environment, form_fields=fields, **kwargs)
+        super().__init__(config=config, environment=environment, **kwargs)
         self.hand_over_task_id = hand_over_task_id or f"{environment}.hand_over_environment"
 
-    def decide(self, history: LoopHistory, try_number: int) -> Decision:
-        return decide_sign_off(history, try_number, self.max_rounds)
+    def decide(self, history: LoopHistory, question: int) -> Decision:
+        return decide_sign_off(history, question, self.max_rounds)
 
     def fix_subject(self, decision: Decision) -> str:
         report = decision.report
@@ -111,7 +99,7 @@ class CustomerSignOffOperator(ReviewGate):
             raise RetestRequested(
                 f"{self.environment} rejected by the customer ({answer.text('customer_contact')}, "
                 f"recorded by {answer.responded_by}): {answer.text('feedback')}; "
-                "the next try asks for the fix"
+                "the next question asks for the fix"
             )
         if answer.option != SIGNED_OFF:
             raise AirflowFailException(f"{self.environment}: unexpected answer {answer.option!r}")
@@ -144,10 +132,12 @@ class CustomerSignOffOperator(ReviewGate):
     def accepted(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
         raise RetestRequested(
             f"{self.environment}: remaining failures accepted as known issues by {answer.responded_by}; "
-            "the next try asks the customer to sign off again"
+            "the next question asks the customer to sign off again"
         )
 
     def when_green(
         self, context: Any, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
     ) -> Any:
-        raise RetestRequested(f"{self.environment} is green; the next try asks for the customer's sign-off")
+        raise RetestRequested(
+            f"{self.environment} is green; the next question asks for the customer's sign-off"
+        )

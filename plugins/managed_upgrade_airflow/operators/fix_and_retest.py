@@ -1,30 +1,19 @@
 """<Environment> > Fix Issues and Retest: the consultant fixes failures until the environment is green.
 
-One task whose tries are the fix rounds (see :mod:`managed_upgrade.review_loop` for why). A try reads
-the environment's latest test report from the ledger: with no blocking failure it succeeds at once
+One task runs all fix rounds (see :mod:`managed_upgrade.review_loop` for why). It reads the
+environment's latest test report from the ledger: with no blocking failure it succeeds at once
 ("no fixes needed"); otherwise it asks the consultant, with the report and the rounds so far, to fix
-on the host and answer "Retest" (the fix is captured, its SQL run, the tests run again),
-"Accept with known issues" (reason required) or "Abort and restore". The shared machinery is
-:class:`~managed_upgrade_airflow.review_gates.ReviewGate`.
+on the host and answer "Retest" (the fix is captured, its SQL run, the tests run again, and the next
+round asked if failures remain), "Accept with known issues" (reason required) or "Abort and restore".
+The shared machinery is :class:`~managed_upgrade_airflow.review_gates.ReviewGate`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from managed_upgrade.review_loop import (
-    FIX_OPTIONS,
-    Decision,
-    GateAnswer,
-    LoopHistory,
-    decide_fix_and_retest,
-    environment_title,
-    fix_loop_retries,
-)
-from managed_upgrade_airflow.review_gates import ReviewGate, fix_form_fields
-
-if TYPE_CHECKING:
-    from managed_upgrade.config import CustomerConfig
+from managed_upgrade.review_loop import Decision, GateAnswer, LoopHistory, decide_fix_and_retest
+from managed_upgrade_airflow.review_gates import ReviewGate
 
 
 def _when(value: Any) -> str | None:
@@ -32,10 +21,7 @@ def _when(value: Any) -> str | None:
 
 
 class FixAndRetestOperator(ReviewGate):
-    """``<env>.fix_and_retest``: fix rounds as tries, up to ``config.fix_loop.max_rounds``.
-
-    ``retries`` defaults to ``max_rounds`` plus a few for refused answers; the retry policy retries
-    only a requested retest or a refused answer. Answered by the config's consultants.
+    """``<env>.fix_and_retest``: up to ``config.fix_loop.max_rounds`` fix rounds, answered by consultants.
 
     XCom on success: ``{environment, outcome: "no_fixes_needed" | "green" | "accepted_with_known_issues",
     round, headline, blocking, fix_rounds: [rounds this task recorded], known_issues: str (the reason
@@ -48,15 +34,8 @@ class FixAndRetestOperator(ReviewGate):
 
     ui_color = "#fce8e6"
 
-    def __init__(self, *, config: CustomerConfig, environment: str, **kwargs: Any) -> None:
-        title = environment_title(environment)
-        kwargs.setdefault("subject", f"Fix and retest {title} ({config.name})")
-        kwargs.setdefault("options", list(FIX_OPTIONS))
-        kwargs.setdefault("retries", fix_loop_retries(config.fix_loop.max_rounds))
-        super().__init__(config=config, environment=environment, form_fields=fix_form_fields(), **kwargs)
-
-    def decide(self, history: LoopHistory, try_number: int) -> Decision:
-        return decide_fix_and_retest(history, try_number, self.max_rounds)
+    def decide(self, history: LoopHistory, question: int) -> Decision:
+        return decide_fix_and_retest(history, question, self.max_rounds)
 
     def when_green(
         self, context: Any, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None

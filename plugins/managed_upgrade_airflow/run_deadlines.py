@@ -1,0 +1,261 @@
+"""Run-level Deadline Alerts: the customer's deadline date and the timeline ceiling, as Airflow 3.3 deadlines.
+
+``DAG(deadline=run_deadlines(config))`` gives each run three alerts (``managed_upgrade.run_deadline_times``):
+a warning ``warning_days`` business days before the customer's deadline, the deadline itself (end of
+that day in the customer's zone), and the 10-week ceiling (50 business days after the run's start).
+
+The instants depend on the run's conf (``deadline``, ``seconds_per_business_day``), so they come from a
+custom reference, :class:`ManagedUpgradeDeadline`: Airflow evaluates it once when the run is created
+(in the api-server or the scheduler, where reading the run's row is the reference's job), with the
+customer's calendar serialized into the reference at parse time. It must be listed in the plugin's
+``deadline_references`` (``plugins/managed_upgrade_plugin.py``), else triggering answers 400.
+
+The callback is an :class:`~airflow.sdk.AsyncCallback`, run by the triggerer: it works with any
+executor (Airflow 3.3.2's ``SyncCallback`` needs an executor with ``supports_callbacks``, which only
+the LocalExecutor declares in core; our deployment runs Celery). The blocking work (ledger, SMTP,
+webhook) runs in a worker thread so the triggerer's event loop keeps serving its triggers. Each alert
+is claimed in the ledger first (``run_deadline_alerts``), so it is sent once per run and kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.sdk import AsyncCallback, BaseDeadlineReference, DeadlineAlert, deadline_reference
+
+from managed_upgrade.run_deadline_times import (
+    DEFAULT_WARNING_DAYS,
+    RUN_DEADLINE_KINDS,
+    TIMELINE_CEILING_DAYS,
+    calendar_from_settings,
+    deadline_date,
+    due_at,
+    rehearsal_seconds,
+)
+
+if TYPE_CHECKING:
+    from managed_upgrade.config import CustomerConfig
+
+log = logging.getLogger(__name__)
+
+_LAST_MOMENT = timedelta(microseconds=1)
+
+TITLES = {
+    "deadline_warning": "Deadline date for completion",
+    "deadline_missed": "Deadline date for completion",
+    "timeline_ceiling": f"Timeline ceiling ({TIMELINE_CEILING_DAYS} business days)",
+}
+
+
+@deadline_reference
+@dataclass(eq=False)
+class ManagedUpgradeDeadline(BaseDeadlineReference):
+    """When one run-level alert of a managed-upgrade run falls due, from the run's conf.
+
+    Fields are serialized with the DAG: ``kind`` (``deadline_warning`` | ``deadline_missed`` |
+    ``timeline_ceiling``), the config's deadline as the default when the conf has none, the warning's
+    notice in business days, and the customer's calendar (the config's ``calendar`` as JSON).
+    """
+
+    kind: str = "deadline_missed"
+    default_deadline: str = "1970-01-01"
+    warning_days: int = DEFAULT_WARNING_DAYS
+    calendar: dict[str, Any] = field(default_factory=dict)
+
+    required_kwargs: ClassVar[frozenset[str]] = frozenset({"dag_id", "run_id"})
+
+    def serialize_reference(self) -> dict[str, Any]:
+        return {
+            "reference_type": self.reference_name,
+            "kind": self.kind,
+            "default_deadline": self.default_deadline,
+            "warning_days": self.warning_days,
+            "calendar": self.calendar,
+        }
+
+    @classmethod
+    def deserialize_reference(cls, reference_data: dict[str, Any]) -> ManagedUpgradeDeadline:
+        return cls(
+            kind=reference_data["kind"],
+            default_deadline=reference_data["default_deadline"],
+            warning_days=reference_data.get("warning_days", DEFAULT_WARNING_DAYS),
+            calendar=dict(reference_data.get("calendar") or {}),
+        )
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.serialize_reference(), sort_keys=True))
+
+    def instant(self, conf: Mapping[str, Any] | None, run_start: datetime) -> datetime:
+        """When this alert falls due for a run with ``conf`` that started at ``run_start``."""
+        return due_at(
+            self.kind,  # type: ignore[arg-type]
+            deadline=deadline_date(conf, date.fromisoformat(self.default_deadline)),
+            run_start=run_start,
+            calendar=calendar_from_settings(self.calendar),
+            seconds_per_business_day=rehearsal_seconds(conf),
+            warning_days=self.warning_days,
+        )
+
+    def _evaluate_with(self, *, session: Any, **kwargs: Any) -> datetime | None:
+        """Airflow calls this once while it creates the run (api-server or scheduler, ORM allowed)."""
+        from airflow.models import DagRun
+        from sqlalchemy import select
+
+        dag_id, run_id = kwargs["dag_id"], kwargs["run_id"]
+        try:
+            row = session.execute(
+                select(DagRun.conf, DagRun.queued_at, DagRun.start_date, DagRun.run_after).where(
+                    DagRun.dag_id == dag_id, DagRun.run_id == run_id
+                )
+            ).one_or_none()
+            if row is None:
+                log.warning("run deadline %s: no run %s/%s; no alert set", self.kind, dag_id, run_id)
+                return None
+            start = row.queued_at or row.start_date or row.run_after or datetime.now(UTC)
+            return self.instant(row.conf, start)
+        except Exception:
+            # Raising here would make triggering the run fail; a run without this alert is better.
+            log.exception(
+                "run deadline %s of %s/%s could not be computed; no alert set", self.kind, dag_id, run_id
+            )
+            return None
+
+
+def run_deadlines(config: CustomerConfig, *, warning_days: int = DEFAULT_WARNING_DAYS) -> list[DeadlineAlert]:
+    """The run-level alerts of ``config``'s DAG: ``DAG(deadline=run_deadlines(config))``."""
+    calendar = config.calendar.model_dump(mode="json")
+    return [
+        DeadlineAlert(
+            reference=ManagedUpgradeDeadline(
+                kind=kind,
+                default_deadline=config.request_case.deadline.isoformat(),
+                warning_days=warning_days,
+                calendar=calendar,
+            ),
+            interval=timedelta(0),
+            callback=AsyncCallback(
+                alert_run_deadline, kwargs={"kind": kind, "customer_id": config.customer_id}
+            ),
+            name=kind,
+        )
+        for kind in RUN_DEADLINE_KINDS
+    ]
+
+
+async def alert_run_deadline(
+    kind: str, customer_id: str, context: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The deadline callback (in the triggerer): sends and records the alert off the event loop."""
+    return await asyncio.to_thread(deliver_run_deadline_alert, kind, customer_id, context or {})
+
+
+def deliver_run_deadline_alert(
+    kind: str,
+    customer_id: str,
+    context: Mapping[str, Any],
+    *,
+    config: CustomerConfig | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Claim the alert in the ledger and, when this call won the claim, send it and mark it notified.
+
+    ``context`` is what Airflow passes a deadline callback: ``{"dag_run": {dag_id, dag_run_id, conf,
+    queued_at, start_date, ...}, "deadline": {"id", "deadline_time"}}``. Returns a JSON summary.
+    """
+    from managed_upgrade_airflow.ledger_access import open_ledger
+    from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
+
+    now = now or datetime.now(UTC)
+    dag_run = dict(context.get("dag_run") or {})
+    dag_id = str(dag_run.get("dag_id") or f"managed_upgrade__{customer_id}")
+    run_id = str(dag_run.get("dag_run_id") or dag_run.get("run_id") or "")
+    if not run_id:
+        raise ValueError(
+            f"run deadline {kind} of {customer_id}: the callback context names no run: {context!r}"
+        )
+    config = config or _load_config(customer_id)
+    due = _as_datetime((context.get("deadline") or {}).get("deadline_time")) or now
+    with open_ledger() as ledger:
+        if not ledger.claim_run_deadline_alert(dag_id, run_id, kind, due_at=due, detected_at=now):
+            log.info("run deadline %s of %s/%s was already alerted; not sent again", kind, dag_id, run_id)
+            return {"kind": kind, "dag_id": dag_id, "run_id": run_id, "sent": False}
+        alert = build_alert(kind, config, dag_run, now=now)
+        channels = send_alert(alert, config)
+        ledger.mark_alert_notified("deadline", dag_id, run_id, kind, channels, at=datetime.now(UTC))
+    log.info("run deadline %s of %s/%s alerted: %s", kind, dag_id, run_id, channels)
+    return {"kind": kind, "dag_id": dag_id, "run_id": run_id, "sent": True, "channels": channels}
+
+
+def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Any:
+    """The :class:`~managed_upgrade.sla_alerts.Alert` of a run deadline, owned by the project managers.
+
+    ``planned_finish`` is the deadline itself (for the warning too; its last microsecond, so messages
+    show the customer's date) or the ceiling; ``overrun_days`` counts business days from it to ``now``
+    on the run's clock (negative: days left).
+    """
+    from managed_upgrade.business_calendar import calendar_for
+    from managed_upgrade.sla_alerts import Alert
+
+    conf = dag_run.get("conf") or {}
+    seconds = rehearsal_seconds(conf)
+    run_start = _run_start(dag_run, now)
+    target_kind = "timeline_ceiling" if kind == "timeline_ceiling" else "deadline_missed"
+    planned_finish = due_at(
+        target_kind,
+        deadline=deadline_date(conf, config.request_case.deadline),
+        run_start=run_start,
+        calendar=calendar_for(config.calendar, None),
+        seconds_per_business_day=seconds,
+    )
+    clock = calendar_for(config.calendar, seconds)
+    overrun_days = clock.business_days_between(planned_finish, now)
+    if target_kind == "deadline_missed":
+        planned_finish -= _LAST_MOMENT  # shown as the deadline's own date (23:59), not 00:00 the day after
+    return Alert(
+        kind=kind,  # type: ignore[arg-type]
+        customer_id=config.customer_id,
+        customer_name=config.name,
+        dag_id=str(dag_run.get("dag_id") or config.dag_id),
+        run_id=str(dag_run.get("dag_run_id") or dag_run.get("run_id") or ""),
+        budget_unit="",
+        title=TITLES[kind],
+        owner_role="project_manager",
+        owner_users=tuple(config.users.project_manager),
+        planned_finish=planned_finish,
+        now=now,
+        overrun_days=overrun_days,
+        timezone=config.calendar.timezone,
+    )
+
+
+def _run_start(dag_run: Mapping[str, Any], default: datetime) -> datetime:
+    """The run's start as the reference took it at creation: queued, else started, else run-after."""
+    for key in ("queued_at", "start_date", "run_after"):
+        if (moment := _as_datetime(dag_run.get(key))) is not None:
+            return moment
+    return default
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def _load_config(customer_id: str) -> CustomerConfig:
+    from managed_upgrade.config import load_customer_config
+    from managed_upgrade_airflow.dag_registry import customers_dir
+
+    return load_customer_config(customers_dir() / f"{customer_id}.yaml")

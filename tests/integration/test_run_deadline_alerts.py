@@ -1,0 +1,115 @@
+"""A run's deadline callback mails the project managers once and records the alert in the ledger.
+
+Called as the triggerer calls an ``AsyncCallback`` of a Deadline Alert: awaited with its kwargs and
+the context Airflow builds (the run as the REST API shows it, the deadline's time), against a real
+ledger and a real SMTP server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg2
+import pytest
+
+from managed_upgrade.ledger import Ledger
+from managed_upgrade_airflow.run_deadlines import alert_run_deadline
+
+pytestmark = pytest.mark.integration
+
+RUN_ID = "manual__2027-01-11T09:00:00+00:00"
+QUEUED = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def ledger(ledger_dsn: str) -> Iterator[Ledger]:
+    connection = psycopg2.connect(ledger_dsn)
+    yield Ledger(connection)
+    connection.close()
+
+
+def callback_context(deadline_time: datetime, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What ``Deadline.handle_miss`` hands the callback: the run as JSON and the deadline."""
+    return {
+        "dag_run": {
+            "dag_id": "managed_upgrade__acme",
+            "dag_run_id": RUN_ID,
+            "queued_at": QUEUED.isoformat().replace("+00:00", "Z"),
+            "start_date": (QUEUED + timedelta(seconds=2)).isoformat().replace("+00:00", "Z"),
+            "run_after": QUEUED.isoformat().replace("+00:00", "Z"),
+            "conf": {"deadline": "2027-03-31", **(conf or {})},
+            "state": "running",
+        },
+        "deadline": {"id": "0197a1b2-0000-7000-8000-000000000001", "deadline_time": deadline_time},
+    }
+
+
+def fire(kind: str, context: dict[str, Any]) -> dict[str, Any]:
+    return asyncio.run(alert_run_deadline(kind=kind, customer_id="acme", context=context))
+
+
+def test_a_missed_deadline_is_mailed_to_the_project_manager_and_recorded(ledger, smtp_sink):
+    due = datetime(2027, 4, 1, tzinfo=UTC)
+    result = fire("deadline_missed", callback_context(due))
+
+    assert result["sent"] is True and result["channels"] == {"email": "sent"}
+    (recipients,) = smtp_sink.recipients
+    assert recipients == ["pete@platinum.example"]
+    (message,) = smtp_sink.messages
+    assert (
+        message["Subject"] == "[Deadline missed] ACME Corporation: the upgrade was not complete by 2027-03-31"
+    )
+    assert f"managed_upgrade__acme / {RUN_ID}" in message.get_body(("plain",)).get_content()
+    (row,) = ledger.run_deadline_alerts("managed_upgrade__acme", RUN_ID)
+    assert (row["kind"], row["due_at"], row["notified"]) == ("deadline_missed", due, {"email": "sent"})
+    assert row["notified_at"] is not None
+
+
+def test_the_same_deadline_firing_twice_sends_one_mail(ledger, smtp_sink):
+    context = callback_context(datetime(2027, 3, 25, tzinfo=UTC))
+    first = fire("deadline_warning", context)
+    second = fire("deadline_warning", callback_context(datetime(2027, 3, 25, tzinfo=UTC)))
+
+    assert (first["sent"], second["sent"]) == (True, False)
+    assert len(smtp_sink.messages) == 1
+    assert [row["kind"] for row in ledger.run_deadline_alerts("managed_upgrade__acme")] == [
+        "deadline_warning"
+    ]
+
+
+def test_a_rehearsal_warning_counts_the_days_left_on_the_compressed_clock(ledger, smtp_sink):
+    # 10 s per business day: the deadline (57.625 business days after the start) is 576.25 s after it
+    conf = {"seconds_per_business_day": 10}
+    warning_due = QUEUED + timedelta(seconds=526.25)
+    context = callback_context(warning_due, conf)
+
+    from managed_upgrade_airflow import run_deadlines
+
+    alert = run_deadlines.build_alert("deadline_warning", _acme(), context["dag_run"], now=warning_due)
+    assert alert.planned_finish == QUEUED + timedelta(seconds=576.25, microseconds=-1)
+    assert alert.overrun_days == pytest.approx(-5.0)
+
+    result = fire("deadline_warning", context)
+    assert result["sent"] is True
+    (message,) = smtp_sink.messages
+    assert (
+        message["Subject"]
+        == "[Deadline warning] ACME Corporation: the upgrade must be complete by 2027-01-11"
+    )
+
+
+def test_the_ceiling_alert_names_the_timeline(ledger, smtp_sink):
+    fire("timeline_ceiling", callback_context(QUEUED + timedelta(days=70)))
+
+    (message,) = smtp_sink.messages
+    assert message["Subject"].startswith("[Timeline ceiling] ACME Corporation")
+    assert "Timeline ceiling (50 business days)" in message.get_body(("plain",)).get_content()
+
+
+def _acme() -> Any:
+    from managed_upgrade_airflow.run_deadlines import _load_config
+
+    return _load_config("acme")

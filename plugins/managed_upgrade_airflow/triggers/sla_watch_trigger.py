@@ -1,0 +1,443 @@
+"""Watches a run's SLA clock in the triggerer, so a miss or a customer reminder goes out the moment it is due.
+
+One :class:`SlaWatchTrigger` per run (deferred to by
+:class:`~managed_upgrade_airflow.operators.sla_watch.SlaWatchOperator`) loops until the run is over:
+
+1. read the run's activity events from the ledger and replay them
+   (:func:`managed_upgrade.sla_clock.sla_state`);
+2. for every miss and reminder that has fallen due, claim it in the ledger and, only when this claim
+   won, send it (:func:`~managed_upgrade_airflow.notifiers.alert_delivery.send_alert`) and mark it
+   notified -- so retries, restarts and a second watcher never send it twice;
+3. sleep until the next instant something can fall due, or the poll interval if that is sooner (new
+   events may bring a due time forward), so an alert leaves within a poll of its due time at worst and
+   usually within milliseconds.
+
+At start it re-sends alerts claimed but never marked notified (a watcher that died between claim and
+send). It ends, yielding one event with the run's misses and reminders, once the process's final
+activity finished or an activity failed for good (the listener's terminal ``failed``).
+
+Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``; the event
+loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a delivery
+that failed on every channel stays unnotified and is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from managed_upgrade.ledger import Ledger
+    from managed_upgrade.sla_alerts import Alert
+    from managed_upgrade.sla_clock import SlaState
+
+log = logging.getLogger(__name__)
+
+CLASS_PATH = f"{__name__}.SlaWatchTrigger"
+REAL_POLL_SECONDS = 30.0
+"""Poll on a real calendar: budgets are days long, 30 s is prompt enough to see a new unit start."""
+REHEARSAL_POLL_SECONDS = 1.0
+"""Poll in rehearsal, at most; shorter when a business day is shorter than 4 s."""
+WAKE_MARGIN_SECONDS = 0.001
+"""Sleep this much past a due instant, so the wake-up's clock is surely at or after it."""
+
+
+def _iso(value: Any) -> Any:
+    return value.astimezone(UTC).isoformat() if isinstance(value, datetime) else value
+
+
+def _json_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {key: _iso(value) for key, value in row.items()}
+
+
+class RunWatch:
+    """The blocking half of the watcher: config, ledger and delivery, called from a worker thread.
+
+    Kept apart from the trigger so each step can be driven on its own (tests, a one-off check).
+    """
+
+    def __init__(
+        self,
+        *,
+        dag_id: str,
+        run_id: str,
+        config: dict[str, Any],
+        config_source: str,
+        base_url: str,
+        seconds_per_business_day: float | None,
+        ledger_conn_id: str,
+        smtp_conn_id: str,
+        retry_seconds: float,
+    ) -> None:
+        from managed_upgrade.business_calendar import calendar_for
+        from managed_upgrade.config import parse_customer_config
+
+        self.dag_id, self.run_id = dag_id, run_id
+        self.config = parse_customer_config(config, config_source)
+        self.model = self.config.process_model()
+        self.clock = calendar_for(self.config.calendar, seconds_per_business_day)
+        self.base_url = base_url.rstrip("/")
+        self.ledger_conn_id, self.smtp_conn_id = ledger_conn_id, smtp_conn_id
+        self.retry_seconds = retry_seconds
+        self.sent: list[dict[str, Any]] = []
+        """What this watcher delivered: ``{kind, key, channels, due_at, sent_at}``."""
+        self._unsent: dict[tuple[str, Any], tuple[Alert, datetime]] = {}
+        self._claimed: set[tuple[str, Any]] = set()
+        """Alerts already claimed (by anyone): not asked for again at every poll."""
+        self._stack = ExitStack()
+        self._ledger: Ledger | None = None
+
+    # -- ledger connection ----------------------------------------------------------------------
+    def ledger(self) -> Ledger:
+        if self._ledger is None:
+            from managed_upgrade_airflow.ledger_access import open_ledger
+
+            self._ledger = self._stack.enter_context(open_ledger(self.ledger_conn_id))
+        return self._ledger
+
+    def close(self) -> None:
+        """Close the ledger connection (a later call opens a new one)."""
+        self._ledger = None
+        try:
+            self._stack.close()
+        except Exception as error:  # a broken connection may fail to close; it is gone either way
+            log.debug("closing the ledger connection failed: %s", error)
+        self._stack = ExitStack()
+
+    # -- the clock --------------------------------------------------------------------------------
+    def read_state(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:
+        """The run's SLA state at ``now`` and the events it was computed from."""
+        from managed_upgrade.sla_clock import sla_state
+
+        events = self.ledger().events(self.dag_id, self.run_id)
+        state = sla_state(
+            self.model,
+            self.clock,
+            events,
+            reminder_days=self.config.customer_wait.reminder_days,
+            now=now,
+        )
+        return state, events
+
+    # -- alerts -----------------------------------------------------------------------------------
+    def task_url(self, task_id: str) -> str:
+        return f"{self.base_url}/dags/{self.dag_id}/runs/{quote(self.run_id, safe='')}/tasks/{task_id}"
+
+    def _owner_users(self, role: str) -> tuple[str, ...]:
+        return tuple(getattr(self.config.users, role, ()) or ())
+
+    def _alert(self, **facts: Any) -> Alert:
+        from managed_upgrade.sla_alerts import Alert
+
+        return Alert(
+            customer_id=self.config.customer_id,
+            customer_name=self.config.name,
+            dag_id=self.dag_id,
+            run_id=self.run_id,
+            timezone=self.config.calendar.timezone,
+            **facts,
+        )
+
+    def miss_alert(
+        self, unit_id: str, owner: str, ran_out_at: datetime, overrun_days: float, now: datetime, task_id: str
+    ) -> Alert:
+        return self._alert(
+            kind="sla_miss",
+            budget_unit=unit_id,
+            title=self.model.budget_unit(unit_id).title,
+            owner_role=owner,
+            owner_users=self._owner_users(owner),
+            planned_finish=ran_out_at,
+            now=now,
+            overrun_days=overrun_days,
+            task_url=self.task_url(task_id),
+        )
+
+    def reminder_alert(
+        self,
+        unit_id: str,
+        activity_key: str,
+        number: int,
+        wait_started_at: datetime,
+        due_at: datetime,
+        now: datetime,
+    ) -> Alert:
+        return self._alert(
+            kind="customer_reminder",
+            budget_unit=unit_id,
+            title=self.model.activity(activity_key).title,
+            owner_role="customer",
+            owner_users=(),
+            planned_finish=due_at,
+            now=now,
+            overrun_days=max(self.clock.business_days_between(due_at, now), 0.0),
+            number=number,
+            task_url=self.task_url(activity_key),
+            waiting_since=wait_started_at,
+        )
+
+    def alert_due(self, state: SlaState) -> int:
+        """Claim every miss and reminder due in ``state``; send those this call won. Returns how many."""
+        ledger, now, sent = self.ledger(), state.now, 0
+        for unit in state.misses:
+            if ("miss", unit.id) in self._claimed:
+                continue
+            ran_out = unit.ran_out_at or unit.planned_finish or now
+            won = ledger.claim_sla_miss(
+                self.dag_id,
+                self.run_id,
+                unit.id,
+                owner=unit.owner,
+                budget_days=unit.budget_days,
+                planned_finish=ran_out,
+                overrun_days=unit.overrun_days,
+                activity_keys=list(unit.activity_keys),
+                detected_at=now,
+            )
+            self._claimed.add(("miss", unit.id))
+            if won:
+                alert = self.miss_alert(
+                    unit.id, unit.owner, ran_out, unit.overrun_days, now, unit.current_activity
+                )
+                sent += self._deliver("miss", unit.id, alert, due_at=ran_out)
+        for reminder in state.reminders:
+            if ("reminder", (reminder.budget_unit, reminder.number)) in self._claimed:
+                continue
+            won = ledger.claim_customer_reminder(
+                self.dag_id,
+                self.run_id,
+                reminder.budget_unit,
+                reminder.number,
+                owner="customer",
+                wait_started_at=reminder.wait_started_at,
+                due_at=reminder.due_at,
+                detected_at=now,
+            )
+            self._claimed.add(("reminder", (reminder.budget_unit, reminder.number)))
+            if won:
+                alert = self.reminder_alert(
+                    reminder.budget_unit,
+                    reminder.activity_key,
+                    reminder.number,
+                    reminder.wait_started_at,
+                    reminder.due_at,
+                    now,
+                )
+                key = (reminder.budget_unit, reminder.number)
+                sent += self._deliver("reminder", key, alert, due_at=reminder.due_at)
+        return sent
+
+    def resend_unnotified(self, state: SlaState) -> int:
+        """Send the misses and reminders a previous watcher claimed but never marked notified."""
+        sent = 0
+        for row in self.ledger().unnotified_alerts(self.dag_id, self.run_id):
+            if row["kind"] == "miss":
+                unit_id = row["budget_unit"]
+                task_id = self._current_activity(state, unit_id)
+                alert = self.miss_alert(
+                    unit_id,
+                    row["owner"],
+                    row["planned_finish"],
+                    row["overrun_days"],
+                    row["detected_at"],
+                    task_id,
+                )
+                sent += self._deliver("miss", unit_id, alert, due_at=row["planned_finish"])
+            elif row["kind"] == "reminder":
+                unit_id, number = row["budget_unit"], row["number"]
+                activity_key = self._waiting_activity(state, unit_id, row["wait_started_at"])
+                alert = self.reminder_alert(
+                    unit_id, activity_key, number, row["wait_started_at"], row["due_at"], row["detected_at"]
+                )
+                sent += self._deliver("reminder", (unit_id, number), alert, due_at=row["due_at"])
+            # "deadline" rows belong to the run deadline callbacks, which re-send their own.
+        return sent
+
+    def retry_unsent(self, now: datetime) -> int:
+        """Try again the alerts whose every channel failed, once ``retry_seconds`` have passed."""
+        sent = 0
+        for (kind, key), (alert, failed_at) in list(self._unsent.items()):
+            if (now - failed_at).total_seconds() >= self.retry_seconds:
+                del self._unsent[(kind, key)]
+                sent += self._deliver(kind, key, alert, due_at=alert.planned_finish)
+        return sent
+
+    def _deliver(self, kind: str, key: Any, alert: Alert, *, due_at: datetime) -> int:
+        from managed_upgrade_airflow.notifiers.alert_delivery import SENT, send_alert
+
+        channels = send_alert(alert, self.config, smtp_conn_id=self.smtp_conn_id)
+        sent_at = datetime.now(UTC)
+        if channels and SENT not in channels.values():
+            log.error(
+                "%s %s of %s: every channel failed (%s); retrying later", kind, key, self.run_id, channels
+            )
+            self._unsent[(kind, key)] = (alert, sent_at)
+            return 0
+        self.ledger().mark_alert_notified(kind, self.dag_id, self.run_id, key, channels)
+        lag = (sent_at - due_at).total_seconds()
+        log.info("%s %s of %s sent %.3f s after it fell due: %s", kind, key, self.run_id, lag, channels)
+        self.sent.append(
+            {"kind": kind, "key": key, "channels": channels, "due_at": _iso(due_at), "sent_at": _iso(sent_at)}
+        )
+        return 1
+
+    def _current_activity(self, state: SlaState, unit_id: str) -> str:
+        try:
+            return state.unit(unit_id).current_activity
+        except KeyError:
+            return unit_id
+
+    def _waiting_activity(self, state: SlaState, unit_id: str, wait_started_at: datetime) -> str:
+        for wait in state.waits:
+            if wait.budget_unit == unit_id and wait.started_at == wait_started_at:
+                return wait.activity_key
+        candidates = [w.activity_key for w in state.waits if w.budget_unit == unit_id]
+        return candidates[-1] if candidates else self._current_activity(state, unit_id)
+
+    # -- the end ----------------------------------------------------------------------------------
+    def summary(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """The run's misses and reminders from the ledger, JSON-ready, and how the run ended."""
+        from managed_upgrade.sla_clock import final_activity_key
+
+        final = final_activity_key(self.model)
+        finished = any(e["event"] == "finished" and e["activity_key"] == final for e in events)
+        ledger = self.ledger()
+        return {
+            "dag_id": self.dag_id,
+            "run_id": self.run_id,
+            "outcome": "finished" if finished else "failed",
+            "misses": [_json_row(row) for row in ledger.sla_misses(self.dag_id, self.run_id)],
+            "reminders": [_json_row(row) for row in ledger.customer_reminders(self.dag_id, self.run_id)],
+            "sent_by_this_watcher": [
+                {**item, "key": list(item["key"]) if isinstance(item["key"], tuple) else item["key"]}
+                for item in self.sent
+            ],
+        }
+
+
+class SlaWatchTrigger(BaseTrigger):
+    """Sends a run's SLA misses and customer reminders as they fall due; fires once, when the run is over.
+
+    :param dag_id: the customer DAG
+    :param run_id: the run watched
+    :param config: the customer config as JSON (``model_dump(mode="json", exclude_unset=True)``): the run
+        keeps the budgets, calendar and recipients it started with
+    :param config_source: where the config came from (for error messages)
+    :param base_url: the Airflow UI's base URL, for links to the late task
+    :param seconds_per_business_day: rehearsal compression; ``None`` for the customer's real calendar
+    :param poll_seconds: longest sleep between two ledger reads (default: 30 s real, <= 1 s rehearsal)
+    :param ledger_conn_id: Airflow connection of the ledger
+    :param smtp_conn_id: Airflow connection of the SMTP server
+    """
+
+    def __init__(
+        self,
+        *,
+        dag_id: str,
+        run_id: str,
+        config: dict[str, Any],
+        config_source: str = "customer config",
+        base_url: str,
+        seconds_per_business_day: float | None = None,
+        poll_seconds: float | None = None,
+        ledger_conn_id: str = "managed_upgrade_ledger",
+        smtp_conn_id: str = "smtp_default",
+    ) -> None:
+        super().__init__()
+        self.dag_id = dag_id
+        self.run_id = run_id
+        self.config = config
+        self.config_source = config_source
+        self.base_url = base_url
+        self.seconds_per_business_day = seconds_per_business_day
+        self.poll_seconds = poll_seconds
+        self.ledger_conn_id = ledger_conn_id
+        self.smtp_conn_id = smtp_conn_id
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            CLASS_PATH,
+            {
+                "dag_id": self.dag_id,
+                "run_id": self.run_id,
+                "config": self.config,
+                "config_source": self.config_source,
+                "base_url": self.base_url,
+                "seconds_per_business_day": self.seconds_per_business_day,
+                "poll_seconds": self.poll_seconds,
+                "ledger_conn_id": self.ledger_conn_id,
+                "smtp_conn_id": self.smtp_conn_id,
+            },
+        )
+
+    @property
+    def poll(self) -> float:
+        if self.poll_seconds is not None:
+            return float(self.poll_seconds)
+        if self.seconds_per_business_day:
+            return min(REHEARSAL_POLL_SECONDS, self.seconds_per_business_day / 4)
+        return REAL_POLL_SECONDS
+
+    def make_watch(self) -> RunWatch:
+        """The blocking half; builds the clock from the config (call it in a thread)."""
+        return RunWatch(
+            dag_id=self.dag_id,
+            run_id=self.run_id,
+            config=self.config,
+            config_source=self.config_source,
+            base_url=self.base_url,
+            seconds_per_business_day=self.seconds_per_business_day,
+            ledger_conn_id=self.ledger_conn_id,
+            smtp_conn_id=self.smtp_conn_id,
+            retry_seconds=max(5 * self.poll, 5.0),
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        import psycopg2
+
+        from managed_upgrade.sla_clock import next_due_at, run_is_over
+
+        watch = await asyncio.to_thread(self.make_watch)
+        poll, resent = self.poll, False
+        self.log.info("watching the SLA clock of %s / %s (poll %.3g s)", self.dag_id, self.run_id, poll)
+        try:
+            while True:
+                now = datetime.now(UTC)
+                try:
+                    state, events = await asyncio.to_thread(watch.read_state, now)
+                    if not resent:
+                        await asyncio.to_thread(watch.resend_unnotified, state)
+                        resent = True
+                    await asyncio.to_thread(watch.alert_due, state)
+                    await asyncio.to_thread(watch.retry_unsent, now)
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                    self.log.warning("ledger unreachable (%s); reconnecting in %.3g s", error, poll)
+                    watch.close()
+                    await asyncio.sleep(poll)
+                    continue
+                if run_is_over(watch.model, events):
+                    summary = await asyncio.to_thread(watch.summary, events)
+                    break
+                wake = next_due_at(state, now)
+                delay = poll
+                if wake is not None:
+                    delay = min(poll, (wake - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_SECONDS)
+                await asyncio.sleep(max(delay, 0.0))
+        finally:
+            watch.close()
+        self.log.info(
+            "run %s is over (%s): %d miss(es), %d reminder(s)",
+            self.run_id,
+            summary["outcome"],
+            len(summary["misses"]),
+            len(summary["reminders"]),
+        )
+        yield TriggerEvent(summary)

@@ -1,0 +1,207 @@
+"""The SLA watcher on a real ledger and SMTP server: alerts leave when due, once; it ends with the run.
+
+A rehearsal run (one business day = 2 s): the test writes the activity events the listener would
+write, runs the trigger the way the triggerer does (re-instantiated from ``serialize()``, its ``run()``
+iterated in asyncio) and reads what reached the SMTP sink and the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from managed_upgrade.config import load_customer_config
+from managed_upgrade.config.models import CustomerWait
+from managed_upgrade.ledger import Ledger
+from managed_upgrade.sla_clock import final_activity_key
+from managed_upgrade_airflow.operators.sla_watch import SlaWatchOperator
+from managed_upgrade_airflow.triggers.sla_watch_trigger import CLASS_PATH, SlaWatchTrigger
+
+pytestmark = pytest.mark.integration
+
+CUSTOMERS = Path(__file__).resolve().parents[2] / "include" / "customers"
+ACME = load_customer_config(CUSTOMERS / "acme.yaml")
+DAG = ACME.dag_id
+SECONDS = 2.0
+"""Rehearsal: one business day lasts 2 s."""
+ALERT_LAG_LIMIT = 5.0
+"""The goal: an alert leaves at most 5 s after its due instant."""
+WAIT_LIMIT = 20.0
+FINAL = final_activity_key(ACME.process_model())
+RESPOND, ACKNOWLEDGE = "initiation.respond_to_request", "initiation.acknowledge_request_formally"
+
+
+@pytest.fixture
+def ledger(ledger_dsn: str) -> Iterator[Ledger]:
+    connection = psycopg2.connect(ledger_dsn)
+    yield Ledger(connection)
+    connection.close()
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"rehearsal__{uuid.uuid4().hex[:8]}"
+
+
+def make_trigger(task_context: Callable[..., dict[str, Any]], run_id: str, config=ACME) -> SlaWatchTrigger:
+    """The trigger the operator defers to, rebuilt from its serialized form as the triggerer does."""
+    operator = SlaWatchOperator(task_id="sla_watch", config=config)
+    context = task_context("sla_watch", conf={"seconds_per_business_day": SECONDS}, run_id=run_id)
+    classpath, kwargs = operator.make_trigger(context).serialize()
+    assert classpath == CLASS_PATH
+    return SlaWatchTrigger(**kwargs)
+
+
+async def run_to_end(trigger: SlaWatchTrigger) -> list[Any]:
+    return [event async for event in trigger.run()]
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    """Wait for ``condition`` (checked every 50 ms), failing after WAIT_LIMIT seconds."""
+    deadline = asyncio.get_running_loop().time() + WAIT_LIMIT
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def record(ledger: Ledger, run_id: str, key: str, *events: tuple[str, datetime]) -> None:
+    for event, at in events:
+        ledger.record_event(DAG, run_id, key, event, at=at)
+
+
+def subjects(smtp_sink) -> list[str]:
+    return [str(message["Subject"]) for message in smtp_sink.messages]
+
+
+def test_the_operator_defers_at_once_to_the_trigger(task_context, run_id) -> None:
+    operator = SlaWatchOperator(task_id="sla_watch", config=ACME)
+    context = task_context("sla_watch", conf={"seconds_per_business_day": SECONDS}, run_id=run_id)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute(context)
+    assert deferred.value.method_name == "execute_complete"
+    trigger = deferred.value.trigger
+    assert (trigger.dag_id, trigger.run_id, trigger.seconds_per_business_day) == (DAG, run_id, SECONDS)
+    summary = {"outcome": "finished", "misses": [], "reminders": []}
+    assert operator.execute_complete(context, summary) == summary
+
+
+def test_a_miss_is_sent_once_when_due_and_the_watcher_ends_with_the_run(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        t0 = datetime.now(UTC)
+        record(ledger, run_id, "initiation.create_request_case", ("ready", t0), ("finished", t0))
+        # Respond to Request: answered after half a business day, in time.
+        record(
+            ledger, run_id, RESPOND, ("ready", t0), ("started", t0), ("finished", t0 + timedelta(seconds=1))
+        )
+        # Acknowledge Request Formally: ready at t0 + 1 s, never answered -> due at t0 + 3 s.
+        record(ledger, run_id, ACKNOWLEDGE, ("ready", t0 + timedelta(seconds=1)))
+        first = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        await until(lambda: len(smtp_sink.messages) >= 1, "the miss e-mail")
+
+        # Simulated restart: the first watcher dies, a second one starts on the same run.
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        second = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        record(ledger, run_id, ACKNOWLEDGE, ("finished", datetime.now(UTC)))
+        record(ledger, run_id, FINAL, ("finished", datetime.now(UTC)))
+        (event,) = await asyncio.wait_for(second, WAIT_LIMIT)
+        return event.payload
+
+    summary = asyncio.run(scenario())
+
+    assert len(smtp_sink.messages) == 1, subjects(smtp_sink)
+    assert "Acknowledge Request Formally" in subjects(smtp_sink)[0]
+    assert "pete@platinum.example" in smtp_sink.recipients[0]  # the project manager owns it
+    (miss,) = ledger.sla_misses(DAG, run_id)
+    assert miss["budget_unit"] == "acknowledge_request_formally" and miss["owner"] == "project_manager"
+    lag = (miss["notified_at"] - miss["planned_finish"]).total_seconds()
+    assert 0 <= lag <= ALERT_LAG_LIMIT, f"sent {lag:.3f} s after it fell due"
+    assert miss["notified"] == {"email": "sent"}
+    assert summary["outcome"] == "finished"
+    assert [m["budget_unit"] for m in summary["misses"]] == ["acknowledge_request_formally"]
+    assert summary["sent_by_this_watcher"] == []  # the restarted watcher sent nothing again
+
+
+def test_a_claimed_but_unsent_miss_is_sent_by_the_next_watcher(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    t0 = datetime.now(UTC) - timedelta(seconds=10)
+    record(ledger, run_id, RESPOND, ("ready", t0))
+    # A watcher claimed the miss, then died before sending it.
+    assert ledger.claim_sla_miss(
+        DAG,
+        run_id,
+        "respond_to_request",
+        owner="consultant",
+        budget_days=1.0,
+        planned_finish=t0 + timedelta(seconds=SECONDS),
+        overrun_days=0.0,
+        activity_keys=[RESPOND],
+        detected_at=t0 + timedelta(seconds=SECONDS),
+    )
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        await until(lambda: len(smtp_sink.messages) >= 1, "the re-sent miss")
+        record(ledger, run_id, FINAL, ("finished", datetime.now(UTC)))
+        await asyncio.wait_for(watcher, WAIT_LIMIT)
+
+    asyncio.run(scenario())
+    assert len(smtp_sink.messages) == 1 and "Respond to Request" in subjects(smtp_sink)[0]
+    assert ledger.unnotified_alerts(DAG, run_id) == []
+
+
+def test_a_customer_wait_brings_a_reminder_and_no_miss_for_the_paused_group(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    config = ACME.model_copy(update={"customer_wait": CustomerWait(reminder_days=1)})
+    sign_off = "dev.customer_sign_off"
+    development = ACME.process_model().budget_unit("development").activity_keys
+
+    async def scenario() -> dict[str, Any]:
+        t0 = datetime.now(UTC)
+        for index, key in enumerate(k for k in development if k != sign_off):
+            at = t0 + timedelta(seconds=0.1 * index)
+            record(ledger, run_id, key, ("ready", at), ("started", at), ("finished", at))
+        record(ledger, run_id, sign_off, ("ready", t0), ("started", t0), ("waiting_on_customer", t0))
+        watcher = asyncio.create_task(run_to_end(make_trigger(task_context, run_id, config)))
+        await until(lambda: len(smtp_sink.messages) >= 1, "reminder 1")
+        record(ledger, run_id, sign_off, ("finished", datetime.now(UTC)))
+        record(ledger, run_id, FINAL, ("finished", datetime.now(UTC)))
+        (event,) = await asyncio.wait_for(watcher, WAIT_LIMIT)
+        return event.payload
+
+    summary = asyncio.run(scenario())
+    assert len(smtp_sink.messages) == 1, subjects(smtp_sink)
+    assert subjects(smtp_sink)[0].startswith("Reminder 1:")
+    assert "alice.admin@acme.example" in smtp_sink.recipients[0]  # the customer's contact
+    (reminder,) = ledger.customer_reminders(DAG, run_id)
+    assert (reminder["budget_unit"], reminder["number"]) == ("development", 1)
+    lag = (reminder["notified_at"] - reminder["due_at"]).total_seconds()
+    assert 0 <= lag <= ALERT_LAG_LIMIT, f"sent {lag:.3f} s after it fell due"
+    assert ledger.sla_misses(DAG, run_id) == [] and summary["misses"] == []
+
+
+def test_a_terminal_failure_ends_the_watcher(ledger: Ledger, smtp_sink, task_context, run_id) -> None:
+    t0 = datetime.now(UTC)
+    record(ledger, run_id, RESPOND, ("ready", t0), ("started", t0))
+    ledger.record_event(DAG, run_id, RESPOND, "failed", at=t0, detail={"terminal": True, "error": "boom"})
+
+    async def scenario() -> dict[str, Any]:
+        (event,) = await asyncio.wait_for(run_to_end(make_trigger(task_context, run_id)), WAIT_LIMIT)
+        return event.payload
+
+    assert asyncio.run(scenario())["outcome"] == "failed"
+    assert smtp_sink.messages == []

@@ -14,7 +14,9 @@ The callback is an :class:`~airflow.sdk.AsyncCallback`, run by the triggerer: it
 executor (Airflow 3.3.2's ``SyncCallback`` needs an executor with ``supports_callbacks``, which only
 the LocalExecutor declares in core; our deployment runs Celery). The blocking work (ledger, SMTP,
 webhook) runs in a worker thread so the triggerer's event loop keeps serving its triggers. Each alert
-is claimed in the ledger first (``run_deadline_alerts``), so it is sent once per run and kind.
+is claimed in the ledger first (``run_deadline_alerts``), so it is sent once per run and kind: a
+triggerer restarted before it recorded a callback's end runs the callback again, and the claim stops
+the second mail (seen in a real Airflow 3.3.2).
 """
 
 from __future__ import annotations
@@ -148,11 +150,14 @@ def run_deadlines(config: CustomerConfig, *, warning_days: int = DEFAULT_WARNING
     ]
 
 
-async def alert_run_deadline(
-    kind: str, customer_id: str, context: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The deadline callback (in the triggerer): sends and records the alert off the event loop."""
-    return await asyncio.to_thread(deliver_run_deadline_alert, kind, customer_id, context or {})
+async def alert_run_deadline(kind: str, customer_id: str, context: dict[str, Any] | None = None) -> str:
+    """The deadline callback (in the triggerer): sends and records the alert off the event loop.
+
+    Returns the summary as JSON text: Airflow 3.3.2 stores a callback's result in a text column
+    (``callback.output``), and any other type makes the triggerer's commit fail and the triggerer exit.
+    """
+    result = await asyncio.to_thread(deliver_run_deadline_alert, kind, customer_id, context or {})
+    return json.dumps(result, sort_keys=True)
 
 
 def deliver_run_deadline_alert(

@@ -8,6 +8,7 @@ ledger and a real SMTP server.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,7 +49,9 @@ def callback_context(deadline_time: datetime, conf: dict[str, Any] | None = None
 
 
 def fire(kind: str, context: dict[str, Any]) -> dict[str, Any]:
-    return asyncio.run(alert_run_deadline(kind=kind, customer_id="acme", context=context))
+    output = asyncio.run(alert_run_deadline(kind=kind, customer_id="acme", context=context))
+    assert isinstance(output, str)  # Airflow keeps it in a text column; anything else stops the triggerer
+    return json.loads(output)
 
 
 def test_a_missed_deadline_is_mailed_to_the_project_manager_and_recorded(ledger, smtp_sink):

@@ -205,3 +205,27 @@ def test_a_terminal_failure_ends_the_watcher(ledger: Ledger, smtp_sink, task_con
 
     assert asyncio.run(scenario())["outcome"] == "failed"
     assert smtp_sink.messages == []
+
+
+def test_the_watcher_ends_when_airflow_has_the_final_task_ended_though_its_event_is_lost(
+    ledger: Ledger, smtp_sink, task_context, run_id, monkeypatch
+) -> None:
+    """The triggerer's supervisor answers task-state questions; here it cannot exist, so it is faked."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    asked: list[dict[str, Any]] = []
+
+    def get_ti_count(**query: Any) -> int:
+        asked.append(query)
+        return 1  # the final task ended (e.g. upstream_failed), but no ledger event says so
+
+    monkeypatch.setattr(RuntimeTaskInstance, "get_ti_count", staticmethod(get_ti_count))
+    record(ledger, run_id, RESPOND, ("ready", datetime.now(UTC)), ("finished", datetime.now(UTC)))
+
+    async def scenario() -> dict[str, Any]:
+        (event,) = await asyncio.wait_for(run_to_end(make_trigger(task_context, run_id)), WAIT_LIMIT)
+        return event.payload
+
+    assert asyncio.run(scenario())["outcome"] == "ended"
+    assert asked[0]["task_ids"] == [FINAL] and asked[0]["run_ids"] == [run_id]
+    assert "upstream_failed" in asked[0]["states"]

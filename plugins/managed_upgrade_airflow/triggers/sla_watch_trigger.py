@@ -14,7 +14,9 @@ One :class:`SlaWatchTrigger` per run (deferred to by
 
 At start it re-sends alerts claimed but never marked notified (a watcher that died between claim and
 send). It ends, yielding one event with the run's misses and reminders, once the process's final
-activity finished or an activity failed for good (the listener's terminal ``failed``).
+activity finished or an activity failed for good (the listener's terminal ``failed``), or -- should
+such an event be lost -- once Airflow has the final task in an ended state (asked every minute; every
+few seconds in rehearsal).
 
 Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``; the event
 loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a delivery
@@ -46,6 +48,10 @@ REAL_POLL_SECONDS = 30.0
 """Poll on a real calendar: budgets are days long, 30 s is prompt enough to see a new unit start."""
 REHEARSAL_POLL_SECONDS = 1.0
 """Poll in rehearsal, at most; shorter when a business day is shorter than 4 s."""
+REAL_AIRFLOW_CHECK_SECONDS = 60.0
+"""On a real calendar, how often Airflow is asked whether the run's final task ended."""
+ENDED_STATES = ["success", "failed", "skipped", "upstream_failed", "removed"]
+"""Task states after which the final task will not run (again) without someone clearing it."""
 WAKE_MARGIN_SECONDS = 0.001
 """Sleep this much past a due instant, so the wake-up's clock is surely at or after it."""
 
@@ -98,6 +104,7 @@ class RunWatch:
         """Alerts already claimed (by anyone): not asked for again at every poll."""
         self._stack = ExitStack()
         self._ledger: Ledger | None = None
+        self._airflow_unreachable = False
         # Warm-up: in the triggerer the first look-up of a connection that does not exist (the global
         # webhook, usually) took ~10 s (measured on 3.3.2); pay it now, not when the first alert is due.
         webhook_conn_id_for(self.config)
@@ -310,17 +317,55 @@ class RunWatch:
         return candidates[-1] if candidates else self._current_activity(state, unit_id)
 
     # -- the end ----------------------------------------------------------------------------------
+    def final_task_ended(self) -> bool:
+        """Whether Airflow has the run's final task in an ended state (success, failed, upstream_failed, ...).
+
+        A safety net, so a lost ``finished`` event (ledger down when the listener wrote it) cannot keep
+        the watcher -- and with it the run -- going forever. Asked through the triggerer's supervisor;
+        outside a triggerer (tests, a one-off check) there is none and the answer is False.
+        """
+        from managed_upgrade.sla_clock import final_activity_key
+
+        if self._airflow_unreachable:
+            return False
+        try:
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            count = RuntimeTaskInstance.get_ti_count(
+                dag_id=self.dag_id,
+                task_ids=[final_activity_key(self.model)],
+                run_ids=[self.run_id],
+                states=ENDED_STATES,
+            )
+        except (NameError, AttributeError, ImportError) as error:  # no supervisor to ask: not a triggerer
+            log.debug("cannot ask Airflow for task states here (%s); relying on ledger events", error)
+            self._airflow_unreachable = True
+            return False
+        except Exception as error:
+            log.warning("asking Airflow whether %s ended failed: %s; asking again later", self.run_id, error)
+            return False
+        return count > 0
+
     def summary(self, events: list[dict[str, Any]]) -> dict[str, Any]:
-        """The run's misses and reminders from the ledger, JSON-ready, and how the run ended."""
+        """The run's misses and reminders from the ledger, JSON-ready, and how the run ended.
+
+        ``outcome``: ``finished`` (the final activity's ``finished`` event), ``failed`` (an activity's
+        terminal ``failed`` event) or ``ended`` (Airflow has the final task ended, without either event).
+        """
         from managed_upgrade.sla_clock import final_activity_key
 
         final = final_activity_key(self.model)
-        finished = any(e["event"] == "finished" and e["activity_key"] == final for e in events)
+        if any(e["event"] == "finished" and e["activity_key"] == final for e in events):
+            outcome = "finished"
+        elif any(e["event"] == "failed" and (e.get("detail") or {}).get("terminal") is True for e in events):
+            outcome = "failed"
+        else:
+            outcome = "ended"
         ledger = self.ledger()
         return {
             "dag_id": self.dag_id,
             "run_id": self.run_id,
-            "outcome": "finished" if finished else "failed",
+            "outcome": outcome,
             "misses": [_json_row(row) for row in ledger.sla_misses(self.dag_id, self.run_id)],
             "reminders": [_json_row(row) for row in ledger.customer_reminders(self.dag_id, self.run_id)],
             "sent_by_this_watcher": [
@@ -393,6 +438,11 @@ class SlaWatchTrigger(BaseTrigger):
             return min(REHEARSAL_POLL_SECONDS, self.seconds_per_business_day / 4)
         return REAL_POLL_SECONDS
 
+    @property
+    def airflow_check_seconds(self) -> float:
+        """How often Airflow is asked whether the final task ended (in case its ledger event is lost)."""
+        return REAL_AIRFLOW_CHECK_SECONDS if not self.seconds_per_business_day else max(4 * self.poll, 2.0)
+
     def make_watch(self) -> RunWatch:
         """The blocking half; builds the clock from the config (call it in a thread)."""
         return RunWatch(
@@ -414,6 +464,8 @@ class SlaWatchTrigger(BaseTrigger):
         from managed_upgrade.sla_clock import next_due_at, run_is_over
 
         poll, resent = self.poll, False
+        loop = asyncio.get_running_loop()
+        next_airflow_check = loop.time() + self.airflow_check_seconds
         self.log.info("watching the SLA clock of %s / %s (poll %.3g s)", self.dag_id, self.run_id, poll)
         try:
             while True:
@@ -430,7 +482,11 @@ class SlaWatchTrigger(BaseTrigger):
                     watch.close()
                     await asyncio.sleep(poll)
                     continue
-                if run_is_over(watch.model, events):
+                ended_in_airflow = False
+                if loop.time() >= next_airflow_check:
+                    next_airflow_check = loop.time() + self.airflow_check_seconds
+                    ended_in_airflow = await asyncio.to_thread(watch.final_task_ended)
+                if run_is_over(watch.model, events) or ended_in_airflow:
                     summary = await asyncio.to_thread(watch.summary, events)
                     break
                 wake = next_due_at(state, now)

@@ -8,9 +8,12 @@ Rules (the contract the tests check):
 
 * **Budget unit clock.** A unit (:attr:`ProcessModel.budget_units`) starts at the earliest ``ready``
   or ``started`` event of its activities and stops at the ``finished`` of its last activity, once
-  every activity of the unit is finished. Retries (new ``started`` events with a higher
-  ``try_number``) do not restart it; only a ``ready``/``started`` of a higher try than an activity's
-  ``finished`` reopens that activity (the task was cleared and runs again).
+  every activity of the unit is finished. An activity without such an event whose upstream
+  activities (``after``) all finished is ready at the last of their finishes (what the listener
+  writes once its task runs; a task still queued for a worker does not hold its clock back).
+  Retries (new ``started`` events with a higher ``try_number``) do not restart it; only a
+  ``ready``/``started`` of a higher try than an activity's ``finished`` reopens that activity (the
+  task was cleared and runs again).
 * **Customer waits.** An activity waits on the customer from ``waiting_on_customer`` until its
   ``resumed`` or ``finished`` (the listener records them while a customer question is open). An
   activity with ``waits_on_customer`` in the model (a customer sign-off) that has no such event waits
@@ -204,7 +207,23 @@ def _tracks(model: ProcessModel, events: Iterable[Mapping[str, Any]]) -> dict[st
         if track.wait_opened_at is not None:
             track.explicit_waits = [*(track.explicit_waits or []), (track.wait_opened_at, None)]
             track.wait_opened_at = None
+    _infer_ready(model, tracks)
     return tracks
+
+
+def _infer_ready(model: ProcessModel, tracks: Mapping[str, _ActivityTrack]) -> None:
+    """An activity whose upstream all finished is ready then, even before its task runs.
+
+    The listener writes ``ready`` only once the task runs (backdated to its upstream's finish); a task
+    queued for a worker would otherwise start its budget late, and a miss would be found late.
+    """
+    for activity in model.topological_order():
+        track = tracks[activity.key]
+        if track.first_start is not None or not activity.after:
+            continue
+        upstream = [tracks[key] for key in activity.after]
+        if all(up.finished for up in upstream):
+            track.first_start = max(up.finished_at for up in upstream if up.finished_at is not None)
 
 
 def _close_wait(track: _ActivityTrack, at: datetime) -> None:

@@ -108,6 +108,13 @@ def test_a_cleared_and_rerun_activity_is_running_again():
     assert unit.status == "running" and unit.due_at == day(1)
 
 
+def test_an_activity_is_ready_when_its_upstream_finished_even_before_its_task_runs():
+    events = [ev(RESPOND, "ready", day(0)), ev(RESPOND, "finished", day(0.5))]
+    unit = state(events, day(1)).unit("acknowledge_request_formally")
+    assert (unit.status, unit.started_at, unit.due_at) == ("running", day(0.5), day(1.5))
+    assert state(events, day(1.5)).unit("acknowledge_request_formally").missed
+
+
 def test_the_clock_counts_business_days_of_the_customers_calendar():
     berlin = ZoneInfo("Europe/Berlin")
     calendar = BusinessCalendar(timezone="Europe/Berlin")

@@ -132,6 +132,10 @@ def test_a_miss_is_sent_once_when_due_and_the_watcher_ends_with_the_run(
     assert summary["outcome"] == "finished"
     assert [m["budget_unit"] for m in summary["misses"]] == ["acknowledge_request_formally"]
     assert summary["sent_by_this_watcher"] == []  # the restarted watcher sent nothing again
+    units = {unit["budget_unit"]: unit for unit in summary["units"]}
+    assert not units["respond_to_request"]["missed"]  # finished in time: no alert
+    assert units["acknowledge_request_formally"]["missed"]
+    assert units["acknowledge_request_formally"]["overrun_days"] >= miss["overrun_days"]
 
 
 def test_a_claimed_but_unsent_miss_is_sent_by_the_next_watcher(

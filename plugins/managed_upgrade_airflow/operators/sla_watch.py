@@ -64,8 +64,9 @@ class SlaWatchOperator(BaseOperator):
     :param ledger_conn_id: Airflow connection of the ledger
     :param smtp_conn_id: Airflow connection of the SMTP server for alert e-mails
 
-    XCom: ``{dag_id, run_id, outcome: "finished" | "failed", misses: [sla_misses rows],
-    reminders: [customer_reminders rows], sent_by_this_watcher: [...]}`` (times as ISO strings).
+    XCom: ``{dag_id, run_id, outcome: "finished" | "failed" | "ended", misses: [sla_misses rows],
+    reminders: [customer_reminders rows], units: [each started budget unit's final clock: budget,
+    consumed and paused days, missed, overrun], sent_by_this_watcher: [...]}`` (times as ISO strings).
     """
 
     template_fields: Sequence[str] = ()

@@ -346,11 +346,13 @@ class RunWatch:
             return False
         return count > 0
 
-    def summary(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def summary(self, events: list[dict[str, Any]], state: SlaState) -> dict[str, Any]:
         """The run's misses and reminders from the ledger, JSON-ready, and how the run ended.
 
         ``outcome``: ``finished`` (the final activity's ``finished`` event), ``failed`` (an activity's
         terminal ``failed`` event) or ``ended`` (Airflow has the final task ended, without either event).
+        ``units``: every started budget unit's clock at the end (the ledger keeps a miss's overrun as
+        it was when detected; this is the final one).
         """
         from managed_upgrade.sla_clock import final_activity_key
 
@@ -368,6 +370,22 @@ class RunWatch:
             "outcome": outcome,
             "misses": [_json_row(row) for row in ledger.sla_misses(self.dag_id, self.run_id)],
             "reminders": [_json_row(row) for row in ledger.customer_reminders(self.dag_id, self.run_id)],
+            "units": [
+                {
+                    "budget_unit": unit.id,
+                    "owner": unit.owner,
+                    "status": unit.status,
+                    "budget_days": unit.budget_days,
+                    "consumed_days": round(unit.consumed_days, 4),
+                    "paused_days": round(unit.paused_days, 4),
+                    "missed": unit.missed,
+                    "overrun_days": round(unit.overrun_days, 4),
+                    "started_at": _iso(unit.started_at),
+                    "finished_at": _iso(unit.finished_at),
+                }
+                for unit in state.units
+                if unit.status != "not_started"
+            ],
             "sent_by_this_watcher": [
                 {**item, "key": list(item["key"]) if isinstance(item["key"], tuple) else item["key"]}
                 for item in self.sent
@@ -487,7 +505,7 @@ class SlaWatchTrigger(BaseTrigger):
                     next_airflow_check = loop.time() + self.airflow_check_seconds
                     ended_in_airflow = await asyncio.to_thread(watch.final_task_ended)
                 if run_is_over(watch.model, events) or ended_in_airflow:
-                    summary = await asyncio.to_thread(watch.summary, events)
+                    summary = await asyncio.to_thread(watch.summary, events, state)
                     break
                 wake = next_due_at(state, now)
                 delay = poll

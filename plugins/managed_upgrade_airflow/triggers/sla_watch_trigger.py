@@ -107,7 +107,10 @@ class RunWatch:
         self._airflow_unreachable = False
         # Warm-up: in the triggerer the first look-up of a connection that does not exist (the global
         # webhook, usually) took ~10 s (measured on 3.3.2); pay it now, not when the first alert is due.
-        webhook_conn_id_for(self.config)
+        try:
+            webhook_conn_id_for(self.config)
+        except Exception as error:  # delivery reports it per alert; the watcher must start regardless
+            log.warning("looking up the webhook connection failed: %s", error)
 
     # -- ledger connection ----------------------------------------------------------------------
     def ledger(self) -> Ledger:

@@ -254,8 +254,8 @@ def make_baseline(
     """Write the baseline DAG with the gates this product run opened; the policy answers them alike."""
     opened = {}
     for gate in answered:
-        details = api.hitl_details(PRODUCT_DAG, run["dag_run_id"], pending_only=False)
-        detail = next(d for d in details if d["task_instance"]["task_id"] == gate.task_id)
+        details = api.run_gates(PRODUCT_DAG, run["dag_run_id"], pending_only=False)
+        detail = next(d for d in details if d["gate"]["task_id"] == gate.task_id)
         opened[gate.task_id] = {"options": detail["options"], "assigned_users": detail["assigned_users"]}
     (dags / "bench_noop_baseline.py").write_text(baseline_dag_source(config, opened))
     api.wait_for_dag(BASELINE_DAG, timeout=180)

@@ -34,14 +34,13 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
+from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+
 log = logging.getLogger(__name__)
 
 DAG_ID_PREFIX = "managed_upgrade__"
 """Customer DAG ids (``managed_upgrade.config.DAG_ID_PREFIX``, repeated to keep this import cheap)."""
 
-REVIEW_DAG_ID = "managed_upgrade_review"
-REVIEW_TASK_ID = "question"
-"""The review DAG and its one task (``managed_upgrade_airflow.review_questions``)."""
 
 ERROR_MAX_CHARS = 500
 
@@ -195,7 +194,7 @@ def _on_failed(ti: Any, error: Any) -> None:
 
 def _review_question_event(ti: Any, event: str) -> None:
     """``waiting_on_customer`` / ``resumed`` on the customer run's activity a review question is for."""
-    if ti.task_id != REVIEW_TASK_ID:
+    if ti.task_id != QUESTION_TASK_ID:
         return
     conf = _conf(ti)
     target = conf.get("for")

@@ -136,7 +136,12 @@ class ReviewQuestionOperator(FactsGate):
             self._question = ReviewQuestion.from_conf(context["dag_run"].conf)
         return self._question
 
-    def execute(self, context: Any) -> Any:
+    def ask(self, context: Any) -> ReviewQuestion:
+        """Take subject, body, options, form and assigned users from the run's conf.
+
+        Called when the question opens and again when the answer arrives: that is a new process
+        whose operator holds only the parse-time placeholders the answer would be checked against.
+        """
         question = self.question(context)
         self.subject = question.subject
         self.body = question.body
@@ -144,6 +149,10 @@ class ReviewQuestionOperator(FactsGate):
         self.multiple = False
         self.params = form_fields(question.fields)
         self.assigned_users = hitl_users(list(question.assigned_users))
+        return question
+
+    def execute(self, context: Any) -> Any:
+        question = self.ask(context)
         self.log.info(
             "Question %d of %s in %s/%s for %s: %s",
             question.number,
@@ -154,6 +163,10 @@ class ReviewQuestionOperator(FactsGate):
             question.subject,
         )
         return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        self.ask(context)
+        return super().execute_complete(context, event)
 
     def validate_params_input(self, params_input: Any) -> None:
         """Any form input is kept: the review task judges it and asks again when it cannot be used."""

@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
+from managed_upgrade.review_runs import REVIEW_DAG_ID, parse_review_run_id
+
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 PAGE_SIZE = 100  # [api] maximum_page_limit default: larger limits are silently cut to it
 POLL_SECONDS = 0.5
@@ -268,14 +270,40 @@ class AirflowClient:
         path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}/hitlDetails"
         return self._paged(path, "hitl_details", params=params, user=user)
 
+    def run_gates(
+        self, dag_id: str, run_id: str, *, pending_only: bool = True, user: str = DEFAULT_USER
+    ) -> list[dict[str, Any]]:
+        """The (by default only unanswered) questions of a customer run: its HITL tasks and review questions.
+
+        Review questions (fix rounds, sign-offs) are runs of the review DAG named after the customer
+        run. Each detail gets ``gate``: the customer run's ``task_id`` asking, the ``question``
+        number (``None`` for the run's own HITL tasks) and where to answer (``answer_dag_id``,
+        ``answer_run_id``, ``answer_task_id``, ``map_index``); see :meth:`answer_gate`.
+        """
+        gates = []
+        for detail in self.hitl_details(dag_id, run_id, pending_only=pending_only, user=user):
+            instance = detail["task_instance"]
+            detail["gate"] = _gate(instance["task_id"], None, instance)
+            gates.append(detail)
+        for detail in self.hitl_details(REVIEW_DAG_ID, "~", pending_only=pending_only, user=user):
+            instance = detail["task_instance"]
+            asked = parse_review_run_id(instance["dag_run_id"], dag_id, run_id)
+            if asked is not None:
+                detail["gate"] = _gate(asked[0], asked[1], instance)
+                gates.append(detail)
+        return gates
+
     def wait_for_pending_hitl(
         self, dag_id: str, run_id: str, task_id: str, timeout: float = 120.0, *, user: str = DEFAULT_USER
     ) -> dict[str, Any]:
-        """Wait until `task_id` of the run asks for input; its HITL detail (options, assigned users...)."""
+        """Wait until `task_id` of the run asks for input (itself or through a review question).
+
+        Returns the HITL detail (options, assigned users, ``gate``: where to answer it).
+        """
 
         def pending() -> dict[str, Any] | None:
-            for detail in self.hitl_details(dag_id, run_id, user=user):
-                if detail["task_instance"]["task_id"] == task_id:
+            for detail in self.run_gates(dag_id, run_id, user=user):
+                if detail["gate"]["task_id"] == task_id:
                     return detail
             return None
 
@@ -286,6 +314,28 @@ class AirflowClient:
         if self._hitl_settle is not None:
             self._hitl_settle(detail)
         return detail
+
+    def answer_gate(
+        self,
+        detail: Mapping[str, Any],
+        chosen_options: list[str],
+        params_input: Mapping[str, Any] | None = None,
+        *,
+        user: str,
+        expected: Iterable[int] = (200,),
+    ) -> dict[str, Any]:
+        """Answer a question found by :meth:`run_gates` / :meth:`wait_for_pending_hitl`."""
+        gate = detail["gate"]
+        return self.answer_hitl(
+            gate["answer_dag_id"],
+            gate["answer_run_id"],
+            gate["answer_task_id"],
+            chosen_options,
+            params_input,
+            user=user,
+            map_index=gate["map_index"],
+            expected=expected,
+        )
 
     def answer_hitl(
         self,
@@ -310,6 +360,17 @@ class AirflowClient:
         )
         body = {"chosen_options": list(chosen_options), "params_input": dict(params_input or {})}
         return self.request("PATCH", path, user=user, json=body, expected=expected)
+
+
+def _gate(task_id: str, question: int | None, instance: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "task_id": task_id,
+        "question": question,
+        "answer_dag_id": instance["dag_id"],
+        "answer_run_id": instance["dag_run_id"],
+        "answer_task_id": instance["task_id"],
+        "map_index": instance.get("map_index", -1),
+    }
 
 
 def wait_until(probe: Callable[[], T | None], timeout: float, what: str) -> T:

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             f"\n== triggered {dag_id} run {run_id}\n"
             f"   open {run_url}  (Grid and Gantt views)\n"
             f"   log in as carla (consultant) or pete (project manager) with the passwords above;\n"
-            f"   a waiting gate shows as 'Required Action' on the task: open it, fill in the form, answer.\n"
+            f"   a waiting gate shows as 'Required Action' on the task: open it, fill in the form, answer;\n"
+            f"   fix rounds and customer sign-offs are asked in runs of the DAG managed_upgrade_review\n"
+            f"   ({settings.base_url}/required_actions lists every open question).\n"
             f"   stop everything with: make demo-down\n"
         )
         if not args.auto:

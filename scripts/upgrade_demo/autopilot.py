@@ -58,7 +58,7 @@ class GatePolicy:
     answers: dict[str, Answer | Decider] = field(default_factory=dict)
 
     def answer_for(self, detail: dict[str, Any], round_number: int) -> Answer:
-        task_id = detail["task_instance"]["task_id"]
+        task_id = gate_task_id(detail)
         activity_id = task_id.rsplit(".", 1)[-1]
         for key in (task_id, activity_id):
             chosen = self.answers.get(key)
@@ -71,6 +71,12 @@ class GatePolicy:
         raise LookupError(f"the autopilot has no answer for gate {task_id!r} (options {detail['options']})")
 
 
+def gate_task_id(detail: Mapping[str, Any]) -> str:
+    """The customer run's task a question belongs to (a review question names it in ``gate``)."""
+    gate = detail.get("gate") or {}
+    return str(gate.get("task_id") or detail["task_instance"]["task_id"])
+
+
 def params_input(detail: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
     """Every form field of the gate: the answer's values, the field's default for the rest.
 
@@ -79,7 +85,7 @@ def params_input(detail: dict[str, Any], values: Mapping[str, Any]) -> dict[str,
     fields = detail.get("params") or {}
     unknown = set(values) - set(fields)
     if unknown:
-        raise ValueError(f"gate {detail['task_instance']['task_id']} has no form field(s) {sorted(unknown)}")
+        raise ValueError(f"gate {gate_task_id(detail)} has no form field(s) {sorted(unknown)}")
     result = {}
     for name, spec in fields.items():
         default = spec.get("value") if isinstance(spec, dict) else spec
@@ -90,7 +96,8 @@ def params_input(detail: dict[str, Any], values: Mapping[str, Any]) -> dict[str,
 @dataclass
 class AnsweredGate:
     task_id: str
-    try_number: int | None
+    question: int | None
+    """Number of a review question (fix rounds, sign-offs); None for the run's other gates."""
     user: str
     option: str
 
@@ -118,27 +125,19 @@ def drive_run(
                 f"run {dag_id}/{run_id} still {run['state']} after {timeout:.0f} s; "
                 f"task states: {api.task_states(dag_id, run_id)}"
             )
-        pending = api.hitl_details(dag_id, run_id)
+        pending = api.run_gates(dag_id, run_id)
         if not pending:
             time.sleep(1.0)
             continue
         for stale in pending:
-            task_id = stale["task_instance"]["task_id"]
+            task_id = stale["gate"]["task_id"]
             # Waits until the scheduler has parked the task: answering earlier can fail it (3.3.2).
             detail = api.wait_for_pending_hitl(dag_id, run_id, task_id, timeout=120)
             answer = policy.answer_for(detail, rounds.get(task_id, 0))
             user = answer.user or detail["assigned_users"][0]["id"]
-            api.answer_hitl(
-                dag_id,
-                run_id,
-                task_id,
-                [answer.option],
-                params_input(detail, answer.values),
-                user=user,
-                map_index=detail["task_instance"].get("map_index", -1),
-            )
+            api.answer_gate(detail, [answer.option], params_input(detail, answer.values), user=user)
             rounds[task_id] = rounds.get(task_id, 0) + 1
-            gate = AnsweredGate(task_id, detail["task_instance"].get("try_number"), user, answer.option)
+            gate = AnsweredGate(task_id, detail["gate"]["question"], user, answer.option)
             answered.append(gate)
             if on_answer is not None:
                 on_answer(gate)

@@ -51,6 +51,7 @@ from airflow_local.settings import HarnessOverrides
 from crm_estate import Estate
 from managed_upgrade.config import ENVIRONMENT_NAMES
 from managed_upgrade.review_loop import REJECTED, RETEST, SIGNED_OFF
+from managed_upgrade.review_runs import REVIEW_DAG_ID, review_run_id
 from managed_upgrade.testcase_report import TestReport
 from upgrade_demo.autopilot import Answer, AnsweredGate, GatePolicy, drive_run
 
@@ -174,7 +175,7 @@ class Story:
         return self
 
     def ask(self, detail: dict[str, Any]) -> None:
-        self.questions.setdefault(detail["task_instance"]["task_id"], []).append(detail)
+        self.questions.setdefault(detail["gate"]["task_id"], []).append(detail)
 
     def answered_by(self) -> dict[str, set[str]]:
         users: dict[str, set[str]] = {}
@@ -244,7 +245,7 @@ def consultant_fixes_dev(api: AirflowClient, story: Story) -> GatePolicy:
 
     def no_fix_expected(detail: dict[str, Any], round_number: int) -> Answer:
         story.ask(detail)
-        raise StoryFailed(f"{detail['task_instance']['task_id']} asked for a fix: {detail['subject']}")
+        raise StoryFailed(f"{detail['gate']['task_id']} asked for a fix: {detail['subject']}")
 
     return GatePolicy(
         {
@@ -260,13 +261,10 @@ def customer_rejects_dev_once(api: AirflowClient, story: Story) -> GatePolicy:
 
     def sign_off_dev(detail: dict[str, Any], round_number: int) -> Answer:
         story.ask(detail)
-        task = detail["task_instance"]
         if round_number == 0:
             try:
-                api.answer_hitl(
-                    story.dag_id,
-                    story.run_id,
-                    task["task_id"],
+                api.answer_gate(
+                    detail,
                     [SIGNED_OFF],
                     {"customer_contact": "Quinn Tester", "feedback": ""},
                     user=PROJECT_MANAGER,
@@ -275,9 +273,9 @@ def customer_rejects_dev_once(api: AirflowClient, story: Story) -> GatePolicy:
                 story.observed["outsider_status"] = 403
             except AirflowApiError as error:
                 story.observed["outsider_status"] = error.status
-            still_open = api.hitl_details(story.dag_id, story.run_id)
+            still_open = api.run_gates(story.dag_id, story.run_id)
             story.observed["pending_after_outsider"] = [
-                (item["task_instance"]["task_id"], item["task_instance"]["try_number"]) for item in still_open
+                (item["gate"]["task_id"], item["gate"]["question"]) for item in still_open
             ]
             return Answer(
                 REJECTED,
@@ -287,9 +285,8 @@ def customer_rejects_dev_once(api: AirflowClient, story: Story) -> GatePolicy:
         if round_number == 1:
             if RETEST not in detail["options"]:
                 raise StoryFailed(
-                    f"after the rejection, try {task['try_number']} of dev.customer_sign_off still asks "
-                    f"{detail['subject']!r} with options {detail['options']} instead of asking for the fix "
-                    "(the try's own question never reached the gate)"
+                    f"after the rejection, question {detail['gate']['question']} of dev.customer_sign_off "
+                    f"asks {detail['subject']!r} with options {detail['options']}, not for the fix"
                 )
             return Answer(
                 RETEST,
@@ -395,11 +392,11 @@ def reports_by_round(ledger_dsn: str, story: Story) -> dict[str, dict[int, TestR
 
 
 def sign_off_answers(ledger_dsn: str, story: Story, task_id: str) -> list[tuple[int, str, str]]:
-    """(try, responded_by, option) of every recorded answer to ``task_id``, in try order."""
+    """(question, responded_by, option) of every recorded answer to ``task_id``, in question order."""
     with open_ledger(ledger_dsn) as ledger:
         rows = ledger.gate_answers(story.dag_id, story.run_id)
     return sorted(
-        (row["try_number"], row["responded_by"], row["chosen_options"][0])
+        (row["question"], row["responded_by"], row["chosen_options"][0])
         for row in rows
         if row["task_id"] == task_id
     )
@@ -571,18 +568,13 @@ def test_only_the_assigned_consultant_can_answer_the_customer_sign_off(
 
     assert "outsider_status" in story.observed, f"{story.failure}\n{story.diagnostics}"
     assert story.observed["outsider_status"] == 403  # pete, the PM, is not assigned
-    asked = story.questions["dev.customer_sign_off"][0]["task_instance"]
-    assert ("dev.customer_sign_off", asked["try_number"]) in story.observed["pending_after_outsider"]
+    asked = story.questions["dev.customer_sign_off"][0]["gate"]
+    assert asked["question"] == 1
+    assert ("dev.customer_sign_off", 1) in story.observed["pending_after_outsider"]
     answers = sign_off_answers(airflow.settings.ledger_dsn, story, "dev.customer_sign_off")
-    assert answers[:1] == [(asked["try_number"], CONSULTANT, REJECTED)], answers
+    assert answers[:1] == [(1, CONSULTANT, REJECTED)], answers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: on Airflow 3.3.2 a retried HITL task keeps its first try's question (options, "
-    "body, form), so the fix round after a rejection still shows the sign-off question and Retest is "
-    "refused (400); the loop gates need a redesign (static options or one task per round)",
-)
 def test_rejected_sign_off_is_fixed_retested_and_signed_off_then_the_upgrade_completes(
     stories: dict[str, Future[Story]], airflow: harness.LocalAirflow
 ) -> None:
@@ -595,8 +587,12 @@ def test_rejected_sign_off_is_fixed_retested_and_signed_off_then_the_upgrade_com
     assert RETEST in questions[1]["options"] and "rejection" in questions[1]["subject"], questions[1][
         "subject"
     ]
-    tries = [q["task_instance"]["try_number"] for q in questions]
-    assert tries == sorted(set(tries)), tries
+    assert [q["gate"]["question"] for q in questions] == [1, 2, 3]
+    # each question is its own run of the review DAG, named after the customer run
+    assert [q["task_instance"]["dag_id"] for q in questions] == [REVIEW_DAG_ID] * 3
+    assert [q["task_instance"]["dag_run_id"] for q in questions] == [
+        review_run_id(story.dag_id, story.run_id, "dev.customer_sign_off", number) for number in (1, 2, 3)
+    ]
     assert story.run["state"] == "success", story.diagnostics
 
     answers = sign_off_answers(airflow.settings.ledger_dsn, story, "dev.customer_sign_off")

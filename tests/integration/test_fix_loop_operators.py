@@ -146,8 +146,11 @@ class ReviewTask:
             "responded_at": datetime(2027, 2, 1, 9, 0, tzinfo=UTC) + timedelta(hours=question.number),
             "responded_by_user": {"id": user, "name": user},
         }
+        # A new process resumes the review run's question: its operator knows the question only from
+        # the conf, and Airflow checks the chosen option against the operator's options.
         review_context = {"dag_run": SimpleNamespace(conf=question.to_conf())}
-        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).record_answer(review_context, answered)
+        recorded = ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute_complete(review_context, answered)
+        assert recorded["chosen_options"] == [option]
         ended = {"run_ids": [question.review_run_id], question.review_run_id: "success"}
         event = ("airflow.providers.standard.triggers.external_task.DagStateTrigger", ended)
         return self.make().execute_complete(self.context(), event)

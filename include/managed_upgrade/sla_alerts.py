@@ -105,10 +105,16 @@ def format_days(days: float) -> str:
 # --- e-mail ---------------------------------------------------------------------------------------
 
 
+MEANINGFUL_OVERRUN_DAYS = 0.05
+"""Below this an overrun rounds to "0.0 days": the alert went out as the budget ran out."""
+
+
 def email_subject(alert: Alert) -> str:
     """One line naming the customer, the activity and what happened."""
     who = alert.customer_name
     if alert.kind == "sla_miss":
+        if alert.overrun_days < MEANINGFUL_OVERRUN_DAYS:  # alerted the moment the budget ran out
+            return f"[SLA miss] {who}: {alert.title} has used up its budget and is not done"
         return f"[SLA miss] {who}: {alert.title} is {format_days(alert.overrun_days)} over budget"
     if alert.kind == "customer_reminder":
         return f"Reminder {alert.number}: {who} managed upgrade is waiting for you ({alert.title})"

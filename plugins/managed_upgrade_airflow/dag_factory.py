@@ -8,7 +8,7 @@ fails loudly at build time (and in the DAG-integrity tests), never as a silent g
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, BaseOperator, TaskGroup
@@ -33,9 +33,11 @@ from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperat
 from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOperator
 from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, CreateRequestCaseOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
+from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID, SlaWatchOperator
 from managed_upgrade_airflow.operators.stage_release import StageReleaseOperator
 from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
 from managed_upgrade_airflow.operators.upgrade_environment import UpgradeEnvironmentOperator
+from managed_upgrade_airflow.run_deadlines import run_deadlines
 from managed_upgrade_airflow.trigger_params import trigger_params
 
 TARGET_VERSION = "{{ ti.xcom_pull(task_ids='" + REQUEST_CASE_TASK_ID + "')['target_version'] }}"
@@ -167,6 +169,15 @@ Production is never touched before UAT is signed off. Configured in `{config.sou
 """
 
 
+SLA_WATCH_DOC = """**SLA watch** — not an activity: waits in the triggerer for the whole run.
+
+Every activity's budget (business days of the customer's calendar, or of the rehearsal clock) is
+checked against the ledger's activity events; a miss is alerted once, the moment it happens, to the
+owner and the project managers (e-mail and webhook), and customer waits get their reminders. Ends
+when the last activity finishes or one fails for good; its result lists the run's misses.
+"""
+
+
 def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DAG:
     """The DAG ``managed_upgrade__<customer_id>``: task groups per stage, one task per activity."""
     model = config.process_model(process)
@@ -184,6 +195,7 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
         tags=["managed-upgrade", f"customer:{config.customer_id}"],
         default_args={"owner": owner, "retries": 0},
         render_template_as_native_obj=False,
+        deadline=run_deadlines(config),
     ) as dag:
         tasks: dict[str, Any] = {}
         for stage in model.stages:
@@ -199,4 +211,12 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
         for activity in model.activities:
             for upstream in activity.after:
                 tasks[upstream] >> tasks[activity.key]
+        SlaWatchOperator(
+            task_id=SLA_WATCH_TASK_ID,
+            task_display_name="SLA watch",
+            config=config,
+            doc_md=SLA_WATCH_DOC,
+            retries=3,  # claims and re-sends are idempotent, and a dead watcher must not fail the run
+            retry_delay=timedelta(seconds=10),
+        )
     return dag

@@ -13,6 +13,7 @@ from managed_upgrade.process import load_process_model
 from managed_upgrade.review_runs import REVIEW_DAG_ID
 from managed_upgrade_airflow.dag_factory import BUILDERS, build_dag, builder_for
 from managed_upgrade_airflow.dag_registry import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR
+from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -36,8 +37,8 @@ def test_dag_follows_the_process_model(dagbag):
     dag = dagbag.dags["managed_upgrade__acme"]
     assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: manual runs only
     assert dag.max_active_runs == 1
-    assert {a.key for a in model.activities} == set(dag.task_ids)
-    groups = [group_id for group_id in dag.task_group.children]
+    assert {a.key for a in model.activities} | {SLA_WATCH_TASK_ID} == set(dag.task_ids)
+    groups = [group_id for group_id in dag.task_group.children if group_id != SLA_WATCH_TASK_ID]
     assert groups == [stage.id for stage in model.stages]
     for activity in model.activities:
         task = dag.get_task(activity.key)
@@ -47,10 +48,20 @@ def test_dag_follows_the_process_model(dagbag):
 
 def test_no_orphan_tasks_and_a_single_chain_to_closure(dagbag):
     dag = dagbag.dags["managed_upgrade__acme"]
-    roots = [t.task_id for t in dag.roots]
-    leaves = [t.task_id for t in dag.leaves]
+    roots = [t.task_id for t in dag.roots if t.task_id != SLA_WATCH_TASK_ID]
+    leaves = [t.task_id for t in dag.leaves if t.task_id != SLA_WATCH_TASK_ID]
     assert roots == ["initiation.create_request_case"]
     assert leaves == ["closure.send_completion"]
+
+
+def test_the_sla_watch_runs_alongside_the_whole_run_and_deadlines_are_run_level(dagbag):
+    dag = dagbag.dags["managed_upgrade__acme"]
+    watch = dag.get_task(SLA_WATCH_TASK_ID)
+    assert type(watch).__name__ == "SlaWatchOperator"
+    assert watch.upstream_task_ids == set() and watch.downstream_task_ids == set()
+    assert watch.task_group.is_root  # not inside a stage: it is not an activity
+    kinds = sorted(alert.reference.kind for alert in dag.deadline)
+    assert kinds == ["deadline_missed", "deadline_warning", "timeline_ceiling"]
 
 
 def test_prod_only_after_uat_sign_off_and_uat_only_after_dev_sign_off(dagbag):
@@ -115,7 +126,7 @@ def test_build_dag_directly_for_each_example():
     for config in configs.values():
         dag = build_dag(config)
         assert dag.dag_id == config.dag_id
-        assert len(dag.tasks) == len(config.process_model().activities)
+        assert len(dag.tasks) == len(config.process_model().activities) + 1  # and the SLA watch
 
 
 def test_one_shard_file_per_shard_and_each_customer_in_exactly_one():

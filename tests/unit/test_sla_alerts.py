@@ -57,6 +57,13 @@ def test_a_miss_subject_names_customer_activity_and_overrun() -> None:
     assert email_subject(MISS) == "[SLA miss] Globex GmbH: Development is 0.5 business days over budget"
 
 
+def test_a_miss_alerted_as_the_budget_runs_out_does_not_claim_zero_days_over() -> None:
+    at_once = dataclasses.replace(MISS, overrun_days=0.001)
+    assert (
+        email_subject(at_once) == "[SLA miss] Globex GmbH: Development has used up its budget and is not done"
+    )
+
+
 def test_a_miss_body_states_every_fact_in_the_customers_zone_and_utc() -> None:
     body = email_body(MISS)
     assert body.startswith(

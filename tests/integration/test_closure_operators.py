@@ -150,6 +150,12 @@ def test_all_environments_on_the_target_are_verified_and_the_completion_summaris
     assert summary["duration"]["source"] == "ledger_events"
     assert summary["duration"]["run_started_at"] == (T0 - timedelta(days=14)).isoformat()
     assert summary["duration"]["elapsed_hours"] > 14 * 24
+    development = next(u for u in summary["schedule"]["units"] if u["budget_unit"] == "development")
+    assert development["actual_start"] is not None and development["consumed_days"] > 0
+    assert development["customer_wait_days"] > 0  # the sign-off wait is the customer's, not the budget's
+    assert summary["schedule"]["misses"] == [
+        u["budget_unit"] for u in summary["schedule"]["units"] if u["missed"]
+    ]
 
     with psycopg2.connect(ledger_dsn) as connection, connection.cursor() as cursor:
         cursor.execute(

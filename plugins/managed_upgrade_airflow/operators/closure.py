@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from managed_upgrade.business_calendar import calendar_for
 from managed_upgrade.config import ENVIRONMENT_NAMES
 from managed_upgrade.customer_emails import EnvironmentOutcome, upgrade_complete_email
 from managed_upgrade.errors import OperationError
 from managed_upgrade.installation import crm_status, read_version
+from managed_upgrade.planned_vs_actual import planned_vs_actual
 from managed_upgrade.testcase_report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
@@ -284,8 +286,9 @@ class SendCompletionOperator(BaseOperator):
 
     XCom (and ledger ``runs.summary``): ``{customer_id, case_id, dag_id, run_id, target_version,
     completed_at, duration: {source, run_started_at, elapsed_hours, stages?}, environments: {env:
-    {version, previous_version, backups, test_rounds, fixes, signed_off, duration}}, email:
-    {message_id, subject, to, cc}}``.
+    {version, previous_version, backups, test_rounds, fixes, signed_off, duration}}, schedule:
+    planned vs actual per budget (see :func:`managed_upgrade.planned_vs_actual.planned_vs_actual`),
+    email: {message_id, subject, to, cc}}``.
     """
 
     template_fields: Sequence[str] = ()
@@ -347,6 +350,14 @@ class SendCompletionOperator(BaseOperator):
                 raise AirflowFailException(f"{error}; {self.verify_task_id} must pass first") from error
             sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
             now = datetime.now(UTC)
+            schedule = planned_vs_actual(
+                self.config.process_model(),
+                calendar_for(self.config.calendar, settings.seconds_per_business_day),
+                ledger.plan(ti.dag_id, ti.run_id),
+                ledger.events(ti.dag_id, ti.run_id),
+                reminder_days=self.config.customer_wait.reminder_days,
+                now=now,
+            )
             summary = {
                 "customer_id": self.config.customer_id,
                 "case_id": settings.case_id,
@@ -356,6 +367,7 @@ class SendCompletionOperator(BaseOperator):
                 "completed_at": now.isoformat(),
                 "duration": self._run_duration(context, durations, now),
                 "environments": environments,
+                "schedule": schedule,
                 "email": {key: sent[key] for key in ("message_id", "subject", "to", "cc")},
             }
             ledger.finish_run(ti.dag_id, ti.run_id, summary)

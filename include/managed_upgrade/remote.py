@@ -23,21 +23,23 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from io import BytesIO
 from pathlib import Path
-from typing import Any
-
-import paramiko
+from typing import TYPE_CHECKING, Any
 
 from managed_upgrade.errors import OperationError, RemoteCommandError
 
+if TYPE_CHECKING:  # paramiko is imported where a connection is made: DAG parsing never needs it
+    import paramiko
+
 log = logging.getLogger(__name__)
 
-_HOST_KEY_TYPES: dict[str, type[paramiko.PKey]] = {
-    "ssh-ed25519": paramiko.Ed25519Key,
-    "ssh-rsa": paramiko.RSAKey,
-    "ecdsa-sha2-nistp256": paramiko.ECDSAKey,
-    "ecdsa-sha2-nistp384": paramiko.ECDSAKey,
-    "ecdsa-sha2-nistp521": paramiko.ECDSAKey,
+_HOST_KEY_TYPES: dict[str, str] = {
+    "ssh-ed25519": "Ed25519Key",
+    "ssh-rsa": "RSAKey",
+    "ecdsa-sha2-nistp256": "ECDSAKey",
+    "ecdsa-sha2-nistp384": "ECDSAKey",
+    "ecdsa-sha2-nistp521": "ECDSAKey",
 }
+"""Pinned host key types and their paramiko key class names."""
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,22 @@ class SshEndpoint:
         return f"{self.known_hosts_name} {key_type} {key_data}\n"
 
     def paramiko_host_key(self) -> paramiko.PKey:
+        import paramiko
+
         parts = (self.host_key or "").split()
         if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
             raise OperationError(
                 f"{self.host}:{self.port}: pinned host key {self.host_key!r} is not "
                 f"'<type> <base64>' with a type among {', '.join(_HOST_KEY_TYPES)}"
             )
-        return _HOST_KEY_TYPES[parts[0]](data=base64.b64decode(parts[1]))
+        key_class = getattr(paramiko, _HOST_KEY_TYPES[parts[0]])
+        return key_class(data=base64.b64decode(parts[1]))
 
 
 def connect(endpoint: SshEndpoint, timeout: float = 15.0) -> paramiko.SSHClient:
     """A connected client that refuses unknown or changed host keys (``RejectPolicy``)."""
+    import paramiko
+
     client = paramiko.SSHClient()
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     if endpoint.host_key:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from managed_upgrade.ledger import Ledger
+if TYPE_CHECKING:  # psycopg2 loads when a task opens the ledger, not when a DAG file is parsed
+    from managed_upgrade.ledger import Ledger
 
 LEDGER_CONN_ID = "managed_upgrade_ledger"
 """Airflow connection (postgres) of the ledger database; set it as ``AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER``."""
@@ -30,6 +32,8 @@ def open_ledger(conn_id: str = LEDGER_CONN_ID) -> Iterator[Ledger]:
     """
     import psycopg2
     from airflow.sdk import BaseHook
+
+    from managed_upgrade.ledger import Ledger
 
     airflow_conn = BaseHook.get_connection(conn_id)
     extras = {key: value for key, value in airflow_conn.extra_dejson.items() if key in _LIBPQ_EXTRAS}

@@ -23,7 +23,11 @@ from managed_upgrade.config.models import CustomerWait
 from managed_upgrade.ledger import Ledger
 from managed_upgrade.sla_clock import final_activity_key
 from managed_upgrade_airflow.operators.sla_watch import SlaWatchOperator
-from managed_upgrade_airflow.triggers.sla_watch_trigger import CLASS_PATH, SlaWatchTrigger
+from managed_upgrade_airflow.triggers.sla_watch_trigger import (
+    CLAIM_LEASE_SECONDS,
+    CLASS_PATH,
+    SlaWatchTrigger,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +145,9 @@ def test_a_miss_is_sent_once_when_due_and_the_watcher_ends_with_the_run(
 def test_a_claimed_but_unsent_miss_is_sent_by_the_next_watcher(
     ledger: Ledger, smtp_sink, task_context, run_id
 ) -> None:
-    t0 = datetime.now(UTC) - timedelta(seconds=10)
+    t0 = datetime.now(UTC) - timedelta(seconds=CLAIM_LEASE_SECONDS + 10)
     record(ledger, run_id, RESPOND, ("ready", t0))
-    # A watcher claimed the miss, then died before sending it.
+    # A watcher claimed the miss longer ago than the claim lease, then died before sending it.
     assert ledger.claim_sla_miss(
         DAG,
         run_id,
@@ -165,6 +169,35 @@ def test_a_claimed_but_unsent_miss_is_sent_by_the_next_watcher(
     asyncio.run(scenario())
     assert len(smtp_sink.messages) == 1 and "Respond to Request" in subjects(smtp_sink)[0]
     assert ledger.unnotified_alerts(DAG, run_id) == []
+
+
+def test_a_claim_younger_than_the_lease_is_left_to_its_claimer(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    """Another watcher of the run (Airflow ran the trigger twice, or a restart overlapped) is sending it."""
+    t0 = datetime.now(UTC) - timedelta(seconds=10)
+    record(ledger, run_id, RESPOND, ("ready", t0))
+    assert ledger.claim_sla_miss(
+        DAG,
+        run_id,
+        "respond_to_request",
+        owner="consultant",
+        budget_days=1.0,
+        planned_finish=t0 + timedelta(seconds=SECONDS),
+        overrun_days=0.0,
+        activity_keys=[RESPOND],
+        detected_at=datetime.now(UTC),
+    )
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        await asyncio.sleep(1.0)  # several polls; not a timing assert: nothing may be sent at all
+        record(ledger, run_id, FINAL, ("finished", datetime.now(UTC)))
+        await asyncio.wait_for(watcher, WAIT_LIMIT)
+
+    asyncio.run(scenario())
+    assert smtp_sink.messages == []
+    assert [row["budget_unit"] for row in ledger.unnotified_alerts(DAG, run_id)] == ["respond_to_request"]
 
 
 def test_a_customer_wait_brings_a_reminder_and_no_miss_for_the_paused_group(

@@ -12,11 +12,13 @@ One :class:`SlaWatchTrigger` per run (deferred to by
    events may bring a due time forward), so an alert leaves within a poll of its due time at worst and
    usually within milliseconds.
 
-At start it re-sends alerts claimed but never marked notified (a watcher that died between claim and
-send). It ends, yielding one event with the run's misses and reminders, once the process's final
-activity finished or an activity failed for good (the listener's terminal ``failed``), or -- should
-such an event be lost -- once Airflow has the final task in an ended state (asked every minute; every
-few seconds in rehearsal).
+It re-sends alerts claimed but never marked notified (a watcher that died between claim and send),
+once the claim is older than :data:`CLAIM_LEASE_SECONDS`: a younger claim may still be being sent by
+another watcher of the same run (a trigger Airflow runs twice, or the old instance of a restarted one).
+It ends, yielding one event with the run's misses and reminders, once the process's final activity
+finished or an activity failed for good (the listener's terminal ``failed``), or -- should such an
+event be lost -- once Airflow has the final task in an ended state (asked every minute; every few
+seconds in rehearsal).
 
 Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``; the event
 loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a delivery
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -52,6 +54,9 @@ REAL_AIRFLOW_CHECK_SECONDS = 60.0
 """On a real calendar, how often Airflow is asked whether the run's final task ended."""
 ENDED_STATES = ["success", "failed", "skipped", "upstream_failed", "removed"]
 """Task states after which the final task will not run (again) without someone clearing it."""
+CLAIM_LEASE_SECONDS = 120.0
+"""How long a claimed alert is left to its claimer before another watcher re-sends it; longer than a
+delivery can take (SMTP timeout, three webhook attempts of 10 s), so an alert in flight is not sent twice."""
 WAKE_MARGIN_SECONDS = 0.001
 """Sleep this much past a due instant, so the wake-up's clock is surely at or after it."""
 
@@ -102,6 +107,8 @@ class RunWatch:
         self._unsent: dict[tuple[str, Any], tuple[Alert, datetime]] = {}
         self._claimed: set[tuple[str, Any]] = set()
         """Alerts already claimed (by anyone): not asked for again at every poll."""
+        self._resend_at: datetime | None = datetime.min.replace(tzinfo=UTC)
+        """When to look again for claimed alerts nobody marked notified (at once at start)."""
         self._stack = ExitStack()
         self._ledger: Ledger | None = None
         self._airflow_unreachable = False
@@ -252,10 +259,24 @@ class RunWatch:
                 sent += self._deliver("reminder", key, alert, due_at=reminder.due_at)
         return sent
 
+    def resend_due(self, now: datetime) -> bool:
+        return self._resend_at is not None and now >= self._resend_at
+
     def resend_unnotified(self, state: SlaState) -> int:
-        """Send the misses and reminders a previous watcher claimed but never marked notified."""
-        sent = 0
+        """Send the misses and reminders claimed but not marked notified for longer than the claim lease.
+
+        A younger claim is left to its claimer (it may be sending it right now); looked at again when
+        its lease ends. This watcher's own failed alerts are :meth:`retry_unsent`'s.
+        """
+        sent, look_again = 0, None
         for row in self.ledger().unnotified_alerts(self.dag_id, self.run_id):
+            if row["kind"] in ("miss", "reminder"):
+                lease_ends = row["detected_at"] + timedelta(seconds=CLAIM_LEASE_SECONDS)
+                if (row["kind"], row["key"]) in self._unsent:
+                    continue
+                if state.now < lease_ends:
+                    look_again = lease_ends if look_again is None else min(look_again, lease_ends)
+                    continue
             if row["kind"] == "miss":
                 unit_id = row["budget_unit"]
                 task_id = self._current_activity(state, unit_id)
@@ -276,6 +297,7 @@ class RunWatch:
                 )
                 sent += self._deliver("reminder", (unit_id, number), alert, due_at=row["due_at"])
             # "deadline" rows belong to the run deadline callbacks, which re-send their own.
+        self._resend_at = look_again
         return sent
 
     def retry_unsent(self, now: datetime) -> int:
@@ -484,7 +506,7 @@ class SlaWatchTrigger(BaseTrigger):
 
         from managed_upgrade.sla_clock import next_due_at, run_is_over
 
-        poll, resent = self.poll, False
+        poll = self.poll
         loop = asyncio.get_running_loop()
         next_airflow_check = loop.time() + self.airflow_check_seconds
         self.log.info("watching the SLA clock of %s / %s (poll %.3g s)", self.dag_id, self.run_id, poll)
@@ -493,9 +515,8 @@ class SlaWatchTrigger(BaseTrigger):
                 now = datetime.now(UTC)
                 try:
                     state, events = await asyncio.to_thread(watch.read_state, now)
-                    if not resent:
+                    if watch.resend_due(now):
                         await asyncio.to_thread(watch.resend_unnotified, state)
-                        resent = True
                     await asyncio.to_thread(watch.alert_due, state)
                     await asyncio.to_thread(watch.retry_unsent, now)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:

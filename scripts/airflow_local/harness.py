@@ -27,6 +27,7 @@ from typing import Any
 from airflow_local.client import AirflowClient
 from airflow_local.environment import airflow_settings, component_environment, write_env_file
 from airflow_local.processes import (
+    STOP_GRACE_SECONDS,
     ComponentProcess,
     listening_sockets,
     non_loopback,
@@ -237,6 +238,42 @@ def up(
     return LocalAirflow(settings, passwords, startup_seconds=elapsed)
 
 
+def restart(
+    settings: HarnessSettings,
+    components: tuple[str, ...],
+    *,
+    kill: bool = False,
+    die_with_caller: bool = False,
+) -> None:
+    """Stop the named running components and start them again, waiting until they are healthy.
+
+    Rehearses an operator's restart (or, with `kill`, a crash: SIGKILL at once, no graceful shutdown)
+    while runs are in flight. The components get this process's environment again, so a caller that
+    added Airflow connections to it for `up` must add them again around this call.
+    """
+    unknown = sorted(set(components) - set(COMPONENTS))
+    if unknown:
+        raise HarnessError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
+    recorded = [recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in components]
+    grace = 0.0 if kill else STOP_GRACE_SECONDS
+    stop_components(settings.run_dir, [c for c in recorded if c is not None], grace=grace)
+    environment = component_environment(airflow_settings(settings, all_users(settings)))
+    heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
+    started = [
+        start_component(
+            name,
+            component_argv(settings, name),
+            environment,
+            settings.logs_dir / f"{name}.log",
+            settings.run_dir,
+            settings.home,
+            die_with_caller=die_with_caller,
+        )
+        for name in components
+    ]
+    _wait_until_healthy(settings, started, heartbeat_floor, names=components)
+
+
 def down(settings: HarnessSettings) -> list[str]:
     """Stop every recorded component (idempotent); return the names of those that were running."""
     recorded = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in COMPONENTS)
@@ -276,11 +313,14 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def _wait_until_healthy(
-    settings: HarnessSettings, components: list[ComponentProcess], heartbeat_floor: datetime
+    settings: HarnessSettings,
+    components: list[ComponentProcess],
+    heartbeat_floor: datetime,
+    names: tuple[str, ...] = COMPONENTS,
 ) -> None:
-    """Poll until the api-server answers and each job heartbeats after our start; fail fast on exits."""
+    """Poll until the api-server answers and each of `names` heartbeats after our start; fail on exits."""
     deadline = time.monotonic() + settings.startup_timeout
-    unhealthy: list[str] = list(COMPONENTS)
+    unhealthy: list[str] = list(names)
     while time.monotonic() < deadline:
         exited = [component for component in components if not component.is_running()]
         if exited:
@@ -292,7 +332,7 @@ def _wait_until_healthy(
             unhealthy = [
                 name
                 for name, key in HEALTH_KEYS.items()
-                if not _fresh_and_healthy(health.get(key) or {}, key, heartbeat_floor)
+                if name in names and not _fresh_and_healthy(health.get(key) or {}, key, heartbeat_floor)
             ]
             if not unhealthy:
                 return

@@ -26,7 +26,13 @@ from managed_upgrade.run_settings import RunSettings
 from managed_upgrade.safe import parse_version
 from managed_upgrade.testcase_report import CaseResult, TestReport
 
-EmailKind = Literal["request_received", "request_acknowledged", "environment_handover", "upgrade_complete"]
+EmailKind = Literal[
+    "request_received",
+    "request_acknowledged",
+    "questionnaire_follow_up",
+    "environment_handover",
+    "upgrade_complete",
+]
 
 ENVIRONMENT_TITLES = {"dev": "Development", "uat": "UAT", "prod": "Production"}
 BUSINESS_DAYS_PER_WEEK = 5
@@ -249,6 +255,31 @@ def request_received_email(
     return _message(
         "request_received", config, _subject(settings, config, "Managed Upgrade request received"), blocks
     )
+
+
+# --- questionnaire follow-up ----------------------------------------------------------------------
+
+
+def questionnaire_follow_up_email(
+    config: CustomerConfig, settings: RunSettings, *, questions: str, number: int
+) -> CustomerEmail:
+    """During "Analyse": the consultant needs more details than the questionnaire gave."""
+    blocks: list[Block] = [
+        _greeting(config),
+        Paragraph(
+            f"While analysing your upgrade questionnaire and your Development system for request "
+            f"{settings.case_id} we need a few more details. Please answer the following questions by "
+            "replying to this e-mail:"
+        ),
+        Paragraph(questions.strip()),
+        Paragraph(
+            "The analysis continues as soon as we have your answers; until then the upgrade plan waits "
+            "for you, and we will remind you if we have not heard back."
+        ),
+        _signature(config, "consultant"),
+    ]
+    what = "Questions on your upgrade questionnaire" + (f" ({number})" if number > 1 else "")
+    return _message("questionnaire_follow_up", config, _subject(settings, config, what), blocks)
 
 
 # --- (2) formal acknowledgement ----------------------------------------------------------------

@@ -17,7 +17,6 @@ from managed_upgrade.config import CustomerConfig
 from managed_upgrade.process import Activity, ProcessModel
 from managed_upgrade_airflow.initiation_gates import (
     AcknowledgeRequestGate,
-    AnalysisGate,
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
 )
@@ -30,6 +29,7 @@ from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffO
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
 from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOperator
 from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator
+from managed_upgrade_airflow.operators.questionnaire_analysis import QuestionnaireAnalysisOperator
 from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOperator
 from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, CreateRequestCaseOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
@@ -94,7 +94,9 @@ BUILDERS: dict[str, Builder] = {
     "initiation.respond_to_request": lambda c, a, **kw: RespondToRequestGate(config=c, **kw),
     "initiation.acknowledge_request_formally": lambda c, a, **kw: AcknowledgeRequestGate(config=c, **kw),
     "initiation.inventory_dev_system": lambda c, a, **kw: InventoryDevSystemOperator(config=c, **kw),
-    "initiation.analyse_questionnaire_and_system": lambda c, a, **kw: AnalysisGate(config=c, **kw),
+    "initiation.analyse_questionnaire_and_system": lambda c, a, **kw: QuestionnaireAnalysisOperator(
+        config=c, **kw
+    ),
     "preparation.verify_test_cases_dev": lambda c, a, **kw: SanityTestOperator(
         config=c, environment="dev", baseline=True, **kw
     ),

@@ -229,62 +229,6 @@ class AcknowledgeRequestGate(_InitiationGate):
         return result
 
 
-class AnalysisGate(_InitiationGate):
-    """``initiation.analyse_questionnaire_and_system`` (consultant): questionnaire + Dev inventory.
-
-    Options "Analysis complete" / "Abort upgrade"; params ``analysis_notes``, ``follow_up_questions``.
-    Abort fails the task (no retry) naming who aborted and the notes.
-    """
-
-    COMPLETE = "Analysis complete"
-
-    def __init__(
-        self, *, config: CustomerConfig, inventory_task_id: str = INVENTORY_TASK_ID, **kwargs: Any
-    ) -> None:
-        kwargs.setdefault("subject", f"Analyse the questionnaire and the Dev system of {config.name}")
-        kwargs.setdefault("options", [self.COMPLETE, ABORT])
-        kwargs["params"] = with_form_fields(
-            kwargs.get("params"),
-            {
-                "analysis_notes": Param(
-                    "", type="string", title="Analysis notes", format="multiline",
-                    description="Findings of the analysis; the reason when you abort.",
-                ),
-                "follow_up_questions": Param(
-                    "", type="string", title="Follow-up questions", format="multiline",
-                    description="Questions sent back to the customer, if more details are required.",
-                ),
-            },
-        )  # fmt: skip
-        super().__init__(config=config, **kwargs)
-        self.inventory_task_id = inventory_task_id
-
-    def render_body(self, context: Any) -> str:
-        questionnaire = self.config.questionnaire
-        lines = ["### Upgrade questionnaire", ""]
-        if questionnaire.location:
-            lines.append(f"Location: {escape_markdown(questionnaire.location)}")
-            lines.append("")
-        if questionnaire.answers:
-            lines += ["| Question | Answer |", "|---|---|"]
-            lines += [
-                f"| {escape_markdown(question)} | {escape_markdown(answer)} |"
-                for question, answer in questionnaire.answers.items()
-            ]
-        else:
-            lines.append("_No answers in the config; read them at the location above._")
-        inventory = context["ti"].xcom_pull(task_ids=self.inventory_task_id) or {}
-        markdown = inventory.get("markdown") if isinstance(inventory, dict) else None
-        lines += ["", markdown or f"_No inventory found in the XCom of {self.inventory_task_id}._"]
-        return "\n".join(lines)
-
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
-        params = answer.get("params_input") or {}
-        if ABORT in (answer.get("chosen_options") or []):
-            raise _abort("the analysis", answer, str(params.get("analysis_notes") or ""))
-        return super().on_answer(context, answer)
-
-
 class ReviewTestCaseVerificationGate(_InitiationGate):
     """``preparation.review_test_case_verification`` (consultant): approve the Dev baseline report.
 

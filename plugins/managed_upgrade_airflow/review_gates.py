@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import BaseOperator, Param
-from airflow.sdk.exceptions import AirflowFailException, DagRunTriggerException
+from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
 from managed_upgrade.fix_bundle import (
@@ -57,12 +57,18 @@ from managed_upgrade.review_loop import (
     md,
     question_limit,
 )
-from managed_upgrade.review_runs import REVIEW_DAG_ID, question_number_of
+from managed_upgrade.review_runs import REVIEW_DAG_ID
 from managed_upgrade.testcase_report import TestReport
 from managed_upgrade.testcase_runner import DEFAULT_TIMEOUT
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import open_ledger
-from managed_upgrade_airflow.review_questions import ReviewQuestion, form_field_specs
+from managed_upgrade_airflow.review_questions import (
+    ReviewQuestion,
+    answer_poll_seconds,
+    ask,
+    ended_review_run,
+    form_field_specs,
+)
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
 
 if TYPE_CHECKING:
@@ -228,25 +234,12 @@ class ReviewGate(BaseOperator):
             question.review_run_id,
             REVIEW_DAG_ID,
         )
-        raise DagRunTriggerException(
-            trigger_dag_id=REVIEW_DAG_ID,
-            dag_run_id=question.review_run_id,
-            conf=question.to_conf(),
-            reset_dag_run=True,
-            skip_when_already_exists=False,
-            wait_for_completion=True,
-            allowed_states=["success"],
-            failed_states=["failed"],
-            poke_interval=self.poll_seconds(context),
-            deferrable=True,
-            note=question.subject,
-        )
+        raise ask(question, poll_seconds=self.poll_seconds(context))
 
     def poll_seconds(self, context: Any) -> int:
-        if self.answer_poll_seconds is not None:
-            return self.answer_poll_seconds
-        conf = getattr(context.get("dag_run"), "conf", None) or {}
-        return 2 if conf.get("seconds_per_business_day") else 30
+        return (
+            self.answer_poll_seconds if self.answer_poll_seconds is not None else answer_poll_seconds(context)
+        )
 
     def question(
         self,
@@ -310,10 +303,7 @@ class ReviewGate(BaseOperator):
 
     def execute_complete(self, context: Any, event: Any) -> Any:
         """The question's review run ended: carry out its answer, then go on."""
-        _, data = event if isinstance(event, (tuple, list)) else (None, event)
-        (review_run_id,) = data["run_ids"]
-        state = data.get(review_run_id)
-        number = question_number_of(review_run_id)
+        review_run_id, number, state = ended_review_run(event)
         history = self.load_history(context)
         given = history.answer_to(number)
         if given is None:

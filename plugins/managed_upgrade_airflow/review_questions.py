@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from airflow.sdk import Param, ParamsDict
+from airflow.sdk.exceptions import DagRunTriggerException
 
-from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID, review_run_id
+from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID, question_number_of, review_run_id
 from managed_upgrade_airflow.gates import FactsGate, hitl_users
 from managed_upgrade_airflow.ledger_access import open_ledger
 
@@ -115,6 +116,41 @@ class ReviewQuestion:
             customer_wait=bool(conf.get("customer_wait", False)),
             fields={str(name): dict(spec) for name, spec in (conf.get("fields") or {}).items()},
         )
+
+
+def ask(question: ReviewQuestion, *, poll_seconds: int) -> DagRunTriggerException:
+    """What a task raises to ask ``question``: the review run is created and the task waits deferred.
+
+    The task runner creates the run (the way ``TriggerDagRunOperator`` does) and defers the task on
+    the run's state; the task resumes in ``execute_complete`` with :func:`ended_review_run`'s event.
+    A question asked again (the task was cleared before it was answered) re-opens the same run.
+    """
+    return DagRunTriggerException(
+        trigger_dag_id=REVIEW_DAG_ID,
+        dag_run_id=question.review_run_id,
+        conf=question.to_conf(),
+        reset_dag_run=True,
+        skip_when_already_exists=False,
+        wait_for_completion=True,
+        allowed_states=["success"],
+        failed_states=["failed"],
+        poke_interval=poll_seconds,
+        deferrable=True,
+        note=question.subject,
+    )
+
+
+def ended_review_run(event: Any) -> tuple[str, int, str | None]:
+    """``(review run id, question number, run state)`` from the event a waiting task resumes with."""
+    _, data = event if isinstance(event, (tuple, list)) else (None, event)
+    (run_id,) = data["run_ids"]
+    return run_id, question_number_of(run_id), data.get(run_id)
+
+
+def answer_poll_seconds(context: Any) -> int:
+    """How often a waiting task looks whether its question was answered: 2 s in rehearsal, else 30 s."""
+    conf = getattr(context.get("dag_run"), "conf", None) or {}
+    return 2 if conf.get("seconds_per_business_day") else 30
 
 
 class ReviewQuestionOperator(FactsGate):

@@ -10,20 +10,20 @@ a new process. Upstream tasks (Dev baseline, sanity test, backup) are the real o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import psycopg2
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, DagRunTriggerException, TaskAwaitingInput
+from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
 from airflow.sdk.execution_time import task_runner
 from airflow.sdk.execution_time.comms import CreateHITLDetailPayload
 from pydantic import TypeAdapter
+from question_driver import ReviewTask
 
 from managed_upgrade.config import TestCase, load_customer_config
 from managed_upgrade.fix_bundle import BundleFile, FixBundle, SqlScript, new_provenance
@@ -38,7 +38,7 @@ from managed_upgrade.review_loop import (
     SIGN_OFF_OPTIONS,
     SIGNED_OFF,
 )
-from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+from managed_upgrade.review_runs import QUESTION_TASK_ID
 from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
@@ -98,68 +98,6 @@ def comms(monkeypatch) -> SupervisorComms:
     recorder = SupervisorComms()
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", recorder, raising=False)
     return recorder
-
-
-@dataclass
-class ReviewTask:
-    """One review task: it asks by requesting a review run, and resumes when that run has ended."""
-
-    make: Callable[[], Any]
-    task_id: str
-    run_id: str
-    task_context: Callable[..., dict[str, Any]]
-    xcoms: dict[str, Any] = field(default_factory=dict)
-    try_number: int = 1
-    open: ReviewQuestion | None = None
-
-    def context(self) -> dict[str, Any]:
-        context = self.task_context(self.task_id, run_id=self.run_id, **self.xcoms)
-        context["ti"].try_number = self.try_number
-        return context
-
-    def opened(self, request: DagRunTriggerException) -> ReviewQuestion:
-        assert request.trigger_dag_id == REVIEW_DAG_ID
-        assert (request.wait_for_completion, request.deferrable, request.reset_dag_run) == (True, True, True)
-        question = ReviewQuestion.from_conf(request.conf)
-        assert request.dag_run_id == question.review_run_id
-        assert (question.dag_id, question.run_id, question.task_id) == (DAG_ID, self.run_id, self.task_id)
-        self.open = question
-        return question
-
-    def ask(self) -> ReviewQuestion:
-        """Start a try (``execute``); it must ask a question. Returns it."""
-        with pytest.raises(DagRunTriggerException) as asked:
-            self.make().execute(self.context())
-        return self.opened(asked.value)
-
-    def execute(self) -> Any:
-        """Start a try expecting it to finish without asking."""
-        return self.make().execute(self.context())
-
-    def answer(self, option: str, user: str = "carla", **params: Any) -> Any:
-        """Answer the open question through the review DAG's operator, then resume the task."""
-        question, self.open = self.open, None
-        assert question is not None, "no question is open"
-        answered = {
-            "chosen_options": [option],
-            "params_input": params,
-            "responded_at": datetime(2027, 2, 1, 9, 0, tzinfo=UTC) + timedelta(hours=question.number),
-            "responded_by_user": {"id": user, "name": user},
-        }
-        # A new process resumes the review run's question: its operator knows the question only from
-        # the conf, and Airflow checks the chosen option against the operator's options.
-        review_context = {"dag_run": SimpleNamespace(conf=question.to_conf())}
-        recorded = ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute_complete(review_context, answered)
-        assert recorded["chosen_options"] == [option]
-        ended = {"run_ids": [question.review_run_id], question.review_run_id: "success"}
-        event = ("airflow.providers.standard.triggers.external_task.DagStateTrigger", ended)
-        return self.make().execute_complete(self.context(), event)
-
-    def answer_and_ask_again(self, option: str, user: str = "carla", **params: Any) -> ReviewQuestion:
-        """Answer; the task must go on with another question. Returns it."""
-        with pytest.raises(DagRunTriggerException) as asked:
-            self.answer(option, user, **params)
-        return self.opened(asked.value)
 
 
 # --- the estate -----------------------------------------------------------------------------------

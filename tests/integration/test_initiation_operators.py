@@ -26,7 +26,6 @@ from managed_upgrade_airflow.initiation_gates import (
     INVENTORY_TASK_ID,
     VERIFY_TEST_CASES_TASK_ID,
     AcknowledgeRequestGate,
-    AnalysisGate,
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
     fenced,
@@ -298,44 +297,13 @@ def test_gate_without_run_settings_fails_clearly(config, ledger_dsn, task_contex
         gate.render_body(task_context("initiation.respond_to_request"))
 
 
-def test_analysis_gate_shows_questionnaire_and_inventory_and_completes(config, ledger_dsn, task_context):
-    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
-    inventory = {"inventory": {}, "markdown": "### DEV system inventory\n\n- Installed version: **10.2.0**\n"}
-    context = task_context("initiation.analyse_questionnaire_and_system", **{INVENTORY_TASK_ID: inventory})
-    body = gate.render_body(context)
-    assert "| Number of users | 120 |" in body
-    assert "Attached to case ACME-1042" in body
-    assert "### DEV system inventory" in body
-
-    result = gate.execute_complete(
-        context, _answer([gate.COMPLETE], {"analysis_notes": "standard modules", "follow_up_questions": ""})
-    )
-    assert result["chosen_options"] == [gate.COMPLETE]
-    assert result["params_input"]["analysis_notes"] == "standard modules"
-
-
-def test_analysis_abort_fails_naming_who_and_why_and_is_audited(config, ledger_dsn, task_context):
-    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
-    context = task_context("initiation.analyse_questionnaire_and_system")
-    assert "No inventory found" in gate.render_body(context)
-    answer = _answer(
-        ["Abort upgrade"], {"analysis_notes": "unsupported custom module", "follow_up_questions": ""}
-    )
-    expected = r"aborted at the analysis by carla at 2027-01-11T09:30:00\+00:00: unsupported custom module"
-    with pytest.raises(AirflowFailException, match=expected):
-        gate.execute_complete(context, answer)
-    assert _ledger_rows(ledger_dsn, "SELECT chosen_options FROM managed_upgrade.gate_answers") == [
-        (["Abort upgrade"],)
-    ]
-
-
 def test_gate_rejects_an_answer_with_unknown_options_or_params(config, ledger_dsn, task_context):
-    gate = AnalysisGate(task_id="analyse_questionnaire_and_system", config=config)
-    context = task_context("initiation.analyse_questionnaire_and_system")
+    gate = ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config)
+    context = task_context("preparation.review_test_case_verification")
     with pytest.raises(ValueError, match="not in"):
         gate.execute_complete(context, _answer(["Ship it"], {}))
     with pytest.raises(ValueError, match="does not match params"):
-        gate.execute_complete(context, _answer([gate.COMPLETE], {"mood": "good"}))
+        gate.execute_complete(context, _answer([gate.APPROVE], {"mood": "good"}))
     assert _ledger_rows(ledger_dsn, "SELECT count(*) FROM managed_upgrade.gate_answers") == [(0,)]
 
 
@@ -412,9 +380,8 @@ def test_gates_in_a_dag_with_trigger_params_keep_their_own_form_fields(config):
         gates = {
             "respond": RespondToRequestGate(task_id="respond_to_request", config=config),
             "acknowledge": AcknowledgeRequestGate(task_id="acknowledge_request_formally", config=config),
-            "analyse": AnalysisGate(task_id="analyse_questionnaire_and_system", config=config),
             "review": ReviewTestCaseVerificationGate(task_id="review_test_case_verification", config=config),
-            "custom": AnalysisGate(
+            "custom": ReviewTestCaseVerificationGate(
                 task_id="custom", config=config, params={"only": Param("", type="string")}
             ),
         }
@@ -422,9 +389,8 @@ def test_gates_in_a_dag_with_trigger_params_keep_their_own_form_fields(config):
     assert fields == {
         "respond": ["information_gathered"],
         "acknowledge": ["kickoff_note"],
-        "analyse": ["analysis_notes", "follow_up_questions"],
         "review": ["review_notes"],
         "custom": ["only"],
     }
-    assert gates["analyse"].serialized_params["analysis_notes"]["value"] == ""
+    assert gates["review"].serialized_params["review_notes"]["value"] == ""
     assert gates["respond"].serialized_params["information_gathered"]["schema"]["format"] == "multiline"

@@ -1,0 +1,329 @@
+"""Initiation > Analyse the Questionnaire and the system, with the follow-up the process asks for.
+
+The process: "Analyse the Questionnaire and follow-up if more details are required". The consultant
+reads the questionnaire and the automated Dev inventory and either completes the analysis, sends the
+customer follow-up questions, or aborts. Follow-up questions go to the customer contacts by e-mail;
+then the ball is with the customer -- the analysis budget's clock pauses and the customer gets
+reminders -- until the consultant records the customer's answers, and the analysis question comes
+back with every question and answer so far.
+
+Like the review loops (:mod:`managed_upgrade_airflow.review_gates`), the task asks each question as a
+run of the review DAG and waits deferred, so every question shows its own facts; the loop's state is
+the ledger's answers to this task, so a cleared task continues where it stood.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, Param
+from airflow.sdk.exceptions import AirflowFailException
+
+from managed_upgrade.customer_emails import questionnaire_follow_up_email
+from managed_upgrade.inventory import escape_markdown
+from managed_upgrade.review_loop import GateAnswer
+from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
+from managed_upgrade_airflow.initiation_gates import ABORT, INVENTORY_TASK_ID, fenced
+from managed_upgrade_airflow.ledger_access import open_ledger
+from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, run_settings_from_xcom
+from managed_upgrade_airflow.review_questions import (
+    ReviewQuestion,
+    answer_poll_seconds,
+    ask,
+    ended_review_run,
+    form_field_specs,
+)
+
+if TYPE_CHECKING:
+    from managed_upgrade.config import CustomerConfig
+
+COMPLETE = "Analysis complete"
+FOLLOW_UP = "Send follow-up questions"
+ANSWERED = "Customer answered"
+ANALYSIS_OPTIONS = (COMPLETE, FOLLOW_UP, ABORT)
+WAIT_OPTIONS = (ANSWERED, ABORT)
+MAX_QUESTIONS = 30
+"""Analysis questions and follow-up rounds one run may ask before the task gives up."""
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """One round of questions to the customer and, once recorded, their answers."""
+
+    questions: str
+    sent_by: str
+    sent_at: datetime | None
+    answers: str = ""
+    answered_at: datetime | None = None
+    recorded_by: str = ""
+
+
+def follow_ups(answers: Sequence[GateAnswer]) -> tuple[list[FollowUp], GateAnswer | None]:
+    """The rounds so far and the last answer, from this task's answers in question order."""
+    rounds: list[FollowUp] = []
+    for answer in answers:
+        if answer.option == FOLLOW_UP and answer.text("follow_up_questions"):
+            rounds.append(
+                FollowUp(answer.text("follow_up_questions"), answer.responded_by, answer.responded_at)
+            )
+        elif (
+            answer.option == ANSWERED
+            and answer.text("customer_answers")
+            and rounds
+            and not rounds[-1].answers
+        ):
+            last = rounds[-1]
+            rounds[-1] = FollowUp(
+                last.questions,
+                last.sent_by,
+                last.sent_at,
+                answer.text("customer_answers"),
+                answer.responded_at,
+                answer.responded_by,
+            )
+    return rounds, (answers[-1] if answers else None)
+
+
+def _when(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M %Z}" if value is not None else "?"
+
+
+def _follow_up_table(rounds: Sequence[FollowUp]) -> str:
+    if not rounds:
+        return ""
+    lines = ["### Follow-up with the customer", "", "| # | Questions | Answers |", "|---|---|---|"]
+    for number, item in enumerate(rounds, 1):
+        asked = f"{escape_markdown(item.questions)} ({escape_markdown(item.sent_by)}, {_when(item.sent_at)})"
+        answered = (
+            f"{escape_markdown(item.answers)} (recorded by {escape_markdown(item.recorded_by)}, "
+            f"{_when(item.answered_at)})"
+            if item.answers
+            else "_waiting_"
+        )
+        lines.append(f"| {number} | {asked} | {answered} |")
+    return "\n".join(lines)
+
+
+def analysis_form() -> dict[str, Param]:
+    return {
+        "analysis_notes": Param(
+            "", type="string", title="Analysis notes", format="multiline",
+            description="Findings of the analysis; the reason when you abort.",
+        ),
+        "follow_up_questions": Param(
+            "", type="string", title="Follow-up questions", format="multiline",
+            description="For 'Send follow-up questions': what the customer must answer (e-mailed to them).",
+        ),
+    }  # fmt: skip
+
+
+def wait_form() -> dict[str, Param]:
+    return {
+        "customer_answers": Param(
+            "", type="string", title="The customer's answers", format="multiline",
+            description="For 'Customer answered': what the customer replied (required).",
+        ),
+        "analysis_notes": Param(
+            "", type="string", title="Notes", format="multiline",
+            description="Anything else; the reason when you abort.",
+        ),
+    }  # fmt: skip
+
+
+class QuestionnaireAnalysisOperator(BaseOperator):
+    """``initiation.analyse_questionnaire_and_system`` (consultants): analyse, follow up, or abort.
+
+    XCom on success: ``{chosen_options: ["Analysis complete"], params_input: {analysis_notes, ...},
+    responded_by, responded_at, follow_ups: [{questions, sent_by, sent_at, answers, answered_at}]}``.
+    "Abort upgrade" fails the task naming who aborted and why.
+    """
+
+    template_fields: Sequence[str] = ()
+
+    def __init__(
+        self,
+        *,
+        config: CustomerConfig,
+        inventory_task_id: str = INVENTORY_TASK_ID,
+        settings_task_id: str = REQUEST_CASE_TASK_ID,
+        smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
+        from_email: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("retries", 0)
+        super().__init__(**kwargs)
+        self.config = config
+        self.inventory_task_id = inventory_task_id
+        self.settings_task_id = settings_task_id
+        self.smtp_conn_id = smtp_conn_id
+        self.from_email = from_email
+        self.assigned_users = tuple(config.users.consultant)
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def answers(self, context: Any) -> list[GateAnswer]:
+        ti = context["ti"]
+        with open_ledger() as ledger:
+            rows = ledger.gate_answers(ti.dag_id, ti.run_id)
+        given = [GateAnswer.from_ledger(row) for row in rows if row["task_id"] == ti.task_id]
+        return sorted((answer for answer in given if answer.question > 0), key=lambda answer: answer.question)
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def execute(self, context: Any) -> Any:
+        return self.next_question(context)
+
+    def next_question(self, context: Any) -> Any:
+        answers = self.answers(context)
+        number = max((answer.question for answer in answers), default=0) + 1
+        if number > MAX_QUESTIONS:
+            raise AirflowFailException(
+                f"the analysis asked {MAX_QUESTIONS} questions without completing; clear this task to go on"
+            )
+        rounds, last = follow_ups(answers)
+        waiting = bool(rounds) and not rounds[-1].answers
+        note = self.refusal_note(last)
+        question = self.wait_question(context, rounds, number, note) if waiting else None
+        question = question or self.analysis_question(context, rounds, number, note)
+        self.log.info("Asking question %d: %s (run %s)", number, question.subject, question.review_run_id)
+        raise ask(question, poll_seconds=answer_poll_seconds(context))
+
+    @staticmethod
+    def refusal_note(last: GateAnswer | None) -> str:
+        if last is None:
+            return ""
+        if last.option == FOLLOW_UP and not last.text("follow_up_questions"):
+            reason = "'Send follow-up questions' needs the questions in the form"
+        elif last.option == ANSWERED and not last.text("customer_answers"):
+            reason = "'Customer answered' needs the customer's answers in the form"
+        else:
+            return ""
+        return (
+            f"> **The previous answer (by {escape_markdown(last.responded_by)}) was refused:** {reason}.\n\n"
+        )
+
+    def _question(self, context: Any, number: int, **fields: Any) -> ReviewQuestion:
+        ti = context["ti"]
+        return ReviewQuestion(
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            try_number=ti.try_number,
+            number=number,
+            customer_id=self.config.customer_id,
+            assigned_users=self.assigned_users,
+            **fields,
+        )
+
+    def analysis_question(
+        self, context: Any, rounds: Sequence[FollowUp], number: int, note: str
+    ) -> ReviewQuestion:
+        questionnaire = self.config.questionnaire
+        lines = ["### Upgrade questionnaire", ""]
+        if questionnaire.location:
+            lines += [f"Location: {escape_markdown(questionnaire.location)}", ""]
+        if questionnaire.answers:
+            lines += ["| Question | Answer |", "|---|---|"]
+            lines += [
+                f"| {escape_markdown(question)} | {escape_markdown(answer)} |"
+                for question, answer in questionnaire.answers.items()
+            ]
+        else:
+            lines.append("_No answers in the config; read them at the location above._")
+        inventory = context["ti"].xcom_pull(task_ids=self.inventory_task_id) or {}
+        markdown = inventory.get("markdown") if isinstance(inventory, dict) else None
+        lines += ["", markdown or f"_No inventory found in the XCom of {self.inventory_task_id}._"]
+        follow_up = _follow_up_table(rounds)
+        if follow_up:
+            lines += ["", follow_up]
+        lines += [
+            "",
+            f"**{COMPLETE}** when you know enough to plan the upgrade. **{FOLLOW_UP}** e-mails your "
+            "questions to the customer contacts; the analysis then waits for their answers (its SLA clock "
+            "pauses). "
+            f"**{ABORT}** stops the run.",
+        ]
+        return self._question(
+            context,
+            number,
+            subject=f"Analyse the questionnaire and the Dev system of {self.config.name}",
+            body=note + "\n".join(lines),
+            options=ANALYSIS_OPTIONS,
+            customer_wait=False,
+            fields=form_field_specs(analysis_form()),
+        )
+
+    def wait_question(
+        self, context: Any, rounds: Sequence[FollowUp], number: int, note: str
+    ) -> ReviewQuestion:
+        pending = rounds[-1]
+        contacts = ", ".join(f"{c.name} <{c.email}>" for c in self.config.contacts.customer)
+        body = (
+            f"{note}Follow-up {len(rounds)} was e-mailed to {escape_markdown(contacts)} by "
+            f"{escape_markdown(pending.sent_by)} at {_when(pending.sent_at)}:\n\n"
+            f"{fenced(pending.questions)}\n\n"
+            "The customer holds the ball: the analysis budget's clock is paused and the customer is "
+            f"reminded every {self.config.customer_wait.reminder_days} business day(s). When the answers "
+            f"arrive, record them and choose **{ANSWERED}**; the analysis question comes back with them.\n\n"
+            f"{_follow_up_table(rounds)}"
+        )
+        return self._question(
+            context,
+            number,
+            subject=f"Waiting for {self.config.name}'s answers to follow-up {len(rounds)}",
+            body=body,
+            options=WAIT_OPTIONS,
+            customer_wait=True,
+            fields=form_field_specs(wait_form()),
+        )
+
+    # --- the answer -----------------------------------------------------------------------------
+
+    def execute_complete(self, context: Any, event: Any) -> Any:
+        review_run_id, number, state = ended_review_run(event)
+        answers = self.answers(context)
+        given = next((answer for answer in reversed(answers) if answer.question == number), None)
+        if given is None:
+            raise AirflowFailException(
+                f"question {number} (run {review_run_id}) ended {state} without an answer in the ledger; "
+                "clear this task to ask it again"
+            )
+        if given.responded_by not in self.assigned_users:
+            self.log.warning(
+                "Question %d answered by %s, who is not assigned: asking again", number, given.responded_by
+            )
+            return self.next_question(context)
+        if given.option == ABORT:
+            raise AirflowFailException(
+                f"upgrade aborted at the analysis by {given.responded_by} at {_when(given.responded_at)}: "
+                f"{given.text('analysis_notes') or 'no reason given'}"
+            )
+        rounds, _ = follow_ups(answers)
+        if given.option == FOLLOW_UP and given.text("follow_up_questions"):
+            settings = run_settings_from_xcom(context, self.settings_task_id)
+            email = questionnaire_follow_up_email(
+                self.config, settings, questions=given.text("follow_up_questions"), number=len(rounds)
+            )
+            sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
+            self.log.info("Follow-up %d e-mailed (%s) to %s", len(rounds), sent["message_id"], sent["to"])
+        if given.option == COMPLETE:
+            return {
+                "chosen_options": [COMPLETE],
+                "params_input": dict(given.params),
+                "responded_by": given.responded_by,
+                "responded_at": given.responded_at.isoformat() if given.responded_at else None,
+                "follow_ups": [
+                    {
+                        "questions": item.questions,
+                        "sent_by": item.sent_by,
+                        "sent_at": item.sent_at.isoformat() if item.sent_at else None,
+                        "answers": item.answers,
+                        "answered_at": item.answered_at.isoformat() if item.answered_at else None,
+                    }
+                    for item in rounds
+                ],
+            }
+        return self.next_question(context)

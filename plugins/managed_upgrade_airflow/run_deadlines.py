@@ -201,8 +201,8 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     """The :class:`~managed_upgrade.sla_alerts.Alert` of a run deadline, owned by the project managers.
 
     ``planned_finish`` is the deadline itself (for the warning too; its last microsecond, so messages
-    show the customer's date) or the ceiling; ``overrun_days`` counts business days from it to ``now``
-    on the run's clock (negative: days left).
+    show the customer's date) or the ceiling, on the real calendar also in a rehearsal; ``overrun_days``
+    counts business days from the alert's due instant to ``now`` on the run's clock (negative: days left).
     """
     from managed_upgrade.business_calendar import calendar_for
     from managed_upgrade.sla_alerts import Alert
@@ -211,15 +211,15 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     seconds = rehearsal_seconds(conf)
     run_start = _run_start(dag_run, now)
     target_kind = "timeline_ceiling" if kind == "timeline_ceiling" else "deadline_missed"
-    planned_finish = due_at(
-        target_kind,
-        deadline=deadline_date(conf, config.request_case.deadline),
-        run_start=run_start,
-        calendar=calendar_for(config.calendar, None),
-        seconds_per_business_day=seconds,
-    )
-    clock = calendar_for(config.calendar, seconds)
-    overrun_days = clock.business_days_between(planned_finish, now)
+    timing = {
+        "deadline": deadline_date(conf, config.request_case.deadline),
+        "run_start": run_start,
+        "calendar": calendar_for(config.calendar, None),
+    }
+    due = due_at(target_kind, seconds_per_business_day=seconds, **timing)
+    overrun_days = calendar_for(config.calendar, seconds).business_days_between(due, now)
+    # The message names the customer's real date, also in a rehearsal (whose due instant is compressed).
+    planned_finish = due_at(target_kind, seconds_per_business_day=None, **timing)
     if target_kind == "deadline_missed":
         planned_finish -= _LAST_MOMENT  # shown as the deadline's own date (23:59), not 00:00 the day after
     return Alert(

@@ -131,7 +131,7 @@ class ReviewGate(BaseOperator):
         (default ``<environment>.backup_environment``)
     :param case_timeout: seconds each test case of a retest may take
     :param answer_poll_seconds: how often the deferred task looks whether its question was answered
-        (default: 2 s in a rehearsal run, 30 s otherwise)
+        (default: 1 s in a rehearsal run, 30 s otherwise)
     """
 
     template_fields: Sequence[str] = ()

@@ -148,9 +148,9 @@ def ended_review_run(event: Any) -> tuple[str, int, str | None]:
 
 
 def answer_poll_seconds(context: Any) -> int:
-    """How often a waiting task looks whether its question was answered: 2 s in rehearsal, else 30 s."""
+    """How often a waiting task looks whether its question was answered: 1 s in rehearsal, else 30 s."""
     conf = getattr(context.get("dag_run"), "conf", None) or {}
-    return 2 if conf.get("seconds_per_business_day") else 30
+    return 1 if conf.get("seconds_per_business_day") else 30
 
 
 class ReviewQuestionOperator(FactsGate):

@@ -276,20 +276,20 @@ class AirflowClient:
         """The (by default only unanswered) questions of a customer run: its HITL tasks and review questions.
 
         Review questions (fix rounds, sign-offs) are runs of the review DAG named after the customer
-        run. Each detail gets ``gate``: the customer run's ``task_id`` asking, the ``question``
-        number (``None`` for the run's own HITL tasks) and where to answer (``answer_dag_id``,
-        ``answer_run_id``, ``answer_task_id``, ``map_index``); see :meth:`answer_gate`.
+        run. Each detail gets ``gate``: the customer run (``dag_id``, ``run_id``), its ``task_id``
+        asking, the ``question`` number (``None`` for the run's own HITL tasks) and where to answer
+        (``answer_dag_id``, ``answer_run_id``, ``answer_task_id``, ``map_index``); see :meth:`answer_gate`.
         """
         gates = []
         for detail in self.hitl_details(dag_id, run_id, pending_only=pending_only, user=user):
             instance = detail["task_instance"]
-            detail["gate"] = _gate(instance["task_id"], None, instance)
+            detail["gate"] = _gate(dag_id, run_id, instance["task_id"], None, instance)
             gates.append(detail)
         for detail in self.hitl_details(REVIEW_DAG_ID, "~", pending_only=pending_only, user=user):
             instance = detail["task_instance"]
             asked = parse_review_run_id(instance["dag_run_id"], dag_id, run_id)
             if asked is not None:
-                detail["gate"] = _gate(asked[0], asked[1], instance)
+                detail["gate"] = _gate(dag_id, run_id, asked[0], asked[1], instance)
                 gates.append(detail)
         return gates
 
@@ -362,8 +362,12 @@ class AirflowClient:
         return self.request("PATCH", path, user=user, json=body, expected=expected)
 
 
-def _gate(task_id: str, question: int | None, instance: Mapping[str, Any]) -> dict[str, Any]:
+def _gate(
+    dag_id: str, run_id: str, task_id: str, question: int | None, instance: Mapping[str, Any]
+) -> dict[str, Any]:
     return {
+        "dag_id": dag_id,
+        "run_id": run_id,
         "task_id": task_id,
         "question": question,
         "answer_dag_id": instance["dag_id"],

@@ -71,7 +71,7 @@ class LocalAirflow:
         return log_tail(self.settings.logs_dir / f"{component}.log", lines)
 
     def wait_until_hitl_parked(self, detail: dict[str, Any], timeout: float = PARKED_TIMEOUT) -> None:
-        """Return once the scheduler has handled the exit of the worker that parked this HITL task.
+        """Return once the scheduler has handled the exit of the workers that are waiting for this answer.
 
         Airflow 3.3.2 race: an answer that arrives before the scheduler processed the parking
         worker's exit gets the task re-queued under the same try number; the stale "success" of the
@@ -79,25 +79,48 @@ class LocalAirflow:
         task ("finished with state success, but the task instance's state attribute is queued").
         People never answer that fast; tests do. The scheduler logs one "TaskInstance Finished" line
         per handled executor event; that line (or `timeout`, long after the window) makes it safe.
+        A review question has two waiting workers: its own HITL task, parked, and the customer
+        run's task that asked it, deferred until the question's run ends -- answered too early, that
+        task resumes into the same race. So for question ``n`` the asking task's ``n``-th deferral
+        must have been handled too.
         """
         instance = detail["task_instance"]
-        markers = (
-            "TaskInstance Finished:",
-            f"ti_id={instance['id']},",
-            "state=awaiting_input,",
-            f"try_number={instance['try_number']},",
-        )
+        waits = [
+            (
+                (
+                    "TaskInstance Finished:",
+                    f"ti_id={instance['id']},",
+                    "state=awaiting_input,",
+                    f"try_number={instance['try_number']},",
+                ),
+                1,
+            )
+        ]
+        gate = detail.get("gate") or {}
+        if gate.get("question"):
+            asking = (
+                "TaskInstance Finished:",
+                f"dag_id={gate['dag_id']},",
+                f"task_id={gate['task_id']},",
+                f"run_id={gate['run_id']},",
+                "state=deferred,",
+            )
+            waits.append((asking, int(gate["question"])))
         scheduler_log = self.settings.logs_dir / "scheduler.log"
         deadline = time.monotonic() + timeout
+        seen = [0] * len(waits)
         with scheduler_log.open(encoding="utf-8", errors="replace") as log:
             while time.monotonic() < deadline:
                 for line in log:
-                    if all(marker in line for marker in markers):
-                        return
+                    for index, (markers, _) in enumerate(waits):
+                        if all(marker in line for marker in markers):
+                            seen[index] += 1
+                if all(count >= needed for count, (_, needed) in zip(seen, waits, strict=True)):
+                    return
                 time.sleep(POLL_SECONDS / 2)
         print(
-            f"airflow-local: no scheduler record of {instance['task_id']} parking within {timeout:.0f} s; "
-            "answering anyway",
+            f"airflow-local: no scheduler record of {instance['task_id']} (and the task asking it) waiting "
+            f"within {timeout:.0f} s; answering anyway",
             file=sys.stderr,
         )
 

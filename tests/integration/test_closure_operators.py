@@ -167,6 +167,18 @@ def test_all_environments_on_the_target_are_verified_and_the_completion_summaris
     assert stored == json.loads(json.dumps(summary))
     assert finished_at is not None
 
+    # The task cleared or retried after it finished: the customer is not mailed a second time.
+    again = completion.execute(
+        task_context(
+            "closure.send_completion",
+            run_id=run_id,
+            run_started_at=T0 - timedelta(days=14),
+            **{REQUEST_CASE_TASK_ID: settings_xcom, VERIFY_TASK_ID: verified},
+        )
+    )
+    assert len(smtp_sink.messages) == 1
+    assert again == stored
+
 
 def test_verify_fails_naming_each_environment_that_is_off_and_completion_is_not_announced(
     config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context

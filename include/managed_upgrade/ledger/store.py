@@ -46,6 +46,13 @@ class Ledger:
                 (dag_id, run_id, customer_id, Json(conf)),
             )
 
+    def run_summary(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The summary a finished run recorded (``None`` while the run has none)."""
+        with self._cursor() as cur:
+            cur.execute("SELECT summary FROM runs WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
+            row = cur.fetchone()
+        return row["summary"] if row else None
+
     def finish_run(self, dag_id: str, run_id: str, summary: dict[str, Any]) -> None:
         with self._cursor() as cur:
             cur.execute(

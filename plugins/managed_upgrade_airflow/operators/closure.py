@@ -281,8 +281,9 @@ class SendCompletionOperator(BaseOperator):
     environments if that XCom is missing); the e-mail refuses to claim completion unless every
     environment runs the target. Durations come from the ledger's activity events; without them
     only the run's elapsed time since its start is known (the task SDK gives task states, not
-    task start and end times, and tasks have no metadata-DB access). A retry after the e-mail was
-    sent but before the summary was recorded sends the e-mail again.
+    task start and end times, and tasks have no metadata-DB access). A retry or clear after the
+    summary was recorded returns it without mailing the customer again; a retry after the e-mail was
+    sent but before the summary was recorded (a crash in between) sends it again.
 
     XCom (and ledger ``runs.summary``): ``{customer_id, case_id, dag_id, run_id, target_version,
     completed_at, duration: {source, run_started_at, elapsed_hours, stages?}, environments: {env:
@@ -330,6 +331,14 @@ class SendCompletionOperator(BaseOperator):
                 f"cannot announce completion: {'; '.join(off)}; {self.verify_task_id} must pass first"
             )
         with open_ledger(self.ledger_conn_id) as ledger:
+            recorded = ledger.run_summary(ti.dag_id, ti.run_id)
+            if recorded and recorded.get("email"):
+                self.log.info(
+                    "The completion e-mail %s went out already (summary recorded at %s); not sent again",
+                    recorded["email"].get("message_id"),
+                    recorded.get("completed_at"),
+                )
+                return recorded
             durations = stage_durations(ledger.events(ti.dag_id, ti.run_id))
             environments = run_summary(
                 ledger, self.config, dag_id=ti.dag_id, run_id=ti.run_id, facts=facts, durations=durations

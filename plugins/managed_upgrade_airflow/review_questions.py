@@ -24,6 +24,7 @@ from airflow.sdk import Param, ParamsDict
 from airflow.sdk.exceptions import DagRunTriggerException
 
 from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID, question_number_of, review_run_id
+from managed_upgrade.run_deadline_times import rehearsal_seconds
 from managed_upgrade_airflow.gates import FactsGate, hitl_users
 from managed_upgrade_airflow.ledger_access import open_ledger
 
@@ -150,7 +151,7 @@ def ended_review_run(event: Any) -> tuple[str, int, str | None]:
 def answer_poll_seconds(context: Any) -> int:
     """How often a waiting task looks whether its question was answered: 1 s in rehearsal, else 30 s."""
     conf = getattr(context.get("dag_run"), "conf", None) or {}
-    return 1 if conf.get("seconds_per_business_day") else 30
+    return 1 if rehearsal_seconds(conf) else 30
 
 
 class ReviewQuestionOperator(FactsGate):

@@ -13,12 +13,12 @@ is one short worker run at the start.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from managed_upgrade.run_deadline_times import rehearsal_seconds
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID
 
@@ -29,18 +29,6 @@ if TYPE_CHECKING:
 
 SLA_WATCH_TASK_ID = "sla_watch"
 """Suggested task id (outside every stage group: the watcher is not an activity)."""
-
-
-def rehearsal_seconds(conf: Mapping[str, Any] | None) -> float | None:
-    """The run's ``seconds_per_business_day`` when it is a positive number, else ``None`` (a real run)."""
-    value = (conf or {}).get("seconds_per_business_day")
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return None
-    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def api_base_url() -> str:

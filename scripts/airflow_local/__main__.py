@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="airflow-local",
         description="Run a local Airflow (api-server, scheduler, dag-processor, triggerer) on 127.0.0.1. "
         "Settings: AIRFLOW_LOCAL_HOME, AIRFLOW_LOCAL_DAGS, AIRFLOW_LOCAL_PORT, AIRFLOW_LOCAL_SMTP_PORT, "
-        "AIRFLOW_LOCAL_EXTRA_USERS (name:role,...), AIRFLOW_LOCAL_STARTUP_TIMEOUT, ESTATE_ROOT.",
+        "AIRFLOW_LOCAL_EXTRA_USERS (name:role,...), AIRFLOW_LOCAL_STARTUP_TIMEOUT, AIRFLOW_LOCAL_LEDGER_DSN, "
+        "AIRFLOW_LOCAL_METADATA_DSN (a PostgreSQL DSN for Airflow's metadata database; default: SQLite in "
+        "the home), ESTATE_ROOT.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="start every component and wait until healthy; print the logins")

@@ -14,6 +14,7 @@ import secrets
 import shlex
 from pathlib import Path
 
+from airflow_local.metadata_db import sqlalchemy_url
 from airflow_local.private_files import write_private
 from airflow_local.settings import HarnessConfigError, HarnessSettings
 from airflow_local.users import users_config_value
@@ -29,7 +30,7 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
     api = settings.base_url
     config = {
         "AIRFLOW_HOME": str(settings.home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{settings.database_file}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(settings),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_folder),

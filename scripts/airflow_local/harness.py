@@ -8,9 +8,7 @@ blocks on them). Everything is bound to 127.0.0.1 and verified to be.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -20,10 +18,10 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from airflow_local import metadata_db
 from airflow_local.client import AirflowClient
 from airflow_local.environment import airflow_settings, component_environment, write_env_file
 from airflow_local.processes import (
@@ -44,6 +42,7 @@ HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "trig
 LOG_TAIL_LINES = 40
 POLL_SECONDS = 0.5
 PARKED_TIMEOUT = 20.0
+EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 SUCCESSFUL_ACCESS_LINE = re.compile(r"\[http\.access\].* status_code=[23]\d\d")
 
 
@@ -69,6 +68,21 @@ class LocalAirflow:
 
     def log_tail(self, component: str, lines: int = LOG_TAIL_LINES) -> str:
         return log_tail(self.settings.logs_dir / f"{component}.log", lines)
+
+    def require_running(self) -> None:
+        """Raise HarnessError naming each component that has exited and the last error in its log.
+
+        Waiting for a run whose scheduler died only ends at the wait's timeout, with every task
+        still queued; this says at once what happened.
+        """
+        exited = []
+        for name in COMPONENTS:
+            log_path = self.settings.logs_dir / f"{name}.log"
+            component = recorded_component(self.settings.run_dir, name, log_path)
+            if component is None or not component.is_running():
+                exited.append(f"{name} ({last_error(log_path) or 'no error in its log'})")
+        if exited:
+            raise HarnessError(f"Airflow component(s) exited: {'; '.join(exited)}")
 
     def wait_until_hitl_parked(self, detail: dict[str, Any], timeout: float = PARKED_TIMEOUT) -> None:
         """Return once the scheduler has handled the exit of the workers that are waiting for this answer.
@@ -175,43 +189,27 @@ def prepare_ledger(settings: HarnessSettings) -> None:
 
 
 def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> None:
-    """`airflow db migrate` once per home and Airflow version (~12 s even with nothing to do).
+    """A migrated metadata database for the instance, copied from one migrated earlier where possible."""
 
-    With `settings.database_template_dir`, a fresh home starts from a copy of a database migrated
-    earlier by the same Airflow version (it holds no home-specific data), and a home that had to
-    migrate leaves its fresh database there for the next one.
-    """
-    stamp = settings.home / ".migrated"
-    airflow_version = version("apache-airflow")
-    if settings.database_file.exists() and stamp.exists() and stamp.read_text().strip() == airflow_version:
-        return
-    template = None
-    if settings.database_template_dir is not None:
-        template = settings.database_template_dir / f"airflow-{airflow_version}-migrated.db"
-    if template is not None and template.exists() and not settings.database_file.exists():
-        shutil.copyfile(template, settings.database_file)
-        stamp.write_text(airflow_version + "\n")
-        return
-    log_path = settings.logs_dir / "db-migrate.log"
-    with log_path.open("wb") as log:
-        result = subprocess.run(
-            [sys.executable, "-m", "airflow", "db", "migrate"],
-            env=component_environment(environment),
-            cwd=settings.home,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    if result.returncode != 0:
-        raise HarnessError(f"airflow db migrate failed (exit {result.returncode}):\n{log_tail(log_path)}")
-    stamp.write_text(airflow_version + "\n")
-    complete = not settings.database_file.with_name(settings.database_file.name + "-wal").exists()
-    if template is not None and not template.exists() and complete:
-        template.parent.mkdir(parents=True, exist_ok=True)
-        partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
-        shutil.copyfile(settings.database_file, partial)
-        partial.replace(template)  # atomic: concurrent sessions never see half a file
+    def migrate() -> None:
+        log_path = settings.logs_dir / "db-migrate.log"
+        with log_path.open("wb") as log:
+            result = subprocess.run(
+                [sys.executable, "-m", "airflow", "db", "migrate"],
+                env=component_environment(environment),
+                cwd=settings.home,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
+        if result.returncode != 0:
+            raise HarnessError(f"airflow db migrate failed (exit {result.returncode}):\n{log_tail(log_path)}")
+
+    try:
+        metadata_db.prepare(settings, migrate)
+    except metadata_db.MetadataDatabaseError as error:
+        raise HarnessError(str(error)) from error
 
 
 def up(
@@ -333,6 +331,17 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         if not SUCCESSFUL_ACCESS_LINE.search(line)
     ][-lines:]
     return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text)
+
+
+def last_error(path: Path) -> str | None:
+    """The last exception line (`module.SomeError: message`) of a component log, if any."""
+    if not path.exists():
+        return None
+    found = None
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if EXCEPTION_LINE.match(line):
+            found = line.strip()
+    return found
 
 
 def _wait_until_healthy(

@@ -66,6 +66,8 @@ class HarnessSettings:
     database_template_dir: Path | None = None
     # The project ledger (our own PostgreSQL database); created and migrated by `up`.
     ledger_dsn: str = DEFAULT_LEDGER_DSN
+    # Airflow's metadata database: a PostgreSQL DSN, or None for a SQLite file in the home.
+    metadata_dsn: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -117,6 +119,7 @@ class HarnessSettings:
             customers_folder=overrides.customers_folder
             or Path(env.get("MANAGED_UPGRADE_CUSTOMERS_DIR") or REPO_ROOT / "include" / "customers"),
             ledger_dsn=env.get("AIRFLOW_LOCAL_LEDGER_DSN") or DEFAULT_LEDGER_DSN,
+            metadata_dsn=env.get("AIRFLOW_LOCAL_METADATA_DSN") or None,
             port=_port(env, "AIRFLOW_LOCAL_PORT", DEFAULT_PORT),
             smtp_port=_port(env, "AIRFLOW_LOCAL_SMTP_PORT", None),
             estate_root=Path(env.get("ESTATE_ROOT") or DEFAULT_ESTATE_ROOT),

@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id,
             timeout=args.timeout,
             on_answer=lambda gate: print(f"   answered {gate.task_id} as {gate.user}: {gate.option}"),
+            check=running.require_running,
         )
         states = api.task_states(dag_id, run_id)
     failed = sorted(task for task, state in states.items() if state not in {"success", "skipped"})

@@ -110,8 +110,12 @@ def drive_run(
     *,
     timeout: float = 900.0,
     on_answer: Callable[[AnsweredGate], None] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> tuple[dict[str, Any], list[AnsweredGate]]:
-    """Answer every gate of the run as it opens until the run ends; returns (run, answers given)."""
+    """Answer every gate of the run as it opens until the run ends; returns (run, answers given).
+
+    `check` is called between polls and may raise to give up early (e.g. when Airflow's scheduler died).
+    """
     policy = policy or GatePolicy()
     answered: list[AnsweredGate] = []
     rounds: dict[str, int] = {}
@@ -120,6 +124,8 @@ def drive_run(
         run = api.dag_run(dag_id, run_id)
         if run["state"] in TERMINAL_RUN_STATES:
             return run, answered
+        if check is not None:
+            check()
         if time.monotonic() > deadline:
             raise TimeoutError(
                 f"run {dag_id}/{run_id} still {run['state']} after {timeout:.0f} s; "

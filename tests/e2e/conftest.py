@@ -38,7 +38,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from airflow_local import harness
+from airflow_local import harness, metadata_db
 from airflow_local.client import AirflowClient
 from airflow_local.settings import HarnessOverrides, HarnessSettings
 
@@ -118,9 +118,14 @@ def airflow(
         # The product's DAGs reach the simulated estate; its connections are read at start-up.
         request.getfixturevalue("estate")
     environ = {name: os.environ[name] for name in INHERITED_SETTINGS if name in os.environ}
-    ledger_name = f"ledger_e2e_{uuid.uuid4().hex[:10]}"
+    token = uuid.uuid4().hex[:10]
+    ledger_dsn = f"host=127.0.0.1 port=5432 user=postgres dbname=ledger_e2e_{token}"
+    # PostgreSQL, as in a deployment: under several concurrent upgrades SQLite locks long enough
+    # to end the scheduler (the demo, one upgrade, keeps SQLite).
+    metadata_dsn = f"host=127.0.0.1 port=5432 user=postgres dbname=airflow_e2e_{token}"
     environ |= {
-        "AIRFLOW_LOCAL_LEDGER_DSN": f"host=127.0.0.1 port=5432 user=postgres dbname={ledger_name}",
+        "AIRFLOW_LOCAL_LEDGER_DSN": ledger_dsn,
+        "AIRFLOW_LOCAL_METADATA_DSN": metadata_dsn,
         "AIRFLOW_LOCAL_HOME": str(tmp_path_factory.mktemp("airflow-home")),
         "AIRFLOW_LOCAL_PORT": str(free_port()),
         "AIRFLOW_LOCAL_SMTP_PORT": str(smtp_sink.port),
@@ -130,31 +135,19 @@ def airflow(
         database_template_dir=tmp_path_factory.getbasetemp().parent,
     )
     try:
-        # The components inherit this process's environment: Airflow's env-var backend serves these.
-        with pytest.MonkeyPatch.context() as patch:
-            for conn_id, connection in harness_connections.items():
-                patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
-            running = harness.up(settings, report=lambda line: None, die_with_caller=True)
-    except harness.HarnessError as error:
-        pytest.fail(f"local Airflow did not start (home {settings.home}):\n{error}", pytrace=False)
-    try:
+        try:
+            # The components inherit this process's environment: Airflow's env-var backend serves these.
+            with pytest.MonkeyPatch.context() as patch:
+                for conn_id, connection in harness_connections.items():
+                    patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+                running = harness.up(settings, report=lambda line: None, die_with_caller=True)
+        except harness.HarnessError as error:
+            pytest.fail(f"local Airflow did not start (home {settings.home}):\n{error}", pytrace=False)
         yield running
     finally:
         harness.down(settings)
-        drop_database(ledger_name)
-
-
-def drop_database(name: str) -> None:
-    """Remove a session's throwaway ledger database."""
-    import psycopg2
-
-    admin = psycopg2.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres")
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.close()
+        for throwaway in (ledger_dsn, metadata_dsn):
+            metadata_db.drop_database(throwaway)
 
 
 @pytest.fixture(scope="session")

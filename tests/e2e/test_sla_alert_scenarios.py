@@ -46,7 +46,6 @@ from scenario_customers import (
     remove_customer,
     remove_folder,
 )
-from test_upgrade_scenarios import SqliteTolerantClient
 
 from airflow_local import harness
 from airflow_local.client import AirflowClient
@@ -456,9 +455,7 @@ PLAYS: dict[str, tuple[Callable[[Stage, AirflowClient, Story], None], float]] = 
 def play(stage: Stage, customer: ScenarioCustomer, name: str) -> Story:
     script, seconds_per_day = PLAYS[name]
     story = Story(customer, run_id=f"e2e__{customer.customer_id}", seconds_per_day=seconds_per_day)
-    with SqliteTolerantClient(
-        stage.airflow.base_url, stage.airflow.passwords, hitl_settle=stage.airflow.wait_until_hitl_parked
-    ) as api:
+    with stage.airflow.client() as api:
         try:
             if name != "crash" and not stage.restarted.wait(timeout=STORY_TIMEOUT):
                 raise RuntimeError("the crash story never restarted Airflow")

@@ -20,8 +20,6 @@ for its story and checks what people and systems can see afterwards.
 from __future__ import annotations
 
 import tempfile
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -69,7 +67,6 @@ pytestmark = [
 SECONDS_PER_BUSINESS_DAY = 20
 DAG_PARSE_TIMEOUT = 240.0
 STORY_TIMEOUT = 600.0
-DATABASE_BUSY_ATTEMPTS = 4
 CONSULTANT, PROJECT_MANAGER = "carla", "pete"  # the `users` of include/customers/acme.yaml
 ENV_TITLES = {"dev": "Development", "uat": "UAT", "prod": "Production"}
 
@@ -184,34 +181,6 @@ class Story:
         return users
 
 
-class SqliteTolerantClient(AirflowClient):
-    """A client for four stories at once against an Airflow whose metadata database is SQLite.
-
-    Under this load SQLite is sometimes locked for longer than Airflow waits (seen: 5 s while the
-    scheduler and a dozen task processes write), and the api-server answers HTTP 500 "Database
-    error" before the request did anything (its audit-log write fails first). A person would
-    reload the page; this client tries again, and sends its own writes one at a time so the
-    stories never lock each other out.
-    """
-
-    _writes = threading.Lock()
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        attempt = 1
-        while True:
-            try:
-                if method.upper() == "GET":
-                    return super().request(method, path, **kwargs)
-                with self._writes:
-                    return super().request(method, path, **kwargs)
-            except AirflowApiError as error:
-                busy = error.status == 500 and "Database error" in error.body
-                if not busy or attempt == DATABASE_BUSY_ATTEMPTS:
-                    raise
-            time.sleep(attempt)
-            attempt += 1
-
-
 Script = Callable[[AirflowClient, Story], GatePolicy]
 """The answers of a scenario: a policy whose scripted answers may act and observe through the API."""
 
@@ -311,9 +280,7 @@ SCRIPTS: dict[str, Script] = {
 def play(airflow: harness.LocalAirflow, customer: ScenarioCustomer, script: Script) -> Story:
     """Ops triggers the customer's DAG in rehearsal mode; people answer by ``script`` until it ends."""
     story = Story(customer, run_id=f"e2e__{customer.customer_id}")
-    with SqliteTolerantClient(
-        airflow.base_url, airflow.passwords, hitl_settle=airflow.wait_until_hitl_parked
-    ) as api:
+    with airflow.client() as api:
         try:
             api.wait_for_dag(customer.dag_id, timeout=DAG_PARSE_TIMEOUT)
             api.unpause(customer.dag_id)
@@ -324,7 +291,12 @@ def play(airflow: harness.LocalAirflow, customer: ScenarioCustomer, script: Scri
                 note="end-to-end scenario",
             )
             story.run, story.answered = drive_run(
-                api, customer.dag_id, story.run_id, script(api, story), timeout=STORY_TIMEOUT
+                api,
+                customer.dag_id,
+                story.run_id,
+                script(api, story),
+                timeout=STORY_TIMEOUT,
+                check=airflow.require_running,
             )
             story.states = api.task_states(customer.dag_id, story.run_id)
         except Exception as error:  # the tests report it with the run's state; steps so far stay

@@ -185,3 +185,39 @@ def test_a_component_started_for_a_test_session_dies_with_the_session(tmp_path):
     orphan = psutil.Process(int(ended.stdout))
     orphan.wait(timeout=10)
     assert not orphan.is_running()
+
+
+def test_an_exited_component_is_named_with_the_last_error_of_its_log(tmp_path):
+    settings = _settings(tmp_path)
+    settings.logs_dir.mkdir(parents=True)
+    running = {
+        name: start_component(
+            name, ["sleep", "300"], dict(os.environ), tmp_path / f"{name}.out", settings.run_dir, tmp_path
+        )
+        for name in harness.COMPONENTS
+        if name != "scheduler"
+    }
+    (settings.logs_dir / "scheduler.log").write_text(
+        "Traceback (most recent call last):\n"
+        '  File "session.py", line 4769, in _flush\n'
+        "sqlite3.OperationalError: database is locked\n"
+        "The above exception was the direct cause of the following exception:\n"
+        "sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked\n"
+        "[info] Exited execute loop\n"
+    )
+    local = harness.LocalAirflow(settings, passwords={})
+    try:
+        with pytest.raises(harness.HarnessError) as raised:
+            local.require_running()
+        assert str(raised.value) == (
+            "Airflow component(s) exited: scheduler "
+            "(sqlalchemy.exc.OperationalError: (sqlite3.OperationalError) database is locked)"
+        )
+        scheduler = start_component(
+            "scheduler", ["sleep", "300"], dict(os.environ), tmp_path / "s.out", settings.run_dir, tmp_path
+        )
+        local.require_running()  # all four run again: nothing to say
+    finally:
+        stop_components(
+            settings.run_dir, [*running.values(), *([scheduler] if "scheduler" in locals() else [])]
+        )

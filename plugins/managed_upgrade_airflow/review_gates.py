@@ -2,10 +2,10 @@
 
 "Fix Issues and Retest" and "Customer Sign-off" share everything but their first question, so the
 machinery lives here once: reading the loop's state from the ledger, deciding the next step (by
-:mod:`managed_upgrade.review_loop`), asking the question as a run of the review DAG (see
-:mod:`managed_upgrade_airflow.review_questions` for why a run and not a HITL task of our own) and
-waiting for it deferred, then carrying out the answer: capture and record a fix, run the retest,
-accept known issues, or abort with a restore -- and ask the next question, until the loop ends.
+:mod:`managed_upgrade.review_loop`), writing the question, then carrying out the answer: capture and
+record a fix, run the retest, accept known issues, or abort with a restore -- and ask the next
+question, until the loop ends. Asking (a run of the review DAG, waited for deferred) and resuming
+are :class:`~managed_upgrade_airflow.question_loop.QuestionLoopOperator`'s.
 
 Any real error fails the task. Clearing it starts a new try that reads the ledger and continues where
 the loop stood, running a retest that a crash left undone; questions keep their numbers.
@@ -17,10 +17,9 @@ is asked again with the reason on top of the next question instead of failing a 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import BaseOperator, Param
+from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
@@ -57,18 +56,12 @@ from managed_upgrade.review_loop import (
     md,
     question_limit,
 )
-from managed_upgrade.review_runs import REVIEW_DAG_ID
 from managed_upgrade.testcase_report import TestReport
 from managed_upgrade.testcase_runner import DEFAULT_TIMEOUT
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import open_ledger
-from managed_upgrade_airflow.review_questions import (
-    ReviewQuestion,
-    answer_poll_seconds,
-    ask,
-    ended_review_run,
-    form_field_specs,
-)
+from managed_upgrade_airflow.question_loop import QuestionLoopOperator
+from managed_upgrade_airflow.review_questions import ReviewQuestion, form_field_specs
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
 
 if TYPE_CHECKING:
@@ -121,7 +114,7 @@ def _when(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-class ReviewGate(BaseOperator):
+class ReviewGate(QuestionLoopOperator):
     """Base of ``<env>.fix_and_retest`` and ``<env>.customer_sign_off`` (see the module docstring).
 
     :param config: the customer config (environment connections, test cases, ``fix_loop.max_rounds``,
@@ -134,7 +127,6 @@ class ReviewGate(BaseOperator):
         (default: 1 s in a rehearsal run, 30 s otherwise)
     """
 
-    template_fields: Sequence[str] = ()
     in_sign_off: ClassVar[bool] = False
 
     def __init__(
@@ -144,19 +136,14 @@ class ReviewGate(BaseOperator):
         environment: str,
         backup_task_id: str | None = None,
         case_timeout: float = DEFAULT_TIMEOUT,
-        answer_poll_seconds: int | None = None,
         **kwargs: Any,
     ) -> None:
         config.environment(environment)  # unknown names fail when the DAG is built
-        kwargs.setdefault("retries", 0)
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config=config, **kwargs)
         self.environment = environment
         self.backup_task_id = backup_task_id or f"{environment}.backup_environment"
         self.case_timeout = case_timeout
-        self.answer_poll_seconds = answer_poll_seconds
         self.max_rounds = config.fix_loop.max_rounds
-        self.assigned_users = tuple(config.users.consultant)
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -193,10 +180,7 @@ class ReviewGate(BaseOperator):
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def execute(self, context: Any) -> Any:
-        return self.next_step(context)
-
-    def next_step(self, context: Any, refusal: str | None = None) -> Any:
+    def next_question(self, context: Any, refusal: str | None = None) -> Any:
         """Retest what a crash left untested, then succeed or ask the next question.
 
         ``refusal`` says why the previous answer could not be carried out; the next question shows it.
@@ -222,26 +206,19 @@ class ReviewGate(BaseOperator):
                 f"(fix rounds used: {len(history.fixes_by_task)} of {self.max_rounds}). Clear this task "
                 "to continue with the next question."
             )
-        question = self.question(context, decision, history, number, refusal)
+        question = self.review_question(context, decision, history, number, refusal)
         self.log.info(
-            "Asking question %d (%s, options %s) on %s round %d: %s -- answer it in run %s of %s",
+            "Question %d asks for %s (options %s) on %s round %d: %s",
             number,
             decision.question.value,
             ", ".join(decision.options),
             self.environment,
             decision.report.round,
             decision.report.headline,
-            question.review_run_id,
-            REVIEW_DAG_ID,
         )
-        raise ask(question, poll_seconds=self.poll_seconds(context))
+        raise self.ask_question(context, question)
 
-    def poll_seconds(self, context: Any) -> int:
-        return (
-            self.answer_poll_seconds if self.answer_poll_seconds is not None else answer_poll_seconds(context)
-        )
-
-    def question(
+    def review_question(
         self,
         context: Any,
         decision: Decision,
@@ -250,7 +227,6 @@ class ReviewGate(BaseOperator):
         refusal: str | None = None,
     ) -> ReviewQuestion:
         """Subject, options, form fields and body of question ``number``."""
-        ti = context["ti"]
         if decision.question is Question.FIX:
             env = self.env
             subject = self.fix_subject(decision)
@@ -273,17 +249,12 @@ class ReviewGate(BaseOperator):
             note, _, rest = body.partition("\n\n") if body.startswith("> ") else ("", "", body)
             why = f"> **Why it could not be carried out:** {md(refusal)}"
             body = "\n\n".join(part for part in (note, why, rest) if part)
-        return ReviewQuestion(
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-            number=number,
-            customer_id=self.config.customer_id,
+        return self.question(
+            context,
+            number,
             subject=subject,
             body=body,
             options=tuple(decision.options),
-            assigned_users=self.assigned_users,
             customer_wait=customer_wait,
             fields=form_field_specs(fields),
         )
@@ -301,34 +272,21 @@ class ReviewGate(BaseOperator):
 
     # --- the answer -----------------------------------------------------------------------------
 
-    def execute_complete(self, context: Any, event: Any) -> Any:
-        """The question's review run ended: carry out its answer, then go on."""
-        review_run_id, number, state = ended_review_run(event)
+    def answer_to(self, context: Any, number: int) -> GateAnswer | None:
+        return self.load_history(context).answer_to(number)
+
+    def carry_out(self, context: Any, answer: GateAnswer) -> Any:
         history = self.load_history(context)
-        given = history.answer_to(number)
-        if given is None:
-            raise AirflowFailException(
-                f"{self.environment}: question {number} (run {review_run_id} of {REVIEW_DAG_ID}) ended "
-                f"{state} without an answer in the ledger. Clear this task to ask it again."
-            )
-        if given.responded_by not in self.assigned_users:
-            self.log.warning(
-                "Question %d was answered by %s, who is not one of %s: asking again",
-                number,
-                given.responded_by,
-                ", ".join(self.assigned_users),
-            )
-            return self.next_step(context)
         try:
-            return self.on_answer(context, given, history)
+            return self.on_answer(context, answer, history)
         except AnswerRefused as refused:
             self.log.warning("%s", refused)
             # problems with the answer itself are named by the next question's note already
-            shown = bool(answer_problems(given, self.decide(history, given.question).options))
-            return self.next_step(context, refusal=None if shown else str(refused))
+            shown = bool(answer_problems(answer, self.decide(history, answer.question).options))
+            return self.next_question(context, refusal=None if shown else str(refused))
         except RetestRequested as going_on:
             self.log.info("%s", going_on)
-            return self.next_step(context)
+            return self.next_question(context)
 
     def on_answer(self, context: Any, given: GateAnswer, history: LoopHistory) -> Any:
         decision = self.decide(history, given.question)

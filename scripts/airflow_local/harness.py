@@ -232,20 +232,8 @@ def up(
     environment, passwords = prepare(settings)
     prepare_ledger(settings)
     migrate_database(settings, environment)
-    process_environment = component_environment(environment)
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
-    components = [
-        start_component(
-            name,
-            component_argv(settings, name),
-            process_environment,
-            settings.logs_dir / f"{name}.log",
-            settings.run_dir,
-            settings.home,
-            die_with_caller=die_with_caller,
-        )
-        for name in COMPONENTS
-    ]
+    components = _start(settings, COMPONENTS, environment, die_with_caller)
     try:
         _wait_until_healthy(settings, components, heartbeat_floor)
         exposed = non_loopback(listening_sockets(components))
@@ -278,21 +266,29 @@ def restart(
     recorded = [recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in components]
     grace = 0.0 if kill else STOP_GRACE_SECONDS
     stop_components(settings.run_dir, [c for c in recorded if c is not None], grace=grace)
-    environment = component_environment(airflow_settings(settings, all_users(settings)))
+    environment = airflow_settings(settings, all_users(settings))
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
-    started = [
+    started = _start(settings, components, environment, die_with_caller)
+    _wait_until_healthy(settings, started, heartbeat_floor, names=components)
+
+
+def _start(
+    settings: HarnessSettings, names: tuple[str, ...], environment: dict[str, str], die_with_caller: bool
+) -> list[ComponentProcess]:
+    """Start the named components with the Airflow `environment` on top of this process's."""
+    process_environment = component_environment(environment)
+    return [
         start_component(
             name,
             component_argv(settings, name),
-            environment,
+            process_environment,
             settings.logs_dir / f"{name}.log",
             settings.run_dir,
             settings.home,
             die_with_caller=die_with_caller,
         )
-        for name in components
+        for name in names
     ]
-    _wait_until_healthy(settings, started, heartbeat_floor, names=components)
 
 
 def down(settings: HarnessSettings) -> list[str]:

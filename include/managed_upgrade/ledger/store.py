@@ -6,7 +6,7 @@ own, so a column change is a change here and in a migration, nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,11 @@ class Ledger:
         with self._connection, self._connection.cursor(cursor_factory=RealDictCursor) as cursor:
             cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self._schema)))
             yield cursor
+
+    def _rows(self, query: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        with self._cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall())
 
     # -- runs ---------------------------------------------------------------------------------
     def record_run(self, dag_id: str, run_id: str, customer_id: str, conf: dict[str, Any]) -> None:
@@ -75,14 +80,12 @@ class Ledger:
                 )
 
     def plan(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT activity_key, budget_unit, owner, planned_start, planned_finish, budget_days"
-                " FROM planned_activities WHERE dag_id = %s AND run_id = %s"
-                " ORDER BY planned_start, activity_key",
-                (dag_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT activity_key, budget_unit, owner, planned_start, planned_finish, budget_days"
+            " FROM planned_activities WHERE dag_id = %s AND run_id = %s"
+            " ORDER BY planned_start, activity_key",
+            (dag_id, run_id),
+        )
 
     # -- activity events ----------------------------------------------------------------------
     def record_event(
@@ -106,13 +109,11 @@ class Ledger:
             return cur.fetchone() is not None
 
     def events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT activity_key, event, try_number, at, detail FROM activity_events"
-                " WHERE dag_id = %s AND run_id = %s ORDER BY at, id",
-                (dag_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT activity_key, event, try_number, at, detail FROM activity_events"
+            " WHERE dag_id = %s AND run_id = %s ORDER BY at, id",
+            (dag_id, run_id),
+        )
 
     # -- gate answers -------------------------------------------------------------------------
     def record_gate_answer(
@@ -148,13 +149,11 @@ class Ledger:
             )
 
     def gate_answers(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT task_id, try_number, question, responded_by, responded_at, chosen_options,"
-                " params_input FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
-                (dag_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT task_id, try_number, question, responded_by, responded_at, chosen_options,"
+            " params_input FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
+            (dag_id, run_id),
+        )
 
     # -- backups ------------------------------------------------------------------------------
     def record_backup(
@@ -186,14 +185,12 @@ class Ledger:
             )
 
     def backups(self, customer_id: str, environment: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT backup_id, dag_id, run_id, environment, location, version, created_at, descriptor,"
-                " pruned_at FROM backups WHERE customer_id = %s AND (%s IS NULL OR environment = %s)"
-                " ORDER BY created_at DESC",
-                (customer_id, environment, environment),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT backup_id, dag_id, run_id, environment, location, version, created_at, descriptor,"
+            " pruned_at FROM backups WHERE customer_id = %s AND (%s IS NULL OR environment = %s)"
+            " ORDER BY created_at DESC",
+            (customer_id, environment, environment),
+        )
 
     # -- test reports and fixes ---------------------------------------------------------------
     def save_test_report(
@@ -216,14 +213,12 @@ class Ledger:
             )
 
     def test_reports(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT environment, round, created_at, report, junit_xml, markdown FROM test_reports"
-                " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
-                " ORDER BY environment, round",
-                (dag_id, run_id, environment, environment),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT environment, round, created_at, report, junit_xml, markdown FROM test_reports"
+            " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
+            " ORDER BY environment, round",
+            (dag_id, run_id, environment, environment),
+        )
 
     def record_fix(
         self,
@@ -245,14 +240,12 @@ class Ledger:
             )
 
     def fixes(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT environment, round, recorded_by, recorded_at, description, bundle FROM fixes"
-                " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
-                " ORDER BY environment, round",
-                (dag_id, run_id, environment, environment),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT environment, round, recorded_by, recorded_at, description, bundle FROM fixes"
+            " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
+            " ORDER BY environment, round",
+            (dag_id, run_id, environment, environment),
+        )
 
     # -- SLA misses ---------------------------------------------------------------------------
     def record_sla_miss(
@@ -275,14 +268,12 @@ class Ledger:
             return cur.fetchone() is not None
 
     def sla_misses(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT run_id, budget_unit, owner, budget_days, planned_finish, detected_at, overrun_days,"
-                " activity_keys, notified, notified_at FROM sla_misses"
-                " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, budget_unit",
-                (dag_id, run_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT run_id, budget_unit, owner, budget_days, planned_finish, detected_at, overrun_days,"
+            " activity_keys, notified, notified_at FROM sla_misses"
+            " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, budget_unit",
+            (dag_id, run_id, run_id),
+        )
 
     # -- exactly-once alerts: claim (the inserting caller sends), then mark notified -----------
     def claim_sla_miss(
@@ -409,20 +400,16 @@ class Ledger:
         return sorted(rows, key=lambda row: (row["detected_at"], row["kind"], str(row["key"])))
 
     def customer_reminders(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at, notified,"
-                " notified_at FROM customer_reminders WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
-                " ORDER BY detected_at, budget_unit, number",
-                (dag_id, run_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at, notified,"
+            " notified_at FROM customer_reminders WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
+            " ORDER BY detected_at, budget_unit, number",
+            (dag_id, run_id, run_id),
+        )
 
     def run_deadline_alerts(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
-        with self._cursor() as cur:
-            cur.execute(
-                "SELECT run_id, kind, due_at, detected_at, notified, notified_at FROM run_deadline_alerts"
-                " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, kind",
-                (dag_id, run_id, run_id),
-            )
-            return list(cur.fetchall())
+        return self._rows(
+            "SELECT run_id, kind, due_at, detected_at, notified, notified_at FROM run_deadline_alerts"
+            " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, kind",
+            (dag_id, run_id, run_id),
+        )

@@ -7,9 +7,10 @@ then the ball is with the customer -- the analysis budget's clock pauses and the
 reminders -- until the consultant records the customer's answers, and the analysis question comes
 back with every question and answer so far.
 
-Like the review loops (:mod:`managed_upgrade_airflow.review_gates`), the task asks each question as a
-run of the review DAG and waits deferred, so every question shows its own facts; the loop's state is
-the ledger's answers to this task, so a cleared task continues where it stood.
+It is a question loop (:mod:`managed_upgrade_airflow.question_loop`), like the fix and sign-off
+reviews: each question is a run of the review DAG, waited for deferred, so every question shows its
+own facts; the loop's state is the ledger's answers to this task, so a cleared task continues where
+it stood.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, Param
+from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.customer_emails import questionnaire_follow_up_email
@@ -29,13 +30,8 @@ from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_cust
 from managed_upgrade_airflow.initiation_gates import ABORT, INVENTORY_TASK_ID, fenced
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, run_settings_from_xcom
-from managed_upgrade_airflow.review_questions import (
-    ReviewQuestion,
-    answer_poll_seconds,
-    ask,
-    ended_review_run,
-    form_field_specs,
-)
+from managed_upgrade_airflow.question_loop import QuestionLoopOperator
+from managed_upgrade_airflow.review_questions import ReviewQuestion, form_field_specs
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
@@ -133,15 +129,13 @@ def wait_form() -> dict[str, Param]:
     }  # fmt: skip
 
 
-class QuestionnaireAnalysisOperator(BaseOperator):
+class QuestionnaireAnalysisOperator(QuestionLoopOperator):
     """``initiation.analyse_questionnaire_and_system`` (consultants): analyse, follow up, or abort.
 
     XCom on success: ``{chosen_options: ["Analysis complete"], params_input: {analysis_notes, ...},
     responded_by, responded_at, follow_ups: [{questions, sent_by, sent_at, answers, answered_at}]}``.
     "Abort upgrade" fails the task naming who aborted and why.
     """
-
-    template_fields: Sequence[str] = ()
 
     def __init__(
         self,
@@ -153,14 +147,11 @@ class QuestionnaireAnalysisOperator(BaseOperator):
         from_email: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("retries", 0)
-        super().__init__(**kwargs)
-        self.config = config
+        super().__init__(config=config, **kwargs)
         self.inventory_task_id = inventory_task_id
         self.settings_task_id = settings_task_id
         self.smtp_conn_id = smtp_conn_id
         self.from_email = from_email
-        self.assigned_users = tuple(config.users.consultant)
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -173,10 +164,10 @@ class QuestionnaireAnalysisOperator(BaseOperator):
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def execute(self, context: Any) -> Any:
-        return self.next_question(context)
+    def answer_to(self, context: Any, number: int) -> GateAnswer | None:
+        return next((answer for answer in reversed(self.answers(context)) if answer.question == number), None)
 
-    def next_question(self, context: Any) -> Any:
+    def next_question(self, context: Any, refusal: str | None = None) -> Any:
         answers = self.answers(context)
         number = max((answer.question for answer in answers), default=0) + 1
         if number > MAX_QUESTIONS:
@@ -188,8 +179,7 @@ class QuestionnaireAnalysisOperator(BaseOperator):
         note = self.refusal_note(last)
         question = self.wait_question(context, rounds, number, note) if waiting else None
         question = question or self.analysis_question(context, rounds, number, note)
-        self.log.info("Asking question %d: %s (run %s)", number, question.subject, question.review_run_id)
-        raise ask(question, poll_seconds=answer_poll_seconds(context))
+        raise self.ask_question(context, question)
 
     @staticmethod
     def refusal_note(last: GateAnswer | None) -> str:
@@ -203,19 +193,6 @@ class QuestionnaireAnalysisOperator(BaseOperator):
             return ""
         return (
             f"> **The previous answer (by {escape_markdown(last.responded_by)}) was refused:** {reason}.\n\n"
-        )
-
-    def _question(self, context: Any, number: int, **fields: Any) -> ReviewQuestion:
-        ti = context["ti"]
-        return ReviewQuestion(
-            dag_id=ti.dag_id,
-            run_id=ti.run_id,
-            task_id=ti.task_id,
-            try_number=ti.try_number,
-            number=number,
-            customer_id=self.config.customer_id,
-            assigned_users=self.assigned_users,
-            **fields,
         )
 
     def analysis_question(
@@ -246,7 +223,7 @@ class QuestionnaireAnalysisOperator(BaseOperator):
             "pauses). "
             f"**{ABORT}** stops the run.",
         ]
-        return self._question(
+        return self.question(
             context,
             number,
             subject=f"Analyse the questionnaire and the Dev system of {self.config.name}",
@@ -270,7 +247,7 @@ class QuestionnaireAnalysisOperator(BaseOperator):
             f"arrive, record them and choose **{ANSWERED}**; the analysis question comes back with them.\n\n"
             f"{_follow_up_table(rounds)}"
         )
-        return self._question(
+        return self.question(
             context,
             number,
             subject=f"Waiting for {self.config.name}'s answers to follow-up {len(rounds)}",
@@ -282,26 +259,13 @@ class QuestionnaireAnalysisOperator(BaseOperator):
 
     # --- the answer -----------------------------------------------------------------------------
 
-    def execute_complete(self, context: Any, event: Any) -> Any:
-        review_run_id, number, state = ended_review_run(event)
-        answers = self.answers(context)
-        given = next((answer for answer in reversed(answers) if answer.question == number), None)
-        if given is None:
-            raise AirflowFailException(
-                f"question {number} (run {review_run_id}) ended {state} without an answer in the ledger; "
-                "clear this task to ask it again"
-            )
-        if given.responded_by not in self.assigned_users:
-            self.log.warning(
-                "Question %d answered by %s, who is not assigned: asking again", number, given.responded_by
-            )
-            return self.next_question(context)
+    def carry_out(self, context: Any, given: GateAnswer) -> Any:
         if given.option == ABORT:
             raise AirflowFailException(
                 f"upgrade aborted at the analysis by {given.responded_by} at {_when(given.responded_at)}: "
                 f"{given.text('analysis_notes') or 'no reason given'}"
             )
-        rounds, _ = follow_ups(answers)
+        rounds, _ = follow_ups(self.answers(context))
         if given.option == FOLLOW_UP and given.text("follow_up_questions"):
             settings = run_settings_from_xcom(context, self.settings_task_id)
             email = questionnaire_follow_up_email(

@@ -13,11 +13,11 @@ needs to know which settings exist, not their secrets.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from managed_upgrade.markdown import md
 from managed_upgrade.safe import is_safe
 
 DISK_HEADROOM_FACTOR = 3
@@ -26,8 +26,6 @@ DISK_HEADROOM_FACTOR = 3
 
 MAX_KEYS_SHOWN = 30
 """Setting keys listed per file in the markdown (all are kept in the dict)."""
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
 
 
 class InventoryError(ValueError):
@@ -238,11 +236,6 @@ def findings(inventory: Mapping[str, Any]) -> list[str]:
 # --- markdown ---------------------------------------------------------------------------------
 
 
-def escape_markdown(value: Any) -> str:
-    """Plain text safe in markdown and in a table cell: one line, markup characters escaped."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
-
-
 def _size(kib: float | None) -> str:
     if kib is None:
         return "unknown"
@@ -259,40 +252,36 @@ def render_markdown(inventory: Mapping[str, Any]) -> str:
     database = inventory["database"]
     disk = inventory["disk"]
     lines = [
-        f"### {escape_markdown(inventory['environment']).upper()} system inventory",
+        f"### {md(inventory['environment']).upper()} system inventory",
         "",
-        f"- Installation: {escape_markdown(inventory['install_path'])}",
-        f"- Installed version: **{escape_markdown(inventory['version'] or 'missing')}**"
-        f" (config says {escape_markdown(inventory['expected_version'])})",
+        f"- Installation: {md(inventory['install_path'])}",
+        f"- Installed version: **{md(inventory['version'] or 'missing')}**"
+        f" (config says {md(inventory['expected_version'])})",
         f"- `bin/crm status`: {'ok' if status['ok'] else '**BROKEN**'} (exit code {status['exit_code']})",
-        f"- Config DB schema version: {escape_markdown(database['schema_version'] or 'unknown')}"
-        + (
-            f", PostgreSQL {escape_markdown(database['server_version'])}"
-            if database["server_version"]
-            else ""
-        )
+        f"- Config DB schema version: {md(database['schema_version'] or 'unknown')}"
+        + (f", PostgreSQL {md(database['server_version'])}" if database["server_version"] else "")
         + (f", {_size(database['size_bytes'] / 1024)}" if database["size_bytes"] is not None else ""),
         f"- Disk: installation {_size(disk.get('install_kib'))}",
     ]
     if filesystem := disk.get("filesystem"):
         lines[-1] += (
             f"; {_size(filesystem['available_kib'])} free of {_size(filesystem['size_kib'])} on "
-            f"{escape_markdown(filesystem['mount'])} ({filesystem['used_percent']}% used)"
+            f"{md(filesystem['mount'])} ({filesystem['used_percent']}% used)"
         )
     if inventory["collected_at"]:
-        lines.append(f"- Collected at {escape_markdown(inventory['collected_at'])}")
+        lines.append(f"- Collected at {md(inventory['collected_at'])}")
     lines += ["", "**Findings:** " + ("none" if not inventory["findings"] else "")]
-    lines += [f"- {escape_markdown(finding)}" for finding in inventory["findings"]]
+    lines += [f"- {md(finding)}" for finding in inventory["findings"]]
     lines += ["", "| Module | Version | Vendor |", "|---|---|---|"]
     lines += [
-        "| " + " | ".join(escape_markdown(m.get(key, "")) for key in ("name", "version", "vendor")) + " |"
+        "| " + " | ".join(md(m.get(key, "")) for key in ("name", "version", "vendor")) + " |"
         for m in inventory["modules"]
     ] or ["| (none found) | | |"]
     lines += ["", "| Settings file | Keys |", "|---|---|"]
     for name, keys in inventory["settings"].items():
-        shown = ", ".join(escape_markdown(key) for key in keys[:MAX_KEYS_SHOWN])
+        shown = ", ".join(md(key) for key in keys[:MAX_KEYS_SHOWN])
         more = f" … and {len(keys) - MAX_KEYS_SHOWN} more" if len(keys) > MAX_KEYS_SHOWN else ""
-        lines.append(f"| {escape_markdown(name)} | {shown}{more} |")
+        lines.append(f"| {md(name)} | {shown}{more} |")
     lines += ["", "| Config DB table | Rows |", "|---|---:|"]
-    lines += [f"| {escape_markdown(table)} | {rows} |" for table, rows in database["tables"].items()]
+    lines += [f"| {md(table)} | {rows} |" for table, rows in database["tables"].items()]
     return "\n".join(lines) + "\n"

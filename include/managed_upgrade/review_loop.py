@@ -28,7 +28,6 @@ task and run.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from managed_upgrade.fix_bundle import FixSqlError, UnsafeFixPathError, check_fix_sql, require_fix_path
+from managed_upgrade.markdown import code, md
 from managed_upgrade.testcase_report import TestReport
 
 RETEST = "Retest"
@@ -552,22 +552,6 @@ def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
 
 
 # --- what the gate shows ------------------------------------------------------------------------
-
-_MARKDOWN_SPECIAL = str.maketrans({char: f"\\{char}" for char in "\\`*_[]<>|#~"})
-
-
-def md(value: Any) -> str:
-    """Plain text safe in markdown and in a table cell: one line, markup characters escaped."""
-    return " ".join(str(value).split()).translate(_MARKDOWN_SPECIAL)
-
-
-def code(value: Any) -> str:
-    """``value`` as inline code on one line (a fence longer than any backtick run inside it)."""
-    text = " ".join(str(value).split())
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    padding = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{padding}{text}{padding}{fence}"
 
 
 def environment_title(environment: str) -> str:

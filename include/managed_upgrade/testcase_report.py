@@ -22,6 +22,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, computed_field
 
+from managed_upgrade.markdown import md
+
 CaseKind = Literal["command", "sql", "http"]
 
 MESSAGE_LIMIT = 500
@@ -279,15 +281,9 @@ def _suite_properties(report: TestReport) -> Iterable[tuple[str, str]]:
 
 # --- markdown -----------------------------------------------------------------------------------
 
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~])")
 _TABLE_MESSAGE_LIMIT = 200
 _OUTPUT_LINES = 15
 _OUTPUT_CHARS = 1200
-
-
-def _md(text: str) -> str:
-    """Plain text safe inside a markdown table cell: one line, no markup."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", " ".join(text.split()))
 
 
 def _result_label(result: CaseResult) -> str:
@@ -338,8 +334,8 @@ def render_markdown(report: TestReport, *, max_chars: int = 6000) -> str:
     lines += ["", "| Case | Result | Message |", "|---|---|---|"]
     ordered = sorted(report.results, key=_order)
     for result in ordered:
-        case = f"`{result.id}` {_md(result.title)}"
-        message = _md(shorten(" ".join(result.message.split()), _TABLE_MESSAGE_LIMIT))
+        case = f"`{result.id}` {md(result.title)}"
+        message = md(shorten(" ".join(result.message.split()), _TABLE_MESSAGE_LIMIT))
         lines.append(f"| {case} | {_result_label(result)} | {message} |")
     text = "\n".join(lines) + "\n"
 

@@ -21,7 +21,7 @@ from managed_upgrade.customer_emails import (
     request_acknowledged_email,
     request_received_email,
 )
-from managed_upgrade.inventory import escape_markdown
+from managed_upgrade.markdown import md
 from managed_upgrade.run_settings import RunSettings
 from managed_upgrade.testcase_report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
@@ -75,15 +75,15 @@ def _request_facts(config: CustomerConfig, settings: RunSettings) -> str:
     if settings.rehearsal:
         rows.append(("Rehearsal", f"1 business day = {settings.seconds_per_business_day:g} s"))
     lines = ["| Request case | |", "|---|---|"]
-    lines += [f"| {label} | {escape_markdown(value)} |" for label, value in rows]
+    lines += [f"| {label} | {md(value)} |" for label, value in rows]
     return "\n".join(lines)
 
 
 def _email_preview(email: CustomerEmail, action: str) -> str:
     return (
-        f"**{action}** sends this e-mail to {escape_markdown(', '.join(email.to))}"
-        f" (cc {escape_markdown(', '.join(email.cc))}):\n\n"
-        f"Subject: {escape_markdown(email.subject)}\n\n{fenced(email.text)}"
+        f"**{action}** sends this e-mail to {md(', '.join(email.to))}"
+        f" (cc {md(', '.join(email.cc))}):\n\n"
+        f"Subject: {md(email.subject)}\n\n{fenced(email.text)}"
     )
 
 

@@ -24,7 +24,7 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.customer_emails import questionnaire_follow_up_email
-from managed_upgrade.inventory import escape_markdown
+from managed_upgrade.markdown import md
 from managed_upgrade.review_loop import GateAnswer
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.initiation_gates import ABORT, INVENTORY_TASK_ID, fenced
@@ -92,10 +92,9 @@ def _follow_up_table(rounds: Sequence[FollowUp]) -> str:
         return ""
     lines = ["### Follow-up with the customer", "", "| # | Questions | Answers |", "|---|---|---|"]
     for number, item in enumerate(rounds, 1):
-        asked = f"{escape_markdown(item.questions)} ({escape_markdown(item.sent_by)}, {_when(item.sent_at)})"
+        asked = f"{md(item.questions)} ({md(item.sent_by)}, {_when(item.sent_at)})"
         answered = (
-            f"{escape_markdown(item.answers)} (recorded by {escape_markdown(item.recorded_by)}, "
-            f"{_when(item.answered_at)})"
+            f"{md(item.answers)} (recorded by {md(item.recorded_by)}, {_when(item.answered_at)})"
             if item.answers
             else "_waiting_"
         )
@@ -191,9 +190,7 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
             reason = "'Customer answered' needs the customer's answers in the form"
         else:
             return ""
-        return (
-            f"> **The previous answer (by {escape_markdown(last.responded_by)}) was refused:** {reason}.\n\n"
-        )
+        return f"> **The previous answer (by {md(last.responded_by)}) was refused:** {reason}.\n\n"
 
     def analysis_question(
         self, context: Any, rounds: Sequence[FollowUp], number: int, note: str
@@ -201,12 +198,11 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
         questionnaire = self.config.questionnaire
         lines = ["### Upgrade questionnaire", ""]
         if questionnaire.location:
-            lines += [f"Location: {escape_markdown(questionnaire.location)}", ""]
+            lines += [f"Location: {md(questionnaire.location)}", ""]
         if questionnaire.answers:
             lines += ["| Question | Answer |", "|---|---|"]
             lines += [
-                f"| {escape_markdown(question)} | {escape_markdown(answer)} |"
-                for question, answer in questionnaire.answers.items()
+                f"| {md(question)} | {md(answer)} |" for question, answer in questionnaire.answers.items()
             ]
         else:
             lines.append("_No answers in the config; read them at the location above._")
@@ -239,8 +235,8 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
         pending = rounds[-1]
         contacts = ", ".join(f"{c.name} <{c.email}>" for c in self.config.contacts.customer)
         body = (
-            f"{note}Follow-up {len(rounds)} was e-mailed to {escape_markdown(contacts)} by "
-            f"{escape_markdown(pending.sent_by)} at {_when(pending.sent_at)}:\n\n"
+            f"{note}Follow-up {len(rounds)} was e-mailed to {md(contacts)} by "
+            f"{md(pending.sent_by)} at {_when(pending.sent_at)}:\n\n"
             f"{fenced(pending.questions)}\n\n"
             "The customer holds the ball: the analysis budget's clock is paused and the customer is "
             f"reminded every {self.config.customer_wait.reminder_days} business day(s). When the answers "

@@ -129,7 +129,7 @@ def prepare_upgrade(host: RemoteHost, plan: UpgradePlan, database: DbTarget) -> 
                 f"{host.label}: {plan.release_dir}/{name} is missing; "
                 f"stage release {plan.target_version} first"
             )
-    snapshot = capture_settings(host, plan.install_path, database)
+    snapshot = capture_settings(host, plan.install_path, database, version=current)
     written = save_snapshot(host, plan.snapshot_path, snapshot)
     return Preparation(descriptor["version"], already_upgraded=False, snapshot_written=written)
 

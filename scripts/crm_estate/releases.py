@@ -113,6 +113,7 @@ def _write_payload(path: Path, content: ReleaseContent, size: PayloadSize) -> No
         "min_upgradable_from": MIN_UPGRADABLE_FROM,
         "modules": list(content.modules),
         "settings_files": sorted(content.settings_files),
+        "settings_defaults": content.settings_files,
         "db_settings": content.db_settings,
         "migrations": list(content.migrations),
     }

@@ -47,9 +47,11 @@ from airflow_local import harness
 from airflow_local.client import AirflowApiError, AirflowClient
 from airflow_local.settings import HarnessOverrides
 from crm_estate import Estate
+from crm_estate.installation import customer_file_settings
 from managed_upgrade.config import ENVIRONMENT_NAMES
 from managed_upgrade.review_loop import REJECTED, RETEST, SIGNED_OFF
 from managed_upgrade.review_runs import REVIEW_DAG_ID, review_run_id
+from managed_upgrade.settings_snapshot import parse_properties
 from managed_upgrade.testcase_report import TestReport
 from upgrade_demo.autopilot import Answer, AnsweredGate, GatePolicy, drive_run
 
@@ -190,8 +192,12 @@ class StoryFailed(AssertionError):
 
 
 def cooperative(api: AirflowClient, story: Story) -> GatePolicy:
-    """Everyone answers as the process expects (the autopilot's answers)."""
-    return GatePolicy()
+    """Everyone answers as the process expects (the autopilot's answers); sign-off questions are kept."""
+
+    def keep_sign_off(detail: dict[str, Any], round_number: int) -> None:
+        story.ask(detail)  # and no answer of its own: the autopilot's default signs off
+
+    return GatePolicy({"customer_sign_off": keep_sign_off})
 
 
 def consultant_fixes_dev(api: AirflowClient, story: Story) -> GatePolicy:
@@ -395,6 +401,23 @@ def test_happy_path_upgrades_every_environment_and_keeps_the_customer_informed(
             TARGET_VERSION,
             True,
         ), env
+
+    # Settings: the customer's values survive the installer, untouched old defaults take the new ones.
+    customized = customer_file_settings(customer.customer_id)["system.properties"]
+    with airflow.client() as api:
+        reapplied = {
+            env: xcom(api, story.dag_id, story.run_id, f"{env}.reapply_settings") for env in ENVIRONMENT_NAMES
+        }
+    for env in ENVIRONMENT_NAMES:
+        system = parse_properties((customer.install_path(env) / "settings/system.properties").read_text())
+        assert {key: system[key] for key in customized} == customized, env
+        assert system["ui.theme"] == "horizon", env  # 11.0.0's default, not 10.2.0's "classic" put back
+        assert reapplied[env]["base"] == CURRENT_VERSION, reapplied[env]
+        assert "ui.theme" in {item["key"] for item in reapplied[env]["new_defaults_kept"]}, reapplied[env]
+        assert (
+            "### Customer settings after the upgrade"
+            in story.questions[f"{env}.customer_sign_off"][0]["body"]
+        )
 
     messages = mails_of(smtp_sink, customer)
     completion = mail_with(

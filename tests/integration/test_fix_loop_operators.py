@@ -39,6 +39,7 @@ from managed_upgrade.review_loop import (
     SIGNED_OFF,
 )
 from managed_upgrade.review_runs import QUESTION_TASK_ID
+from managed_upgrade.settings_snapshot import ReapplyReport, merge_settings
 from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
@@ -439,14 +440,20 @@ def test_a_rejection_becomes_a_fix_round_and_the_sign_off_is_asked_again(setup, 
     world = setup
     sanity_test(world, "dev", task_context)
     hand_over = {"version": "11.0.0", "report": {"round": 1, "headline": "3 of 3 passed"}}
-    task = review(
-        world, task_context, cls=CustomerSignOffOperator, **{"dev.hand_over_environment": hand_over}
+    settings = ReapplyReport(base="10.2.0")
+    merge_settings(
+        "system.properties", {"log.level": "WARN"}, {"log.level": "DEBUG"}, {"log.level": "INFO"}, settings
     )
+    xcoms = {"dev.hand_over_environment": hand_over, "dev.reapply_settings": settings.summary()}
+    task = review(world, task_context, cls=CustomerSignOffOperator, **xcoms)
 
     question = task.ask()
     assert question.options == SIGN_OFF_OPTIONS
     assert question.subject == "Customer sign-off of the Development environment (ACME Corporation)"
     assert "| Version running | 11.0.0 |" in question.body
+    assert "### Customer settings after the upgrade" in question.body  # the customer signs these too
+    assert "| Compared against | the defaults of 10.2.0 |" in question.body
+    assert "the new release changed the default from `INFO` to `DEBUG`" in question.body
     assert set(question.fields) == {"customer_contact", "feedback"}
     assert question.fields["customer_contact"]["default"] == "Alice Admin <alice.admin@acme.example>"
     assert question.customer_wait is True  # the customer has the ball

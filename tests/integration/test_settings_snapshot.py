@@ -1,4 +1,8 @@
-"""Re-applying customer settings after a real installer run reset them (files and the crm_settings table)."""
+"""Re-applying customer settings after a real installer run reset them (files and the crm_settings table).
+
+The merge's common ancestor is the real 10.2.0 release of the estate's repository: 11.0.0 changes the
+defaults of ``ui.theme`` and ``search.engine``, which the customer never touched.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,11 @@ import pytest
 from crm_estate import Estate
 from crm_estate.installation import customer_db_settings, customer_file_settings
 from managed_upgrade.backup import BackupTarget, create_backup
+from managed_upgrade.release_defaults import ReleaseDefaults, read_release_defaults
 from managed_upgrade.release_source import DirectoryReleaseSource, fetch_release
 from managed_upgrade.settings_snapshot import (
+    SettingsError,
+    SettingsSnapshot,
     capture_settings,
     load_snapshot,
     parse_properties,
@@ -25,6 +32,7 @@ from managed_upgrade.upgrade import UpgradePlan, run_installer
 
 pytestmark = pytest.mark.integration
 
+SOURCE = "10.2.0"
 TARGET = "11.0.0"
 CUSTOM_KEY = "custom.banner"
 CUSTOM_VALUE = "Welcome $(touch /tmp/pwned) `id` 'quoted' \"double\""
@@ -33,7 +41,7 @@ CUSTOM_VALUE = "Welcome $(touch /tmp/pwned) `id` 'quoted' \"double\""
 @pytest.fixture
 def upgraded(estate: Estate, fresh_installation, remote_host, db_target, tmp_path: Path) -> SimpleNamespace:
     """An environment customised by its customer, snapshotted, then upgraded by the vendor installer."""
-    installation = fresh_installation("dev", "10.2.0")
+    installation = fresh_installation("dev", SOURCE)
     host = remote_host("dev")
     db = db_target(installation.db_name)
     system = installation.install_path / "settings" / "system.properties"
@@ -49,9 +57,25 @@ def upgraded(estate: Estate, fresh_installation, remote_host, db_target, tmp_pat
     install, backups = str(installation.install_path), str(installation.backup_path)
     backup = create_backup(BackupTarget(installation.customer_id, "dev", host, install, backups, db))
     plan = UpgradePlan(install, str(installation.staging_path), backups, backup.backup_id, TARGET)
-    assert save_snapshot(host, plan.snapshot_path, capture_settings(host, install, db))
+    assert save_snapshot(host, plan.snapshot_path, capture_settings(host, install, db, version=SOURCE))
     assert run_installer(host, plan) == 0
-    return SimpleNamespace(installation=installation, host=host, db=db, plan=plan, backup_id=backup.backup_id)
+    base = read_release_defaults(
+        DirectoryReleaseSource(estate.releases_dir, "aurea-crm", SOURCE),
+        "aurea-crm",
+        SOURCE,
+        tmp_path / "cache",
+    )
+    return SimpleNamespace(
+        installation=installation, host=host, db=db, plan=plan, backup_id=backup.backup_id, base=base
+    )
+
+
+def reapply(upgraded: SimpleNamespace, snapshot: SettingsSnapshot | None = None, base: Any = "release"):
+    snapshot = snapshot or load_snapshot(upgraded.host, upgraded.plan.snapshot_path)
+    base = upgraded.base if base == "release" else base
+    return reapply_settings(
+        upgraded.host, str(upgraded.installation.install_path), upgraded.db, snapshot, base
+    )
 
 
 def file_settings(installation: Any, name: str) -> dict[str, str]:
@@ -65,7 +89,8 @@ def test_every_setting_the_installer_reset_comes_back(upgraded: SimpleNamespace)
     assert read_db_settings(upgraded.db)["report.row_limit"] == "10000"  # reset
 
     snapshot = load_snapshot(upgraded.host, upgraded.plan.snapshot_path)
-    report = reapply_settings(upgraded.host, str(installation.install_path), upgraded.db, snapshot)
+    assert snapshot.version == SOURCE
+    report = reapply(upgraded, snapshot)
 
     for name, values in expected_files.items():
         current = file_settings(installation, name)
@@ -83,17 +108,58 @@ def test_every_setting_the_installer_reset_comes_back(upgraded: SimpleNamespace)
     assert ("db:crm_settings", "analytics.retention_days") in added
     assert ("analytics.properties", "analytics.enabled") in added
     assert not Path("/tmp/pwned").exists()
+    assert report.conflicts == []
 
-    again = reapply_settings(upgraded.host, str(installation.install_path), upgraded.db, snapshot)
+    again = reapply(upgraded, snapshot)
     assert again.restored == []
     assert again.vanished == []
+
+
+def test_defaults_the_customer_never_changed_take_the_new_release_s_values(upgraded: SimpleNamespace) -> None:
+    report = reapply(upgraded)
+    system = file_settings(upgraded.installation, "system.properties")
+    assert system["ui.theme"] == "horizon"  # not put back to 10.2.0's "classic"
+    assert system["search.engine"] == "opensearch"
+    kept = {(item["key"], item["old"], item["new"]) for item in report.new_defaults}
+    assert kept == {("ui.theme", "classic", "horizon"), ("search.engine", "lucene", "opensearch")}
+    assert report.base == SOURCE
+
+
+def test_a_setting_both_sides_changed_keeps_the_customer_value_and_is_flagged(
+    upgraded: SimpleNamespace,
+) -> None:
+    snapshot = load_snapshot(upgraded.host, upgraded.plan.snapshot_path)
+    files = {name: dict(values) for name, values in snapshot.files.items()}
+    files["system.properties"]["ui.theme"] = "corporate"  # as if the customer had chosen a theme
+    report = reapply(upgraded, SettingsSnapshot(**{**snapshot.__dict__, "files": files}))
+    assert file_settings(upgraded.installation, "system.properties")["ui.theme"] == "corporate"
+    assert [(item["key"], item["old_default"], item["new_default"]) for item in report.conflicts] == [
+        ("ui.theme", "classic", "horizon")
+    ]
+    assert report.summary()["needs_review"] is True
+
+
+def test_without_the_old_release_every_value_is_restored_and_a_review_asked_for(
+    upgraded: SimpleNamespace,
+) -> None:
+    report = reapply(upgraded, base=None)
+    assert file_settings(upgraded.installation, "system.properties")["ui.theme"] == "classic"
+    assert report.summary()["base"] is None
+    assert report.summary()["needs_review"] is True
+
+
+def test_defaults_of_another_version_are_refused(upgraded: SimpleNamespace) -> None:
+    wrong = ReleaseDefaults("9.0.0", upgraded.base.files, upgraded.base.database)
+    with pytest.raises(
+        SettingsError, match=r"taken on version 10\.2\.0, but the defaults given are of 9\.0\.0"
+    ):
+        reapply(upgraded, base=wrong)
 
 
 def test_the_upgraded_installation_still_runs_after_re_applying(
     estate: Estate, upgraded: SimpleNamespace
 ) -> None:
-    snapshot = load_snapshot(upgraded.host, upgraded.plan.snapshot_path)
-    reapply_settings(upgraded.host, str(upgraded.installation.install_path), upgraded.db, snapshot)
+    reapply(upgraded)
     code, status = estate.crm_status(upgraded.installation.install_path)
     assert code == 0
     assert status["version"] == TARGET
@@ -104,8 +170,7 @@ def test_a_db_setting_that_vanished_is_written_back_and_flagged(upgraded: Simple
     with connection, connection.cursor() as cursor:
         cursor.execute("DELETE FROM crm_settings WHERE key = %s", ("export.format",))
     connection.close()
-    snapshot = load_snapshot(upgraded.host, upgraded.plan.snapshot_path)
-    report = reapply_settings(upgraded.host, str(upgraded.installation.install_path), upgraded.db, snapshot)
+    report = reapply(upgraded)
     assert {"source": "db:crm_settings", "key": "export.format", "value": "xlsx"} in report.vanished
     assert report.summary()["needs_review"] is True
     assert read_db_settings(upgraded.db)["export.format"] == "xlsx"
@@ -118,12 +183,11 @@ def test_the_first_snapshot_is_kept_on_retries(upgraded: SimpleNamespace) -> Non
     assert load_snapshot(upgraded.host, path).database["report.row_limit"] == "50000"
 
 
-def test_the_operator_re_applies_and_keeps_its_report_beside_the_snapshot(
-    upgraded: SimpleNamespace, airflow_connections
-) -> None:
+def run_operator(upgraded: SimpleNamespace, connections: Any, release_conn_id: str, cache: Path) -> dict:
+    """The DAG's re-apply task against ``upgraded``, its ancestor from repository ``release_conn_id``."""
     from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOperator
 
-    ssh_conn_id, db_conn_id = airflow_connections.add_installation(upgraded.installation)
+    ssh_conn_id, db_conn_id = connections.add_installation(upgraded.installation)
     operator = ReapplySettingsOperator(
         task_id="reapply_settings",
         environment="dev",
@@ -132,8 +196,21 @@ def test_the_operator_re_applies_and_keeps_its_report_beside_the_snapshot(
         install_path=str(upgraded.installation.install_path),
         backup_path=str(upgraded.installation.backup_path),
         backup_id=upgraded.backup_id,
+        release_conn_id=release_conn_id,
+        product="aurea-crm",
+        cache_root=str(cache),
     )
-    summary = operator.execute({})  # type: ignore[arg-type]
+    return operator.execute({})  # type: ignore[arg-type]
+
+
+def test_the_operator_re_applies_and_keeps_its_report_beside_the_snapshot(
+    upgraded: SimpleNamespace, airflow_connections, tmp_path: Path
+) -> None:
+    from crm_estate.connections import RELEASES_CONN_ID
+
+    summary = run_operator(upgraded, airflow_connections, RELEASES_CONN_ID, tmp_path / "cache")
+    assert summary["base"] == SOURCE
+    assert {item["key"] for item in summary["new_defaults_kept"]} == {"ui.theme", "search.engine"}
     assert {"source": "mail.properties", "key": "mail.smtp.host"} in [
         {"source": item["source"], "key": item["key"]} for item in summary["restored"]
     ]
@@ -141,3 +218,14 @@ def test_the_operator_re_applies_and_keeps_its_report_beside_the_snapshot(
     assert password["now"] == "***"  # secret-looking keys are masked in XCom
     assert summary["needs_review"] is True
     assert Path(summary["report"]).is_file()
+
+
+def test_the_operator_restores_everything_when_the_old_release_is_gone(
+    upgraded: SimpleNamespace, airflow_connections, tmp_path: Path
+) -> None:
+    empty = airflow_connections.add("empty_repository", {"conn_type": "fs", "extra": {"path": str(tmp_path)}})
+    summary = run_operator(upgraded, airflow_connections, empty, tmp_path / "cache")
+    assert summary["base"] is None
+    assert "defaults of release 10.2.0 could not be read" in summary["base_problem"]
+    assert file_settings(upgraded.installation, "system.properties")["ui.theme"] == "classic"
+    assert summary["needs_review"] is True

@@ -28,6 +28,7 @@ from managed_upgrade.review_loop import (
     decide_sign_off,
     sign_off_body,
 )
+from managed_upgrade.settings_snapshot import reapply_review_markdown
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.review_gates import ReviewGate, sign_off_form_fields
 
@@ -45,6 +46,8 @@ class CustomerSignOffOperator(ReviewGate):
 
     :param hand_over_task_id: the hand-over task whose XCom ``version`` is shown (default
         ``<env>.hand_over_environment``; read from the host when absent)
+    :param reapply_task_id: the settings re-apply whose report is shown (default
+        ``<env>.reapply_settings``): the customer signs the settings too
     """
 
     in_sign_off: ClassVar[bool] = True
@@ -56,10 +59,12 @@ class CustomerSignOffOperator(ReviewGate):
         config: CustomerConfig,
         environment: str,
         hand_over_task_id: str | None = None,
+        reapply_task_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(config=config, environment=environment, **kwargs)
         self.hand_over_task_id = hand_over_task_id or f"{environment}.hand_over_environment"
+        self.reapply_task_id = reapply_task_id or f"{environment}.reapply_settings"
 
     def decide(self, history: LoopHistory, question: int) -> Decision:
         return decide_sign_off(history, question, self.max_rounds)
@@ -89,6 +94,9 @@ class CustomerSignOffOperator(ReviewGate):
             customer_contacts=[f"{c.name} <{c.email}>" for c in self.config.contacts.customer],
             issues=self.environment_issues(context),
         )
+        settings = context["ti"].xcom_pull(task_ids=self.reapply_task_id)
+        if isinstance(settings, dict) and "base" in settings:
+            body += "\n\n### Customer settings after the upgrade\n\n" + reapply_review_markdown(settings)
         return self.subject_of_sign_off(), sign_off_form_fields(self.config), body
 
     def subject_of_sign_off(self) -> str:

@@ -460,7 +460,7 @@ def reapply_review_markdown(summary: Mapping[str, Any]) -> str:
         for item in vanished
     ]
     if review:
-        lines += ["| Review | Setting | |", "|---|---|---|"]
+        lines += ["| Where | Setting | To review |", "|---|---|---|"]
         lines += [f"| {md(item['source'])} | {code(item['key'])} | {note} |" for item, note in review]
         lines.append("")
     if kept:

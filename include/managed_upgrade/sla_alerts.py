@@ -1,8 +1,9 @@
 """The words of an SLA alert, so an e-mail and a Slack message about one miss state the same facts.
 
 An :class:`Alert` is what the SLA watcher and the deadline callbacks know about a miss, a customer
-reminder or a run deadline; this module turns it into an e-mail (subject, plain-text body, recipients
-from the customer config) and a Slack-compatible webhook payload. No Airflow import: the notifiers in
+reminder or a run deadline, and what a failed activity's callback knows about the failure; this
+module turns it into an e-mail (subject, plain-text body, recipients from the customer config) and a
+Slack-compatible webhook payload. No Airflow import: the notifiers in
 ``managed_upgrade_airflow.notifiers`` only deliver what is built here, and the wording is unit-tested.
 
 Times are shown in the customer's zone (where the budget is counted) and in UTC (where the operators
@@ -14,13 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
 
 AlertKind = Literal[
-    "sla_miss", "customer_reminder", "deadline_warning", "deadline_missed", "timeline_ceiling"
+    "sla_miss",
+    "customer_reminder",
+    "deadline_warning",
+    "deadline_missed",
+    "timeline_ceiling",
+    "activity_failed",
 ]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 INTERNAL_ROLES = ("consultant", "project_manager")
@@ -31,7 +38,10 @@ KIND_TITLES = {
     "deadline_warning": "Deadline warning",
     "deadline_missed": "Deadline missed",
     "timeline_ceiling": "Timeline ceiling",
+    "activity_failed": "Failed",
 }
+ERROR_MAX_CHARS = 2000
+"""A failure's error text is cut to this (a stack of installer output belongs in the task log)."""
 SLACK_HEADER_LIMIT = 150
 """Slack rejects a header block whose plain text is longer."""
 
@@ -43,7 +53,9 @@ class Alert:
     ``planned_finish`` is when the budget ran out (a reminder: when it fell due; a run deadline: the
     deadline itself); ``overrun_days`` is how far ``now`` is past it in business days (negative for a
     deadline warning: the days still left). ``owner_users`` are Airflow user names; ``number`` is the
-    reminder's number. ``waiting_since`` is when a customer wait began (reminders only).
+    reminder's number. ``waiting_since`` is when a customer wait began (reminders only). A failure
+    (``activity_failed``) has its ``error`` and fails at ``now`` (``planned_finish`` is ``now`` too,
+    ``overrun_days`` 0: a failure is not measured against a budget).
     """
 
     kind: AlertKind
@@ -62,6 +74,7 @@ class Alert:
     task_url: str | None = None
     timezone: str = "UTC"
     waiting_since: datetime | None = field(default=None)
+    error: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ALERT_KINDS:
@@ -74,12 +87,33 @@ class Alert:
                 raise ValueError(f"Alert.{name} must be timezone-aware (UTC), got {value!r}")
         ZoneInfo(self.timezone)  # fails early with the zone's name, not while mailing
         object.__setattr__(self, "owner_users", tuple(self.owner_users))
+        if self.error is not None:
+            object.__setattr__(self, "error", shorten_error(self.error))
 
     @property
     def owner(self) -> str:
         """``Consultant (carla, gina)``: the role and who holds it."""
         role = ROLE_TITLES.get(self.owner_role, self.owner_role)
         return f"{role} ({', '.join(self.owner_users)})" if self.owner_users else role
+
+
+def shorten_error(error: str, limit: int = ERROR_MAX_CHARS) -> str:
+    """``error`` cut in the middle to ``limit`` characters.
+
+    Both ends matter: the head says what failed, the tail how it ended (a restore's outcome, the last
+    installer lines); what is in between is in the task log.
+    """
+    if len(error) <= limit:
+        return error
+    head = limit // 3
+    marker = "\n… ({} characters cut: the task log has them all) …\n"
+    tail = limit - head - len(marker.format(len(error)))
+    return error[:head] + marker.format(len(error) - head - tail) + error[-tail:]
+
+
+def task_url(base_url: str, dag_id: str, run_id: str, task_id: str) -> str:
+    """The task instance's page in the Airflow UI (run ids hold ``:`` and ``+``, so they are quoted)."""
+    return f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{task_id}"
 
 
 # --- times and numbers ----------------------------------------------------------------------------
@@ -118,12 +152,13 @@ def email_subject(alert: Alert) -> str:
         return f"[SLA miss] {who}: {alert.title} is {format_days(alert.overrun_days)} over budget"
     if alert.kind == "customer_reminder":
         return f"Reminder {alert.number}: {who} managed upgrade is waiting for you ({alert.title})"
+    if alert.kind == "activity_failed":
+        return f"[Failed] {who}: {alert.title} failed; the managed upgrade has stopped"
     deadline = alert.planned_finish.astimezone(ZoneInfo(alert.timezone)).date().isoformat()
-    if alert.kind == "deadline_warning":
-        return f"[Deadline warning] {who}: the upgrade must be complete by {deadline}"
-    if alert.kind == "deadline_missed":
-        return f"[Deadline missed] {who}: the upgrade was not complete by {deadline}"
-    return f"[Timeline ceiling] {who}: the upgrade has run past its maximum timeline ({deadline})"
+    return {
+        "deadline_warning": f"[Deadline warning] {who}: the upgrade must be complete by {deadline}",
+        "deadline_missed": f"[Deadline missed] {who}: the upgrade was not complete by {deadline}",
+    }.get(alert.kind, f"[Timeline ceiling] {who}: the upgrade has run past its maximum timeline ({deadline})")
 
 
 def _headline(alert: Alert) -> str:
@@ -136,6 +171,11 @@ def _headline(alert: Alert) -> str:
         return (
             f"The managed upgrade of {alert.customer_name} is waiting for your input on {alert.title}. "
             f"This is reminder {alert.number}; the upgrade continues as soon as you respond."
+        )
+    if alert.kind == "activity_failed":
+        return (
+            f"{alert.title} for {alert.customer_name} failed, so nothing after it will run: look at the "
+            "error and the task's log, then clear the task once the cause is fixed (or trigger a new run)."
         )
     if alert.kind == "deadline_warning":
         return (
@@ -158,6 +198,13 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
         ("Activity", f"{alert.title} ({alert.budget_unit})" if alert.budget_unit else alert.title),
         ("Owner", alert.owner),
     ]
+    if alert.kind == "activity_failed":
+        return [
+            *facts,
+            ("Failed at", format_time(alert.now, alert.timezone)),
+            ("Error", _first_line(alert.error) or "(no error message)"),
+            ("Run", f"{alert.dag_id} / {alert.run_id}"),
+        ]
     if alert.kind == "customer_reminder" and alert.waiting_since is not None:
         facts.append(("Waiting since", format_time(alert.waiting_since, alert.timezone)))
     facts += [
@@ -171,6 +218,11 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
     return facts
 
 
+def _first_line(text: str | None) -> str:
+    """The first non-blank line: a fact fits on one line; the whole error follows in the body."""
+    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
+
+
 def email_body(alert: Alert) -> str:
     """Plain text: what happened, then one ``label: value`` line per fact, then the link."""
     width = max(len(label) for label, _ in _facts(alert)) + 1
@@ -179,7 +231,11 @@ def email_body(alert: Alert) -> str:
     lines.append("")
     if alert.task_url:
         lines.append(f"Open in Airflow: {alert.task_url}")
-    lines.append(f"Business days are counted in the customer's calendar ({alert.timezone}).")
+    if alert.kind == "activity_failed":
+        if alert.error and "\n" in alert.error.strip():
+            lines += ["", "Error as raised:", *(f"    {line}" for line in alert.error.strip().splitlines())]
+    else:
+        lines.append(f"Business days are counted in the customer's calendar ({alert.timezone}).")
     return "\n".join(lines) + "\n"
 
 
@@ -261,5 +317,6 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
             "overrun_days": round(alert.overrun_days, 1),
             "number": alert.number,
             "task_url": alert.task_url,
+            "error": alert.error,
         },
     }

@@ -20,6 +20,7 @@ from managed_upgrade_airflow.initiation_gates import (
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
 )
+from managed_upgrade_airflow.notifiers.failure_notifier import ActivityFailureNotifier
 from managed_upgrade_airflow.operators.backup_environment import (
     BackupEnvironmentOperator,
     backup_id_template,
@@ -195,7 +196,11 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
         params=trigger_params(config),
         doc_md=_dag_doc(config, model),
         tags=["managed-upgrade", f"customer:{config.customer_id}"],
-        default_args={"owner": owner, "retries": 0},
+        default_args={
+            "owner": owner,
+            "retries": 0,
+            "on_failure_callback": [ActivityFailureNotifier(config, model)],
+        },
         render_template_as_native_obj=False,
         deadline=run_deadlines(config),
     ) as dag:

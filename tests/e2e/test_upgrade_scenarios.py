@@ -19,6 +19,7 @@ for its story and checks what people and systems can see afterwards.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -554,6 +555,20 @@ def test_failed_uat_upgrade_restores_uat_and_never_touches_production(
     assert not [message for message in messages if "UAT environment" in message["Subject"]], [
         message["Subject"] for message in messages
     ]
+
+    # The consultant and the PM hear of the failure when it happens; the customer does not.
+    name = customer.config.name
+    failures = [m for m in list(smtp_sink.messages) if m["Subject"].startswith(f"[Failed] {name}:")]
+    assert [m["Subject"] for m in failures] == [
+        f"[Failed] {name}: Upgrade UAT environment failed; the managed upgrade has stopped"
+    ]
+    alert = failures[0]
+    assert addresses(alert["To"]) == ["carla@platinum.example", "pete@platinum.example"], alert["To"]
+    body = alert.get_content()
+    facts = dict(re.findall(r"^(\w[\w ]*):\s+(.+?)\s*$", body, flags=re.MULTILINE))
+    assert facts["Error"].startswith("UpgradeRolledBack: upgrade on uat failed at step 'migrate_db'"), body
+    assert "\n    RESTORE SUCCEEDED" in body, body  # the error as raised, the restore's outcome included
+    assert f"/dags/{story.dag_id}/runs/" in body and "/tasks/uat.upgrade_environment" in body, body
 
 
 def test_only_the_assigned_consultant_can_answer_the_customer_sign_off(

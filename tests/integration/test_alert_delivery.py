@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -86,6 +87,10 @@ def webhook() -> Iterator[WebhookReceiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def addresses(header: str | None) -> list[str]:
+    return [part.strip() for part in (header or "").split(",") if part.strip()]
 
 
 def set_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, connection: dict[str, Any]) -> None:
@@ -238,3 +243,63 @@ def test_a_reminder_from_a_trigger_thread_reaches_the_customer(
     assert message["Cc"] == "carla@platinum.example, gina@platinum.example"
     assert message["Subject"].startswith("Reminder 1: Globex GmbH managed upgrade is waiting for you")
     assert webhook.requests[0]["json"]["alert"]["number"] == 1
+
+
+# --- a failed activity ------------------------------------------------------------------------------
+
+
+def failure_context(task_id: str, error: BaseException, map_index: int = -1) -> dict[str, Any]:
+    """What the task runner hands ``on_failure_callback`` (the parts the notifier reads)."""
+    ti = SimpleNamespace(task_id=task_id, dag_id=GLOBEX.dag_id, run_id="manual__1", map_index=map_index)
+    return {"ti": ti, "task": SimpleNamespace(task_display_name=task_id), "exception": error}
+
+
+def test_a_failed_activity_reaches_its_owner_and_the_managers_on_every_channel(
+    smtp_sink, webhook: WebhookReceiver, customer_webhook: CustomerConfig
+) -> None:
+    from managed_upgrade_airflow.notifiers.failure_notifier import ActivityFailureNotifier
+
+    notifier = ActivityFailureNotifier(customer_webhook, customer_webhook.process_model())
+    notifier(failure_context("uat.upgrade_environment", RuntimeError("installer failed at migrate_db")))
+
+    (message,) = smtp_sink.messages
+    assert (
+        message["Subject"]
+        == "[Failed] Globex GmbH: Upgrade UAT environment failed; the managed upgrade has stopped"
+    )
+    consultants = customer_webhook.user_emails(customer_webhook.users.consultant)
+    assert addresses(message["To"]) == [*consultants, "pete@platinum.example"]
+    body = message.get_content()
+    assert "RuntimeError: installer failed at migrate_db" in body
+    assert "/dags/managed_upgrade__globex/runs/manual__1/tasks/uat.upgrade_environment" in body
+    (request,) = webhook.requests
+    assert request["json"]["alert"]["kind"] == "activity_failed"
+    assert request["json"]["alert"]["error"] == "RuntimeError: installer failed at migrate_db"
+
+
+def test_a_failed_customer_step_goes_to_the_consultants_never_to_the_customer(
+    smtp_sink, webhook: WebhookReceiver, customer_webhook: CustomerConfig
+) -> None:
+    from managed_upgrade_airflow.notifiers.failure_notifier import ActivityFailureNotifier
+
+    model = customer_webhook.process_model()
+    customer_step = next(activity for activity in model.activities if activity.owner == "customer")
+    ActivityFailureNotifier(customer_webhook, model)(failure_context(customer_step.key, ValueError("no")))
+
+    (message,) = smtp_sink.messages
+    recipients = set(addresses(message["To"])) | set(addresses(message["Cc"]))
+    assert not recipients & set(customer_webhook.contact_emails("customer"))
+    assert set(customer_webhook.user_emails(customer_webhook.users.consultant)) <= recipients
+
+
+def test_a_failure_alert_that_cannot_be_sent_does_not_raise(
+    webhook: WebhookReceiver, customer_webhook: CustomerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from managed_upgrade_airflow.notifiers.failure_notifier import ActivityFailureNotifier
+
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)  # no mail server configured at all
+    webhook.statuses = [500] * ATTEMPTS
+    notifier = ActivityFailureNotifier(customer_webhook, customer_webhook.process_model())
+    notifier(failure_context("prod.backup_environment", OSError("disk full"), map_index=2))
+    assert len(webhook.requests) == ATTEMPTS
+    assert webhook.requests[0]["json"]["alert"]["title"].endswith("[2]")

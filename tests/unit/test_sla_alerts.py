@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.sla_alerts import Alert, alert_recipients, email_body, email_subject, webhook_payload
+from managed_upgrade.sla_alerts import (
+    Alert,
+    alert_recipients,
+    email_body,
+    email_subject,
+    task_url,
+    webhook_payload,
+)
 
 CUSTOMERS = Path(__file__).resolve().parents[2] / "include" / "customers"
 GLOBEX = load_customer_config(CUSTOMERS / "globex.yaml")
@@ -191,3 +198,53 @@ def test_alerts_reject_naive_times_unknown_kinds_and_unnumbered_reminders() -> N
         dataclasses.replace(MISS, kind="page")
     with pytest.raises(ValueError, match="a customer reminder needs its number"):
         dataclasses.replace(REMINDER, number=None)
+
+
+FAILURE = dataclasses.replace(
+    MISS,
+    kind="activity_failed",
+    budget_unit="",
+    title="Upgrade UAT environment",
+    planned_finish=datetime(2027, 1, 27, 11, 0, tzinfo=UTC),
+    overrun_days=0.0,
+    error="UpgradeRolledBackError: uat: the installer failed at migrate_db\n"
+    "RESTORE SUCCEEDED: uat was restored",
+)
+
+
+def test_a_failure_says_the_upgrade_stopped_and_shows_the_error_not_a_budget() -> None:
+    assert email_subject(FAILURE) == (
+        "[Failed] Globex GmbH: Upgrade UAT environment failed; the managed upgrade has stopped"
+    )
+    body = email_body(FAILURE)
+    facts = facts_of(body)
+    assert facts["Failed at"] == "2027-01-27 12:00 CET (11:00 UTC)"
+    assert facts["Error"] == "UpgradeRolledBackError: uat: the installer failed at migrate_db"
+    assert "Overrun" not in facts and "Planned finish" not in facts and "business day" not in body
+    assert "    RESTORE SUCCEEDED: uat was restored" in body  # the error as raised, line by line
+    assert "clear the task once the cause is fixed" in body
+    payload = webhook_payload(FAILURE)
+    assert payload["alert"]["kind"] == "activity_failed"
+    assert payload["alert"]["error"] == FAILURE.error
+
+
+def test_a_failure_s_error_is_cut_in_the_middle_keeping_what_failed_and_how_it_ended() -> None:
+    error = "UpgradeRolledBack: migrate_db failed\n" + "installer line\n" * 1000 + "RESTORE SUCCEEDED: uat"
+    alert = dataclasses.replace(FAILURE, error=error)
+    assert alert.error is not None and len(alert.error) == 2000
+    assert alert.error.startswith("UpgradeRolledBack: migrate_db failed\n")
+    assert alert.error.endswith("\nRESTORE SUCCEEDED: uat")
+    head, cut, tail = re.fullmatch(
+        r"(.*)\n… \((\d+) characters cut: the task log has them all\) …\n(.*)", alert.error, re.DOTALL
+    ).groups()
+    assert error == head + error[len(head) : len(error) - len(tail)] + tail
+    assert int(cut) == len(error) - len(head) - len(tail)
+    assert dataclasses.replace(FAILURE, error="short").error == "short"
+
+
+def test_task_urls_quote_the_run_id() -> None:
+    assert task_url(
+        "http://airflow.example/", "managed_upgrade__acme", "manual__2027-01-11T09:00:00+00:00", "uat.x"
+    ) == (
+        "http://airflow.example/dags/managed_upgrade__acme/runs/manual__2027-01-11T09%3A00%3A00%2B00%3A00/tasks/uat.x"
+    )

@@ -32,7 +32,6 @@ import logging
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -153,7 +152,9 @@ class RunWatch:
 
     # -- alerts -----------------------------------------------------------------------------------
     def task_url(self, task_id: str) -> str:
-        return f"{self.base_url}/dags/{self.dag_id}/runs/{quote(self.run_id, safe='')}/tasks/{task_id}"
+        from managed_upgrade.sla_alerts import task_url
+
+        return task_url(self.base_url, self.dag_id, self.run_id, task_id)
 
     def _owner_users(self, role: str) -> tuple[str, ...]:
         return tuple(getattr(self.config.users, role, ()) or ())

@@ -1,0 +1,96 @@
+"""Tells the activity's owner and the project managers the moment an activity fails for good.
+
+A failed task stops the run: everything after it waits as ``upstream_failed`` and the SLA watch ends,
+so without this nobody hears of a restored UAT or a refused fix bundle until someone opens the Grid.
+The DAG factory puts :class:`ActivityFailureNotifier` in every task's ``on_failure_callback``
+(``default_args``); Airflow calls it once per failed task instance, after its last try, in the
+task's own process (or the DAG processor, for a worker that died), never on ``up_for_retry``.
+
+The alert goes through the same channels as an SLA miss (:func:`~managed_upgrade_airflow.notifiers.
+alert_delivery.send_alert`: e-mail to the owner and the PMs, the customer's or the global webhook).
+Customer-owned activities are the consultants' to act on, so their failures go to the consultants,
+never to the customer. Delivery problems are logged, not raised: a callback must not hide the
+task's own error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+if TYPE_CHECKING:
+    from managed_upgrade.config import CustomerConfig
+    from managed_upgrade.process import ProcessModel
+    from managed_upgrade.sla_alerts import Alert
+
+log = logging.getLogger(__name__)
+
+
+def describe_error(error: Any) -> str | None:
+    """``UpgradeRolledBackError: ...`` for an exception; text as it is; None for nothing."""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return None if error is None else str(error)
+
+
+class ActivityFailureNotifier(BaseNotifier):
+    """``on_failure_callback`` of a customer DAG's tasks: an ``activity_failed`` alert on every channel.
+
+    :param config: the customer config (names, users, calendar zone, alert channels)
+    :param model: the process model the DAG was built from (titles and owners of activities)
+    """
+
+    def __init__(self, config: CustomerConfig, model: ProcessModel) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model
+
+    def alert(self, context: Mapping[str, Any], now: datetime | None = None) -> Alert:
+        """The alert for the failed task instance of ``context``."""
+        from managed_upgrade.sla_alerts import Alert, task_url
+        from managed_upgrade_airflow.operators.sla_watch import api_base_url
+
+        now = now or datetime.now(UTC)
+        ti = context["ti"]
+        task_id = str(ti.task_id)
+        activity = self.model.activities_by_key.get(task_id)
+        task = context.get("task")
+        title = activity.title if activity else str(getattr(task, "task_display_name", None) or task_id)
+        owner = activity.owner if activity else "project_manager"
+        if owner == "customer":  # the consultants record and act on the customer's steps
+            owner = "consultant"
+        map_index = getattr(ti, "map_index", -1)
+        if map_index is not None and map_index >= 0:
+            title = f"{title} [{map_index}]"
+        return Alert(
+            kind="activity_failed",
+            customer_id=self.config.customer_id,
+            customer_name=self.config.name,
+            dag_id=str(ti.dag_id),
+            run_id=str(ti.run_id),
+            budget_unit="",
+            title=title,
+            owner_role=owner,
+            owner_users=tuple(getattr(self.config.users, owner)),
+            planned_finish=now,
+            now=now,
+            overrun_days=0.0,
+            task_url=task_url(api_base_url(), str(ti.dag_id), str(ti.run_id), task_id),
+            timezone=self.config.calendar.timezone,
+            error=describe_error(context.get("exception")),
+        )
+
+    def notify(self, context: Any) -> None:
+        from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
+
+        try:
+            alert = self.alert(context)
+            outcomes = send_alert(alert, self.config)
+        except Exception:  # never mask the task's own failure
+            log.exception("the failure alert of %s could not be built or sent", self.config.customer_id)
+            return
+        log.info("failure of %s alerted: %s", alert.title, outcomes)

@@ -452,16 +452,18 @@ def reapply_review_markdown(summary: Mapping[str, Any]) -> str:
         (
             item,
             "customer value restored; the new release changed the default "
-            f"from {code(item['old_default'])} to {code(item['new_default'])}",
+            f"from {code(item['old_default'], cell=True)} to {code(item['new_default'], cell=True)}",
         )
         for item in conflicts
     ] + [
-        (item, f"kept with {code(item['value'])}, but the new release no longer has this key")
+        (item, f"kept with {code(item['value'], cell=True)}, but the new release no longer has this key")
         for item in vanished
     ]
     if review:
         lines += ["| Where | Setting | To review |", "|---|---|---|"]
-        lines += [f"| {md(item['source'])} | {code(item['key'])} | {note} |" for item, note in review]
+        lines += [
+            f"| {md(item['source'])} | {code(item['key'], cell=True)} | {note} |" for item, note in review
+        ]
         lines.append("")
     if kept:
         changes = ", ".join(f"{code(item['key'])} {code(item['old'])} → {code(item['new'])}" for item in kept)

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from markdown_it import MarkdownIt
 
 from managed_upgrade.markdown import code, md
 from managed_upgrade.release_defaults import ReleaseDefaultsError, parse_payload_defaults
@@ -142,7 +143,8 @@ def test_the_review_shows_conflicts_vanished_keys_and_new_defaults() -> None:
     assert "| New release defaults kept | 1 |" in text
     assert "the defaults of 10.2.0" in text
     assert f"{code('INFO')} to {code('DEBUG')}" in text  # the conflict names both defaults
-    assert code("custom|x") in text and code("a`b") in text  # vanished key, shown literally
+    rendered = MarkdownIt("gfm-like").render(text)  # the vanished key, literally, in a cell of its own
+    assert "<td><code>custom|x</code></td>" in rendered and "<code>a`b</code>" in rendered, rendered
     assert f"{code('ui.theme')} {code('classic')} → {code('horizon')}" in text
     assert "Review every restored value" not in text
 

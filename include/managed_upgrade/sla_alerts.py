@@ -55,7 +55,8 @@ class Alert:
     deadline warning: the days still left). ``owner_users`` are Airflow user names; ``number`` is the
     reminder's number. ``waiting_since`` is when a customer wait began (reminders only). A failure
     (``activity_failed``) has its ``error`` and fails at ``now`` (``planned_finish`` is ``now`` too,
-    ``overrun_days`` 0: a failure is not measured against a budget).
+    ``overrun_days`` 0: a failure is not measured against a budget). ``run_state`` is the run's state
+    when a run deadline fell due (a failed run is not progressing, which the message says).
     """
 
     kind: AlertKind
@@ -75,6 +76,7 @@ class Alert:
     timezone: str = "UTC"
     waiting_since: datetime | None = field(default=None)
     error: str | None = None
+    run_state: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ALERT_KINDS:
@@ -111,9 +113,14 @@ def shorten_error(error: str, limit: int = ERROR_MAX_CHARS) -> str:
     return error[:head] + marker.format(len(error) - head - tail) + error[-tail:]
 
 
+def run_url(base_url: str, dag_id: str, run_id: str) -> str:
+    """The run's page in the Airflow UI (run ids hold ``:`` and ``+``, so they are quoted)."""
+    return f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id, safe='')}"
+
+
 def task_url(base_url: str, dag_id: str, run_id: str, task_id: str) -> str:
-    """The task instance's page in the Airflow UI (run ids hold ``:`` and ``+``, so they are quoted)."""
-    return f"{base_url.rstrip('/')}/dags/{dag_id}/runs/{quote(run_id, safe='')}/tasks/{task_id}"
+    """The task instance's page in the Airflow UI."""
+    return f"{run_url(base_url, dag_id, run_id)}/tasks/{task_id}"
 
 
 # --- times and numbers ----------------------------------------------------------------------------
@@ -178,13 +185,22 @@ def _headline(alert: Alert) -> str:
             "error and the task's log, then clear the task once the cause is fixed (or trigger a new run)."
         )
     if alert.kind == "deadline_warning":
-        return (
+        headline = (
             f"The managed upgrade of {alert.customer_name} is not complete and its deadline is "
             f"{format_days(-alert.overrun_days)} away."
         )
-    if alert.kind == "deadline_missed":
-        return f"The managed upgrade of {alert.customer_name} was not complete by its deadline."
-    return f"The managed upgrade of {alert.customer_name} has run past the maximum timeline of the process."
+    elif alert.kind == "deadline_missed":
+        headline = f"The managed upgrade of {alert.customer_name} was not complete by its deadline."
+    else:
+        headline = (
+            f"The managed upgrade of {alert.customer_name} has run past the maximum timeline of the process."
+        )
+    if alert.run_state == "failed":
+        headline += (
+            " Its run has failed and is not progressing: clear the failed task once the cause is fixed, "
+            "or trigger a new run."
+        )
+    return headline
 
 
 def _facts(alert: Alert) -> list[tuple[str, str]]:
@@ -207,11 +223,12 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
         ]
     if alert.kind == "customer_reminder" and alert.waiting_since is not None:
         facts.append(("Waiting since", format_time(alert.waiting_since, alert.timezone)))
+    run = f"{alert.dag_id} / {alert.run_id}"
     facts += [
         (due_label, format_time(alert.planned_finish, alert.timezone)),
         ("Now", format_time(alert.now, alert.timezone)),
         (overrun_label, format_days(alert.overrun_days)),
-        ("Run", f"{alert.dag_id} / {alert.run_id}"),
+        ("Run", f"{run} ({alert.run_state})" if alert.run_state else run),
     ]
     if alert.number is not None:
         facts.insert(3, ("Reminder", str(alert.number)))
@@ -318,5 +335,6 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
             "number": alert.number,
             "task_url": alert.task_url,
             "error": alert.error,
+            "run_state": alert.run_state,
         },
     }

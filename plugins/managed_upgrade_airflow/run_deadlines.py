@@ -200,12 +200,15 @@ def deliver_run_deadline_alert(
 def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Any:
     """The :class:`~managed_upgrade.sla_alerts.Alert` of a run deadline, owned by the project managers.
 
+    The run's state at the miss goes into the message (a failed run's deadline still fires: Airflow
+    drops a run's pending deadlines only when it succeeds, and a failed upgrade is not complete).
     ``planned_finish`` is the deadline itself (for the warning too; its last microsecond, so messages
     show the customer's date) or the ceiling, on the real calendar also in a rehearsal; ``overrun_days``
     counts business days from the alert's due instant to ``now`` on the run's clock (negative: days left).
     """
     from managed_upgrade.business_calendar import calendar_for
-    from managed_upgrade.sla_alerts import Alert
+    from managed_upgrade.sla_alerts import Alert, run_url
+    from managed_upgrade_airflow.operators.sla_watch import api_base_url
 
     conf = dag_run.get("conf") or {}
     seconds = rehearsal_seconds(conf)
@@ -220,14 +223,16 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     overrun_days = calendar_for(config.calendar, seconds).business_days_between(due, now)
     # The message names the customer's real date, also in a rehearsal (whose due instant is compressed).
     planned_finish = due_at(target_kind, seconds_per_business_day=None, **timing)
+    dag_id = str(dag_run.get("dag_id") or config.dag_id)
+    run_id = str(dag_run.get("dag_run_id") or dag_run.get("run_id") or "")
     if target_kind == "deadline_missed":
         planned_finish -= _LAST_MOMENT  # shown as the deadline's own date (23:59), not 00:00 the day after
     return Alert(
         kind=kind,  # type: ignore[arg-type]
         customer_id=config.customer_id,
         customer_name=config.name,
-        dag_id=str(dag_run.get("dag_id") or config.dag_id),
-        run_id=str(dag_run.get("dag_run_id") or dag_run.get("run_id") or ""),
+        dag_id=dag_id,
+        run_id=run_id,
         budget_unit="",
         title=TITLES[kind],
         owner_role="project_manager",
@@ -235,7 +240,9 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
         planned_finish=planned_finish,
         now=now,
         overrun_days=overrun_days,
+        task_url=run_url(api_base_url(), dag_id, run_id),
         timezone=config.calendar.timezone,
+        run_state=str(dag_run["state"]) if dag_run.get("state") else None,
     )
 
 

@@ -35,6 +35,7 @@ from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -654,6 +655,8 @@ def test_a_deadline_already_past_at_trigger_time_is_alerted_at_once(
     mails = mail_clock.matching(lambda m: m["Subject"].startswith(f"[Deadline missed] {story.name}:"))
     assert len(mails) == 1, [message["Subject"] for _, message in mails]
     assert addresses(mails[0][1]["To"]) == [PM_EMAIL], mails[0][1]["To"]  # the PM owns the run's dates
+    body = mails[0][1].get_content()
+    assert f"/dags/{story.dag_id}/runs/{quote(story.run_id, safe='')}" in body, body  # a link to the run
     print(f"past deadline: alerted {story.observed['alerted_after']:.1f} s after the trigger")
     assert story.observed["alerted_after"] < 30, story.observed
     with open_ledger(airflow.settings.ledger_dsn) as ledger:

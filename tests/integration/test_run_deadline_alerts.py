@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -70,6 +71,21 @@ def test_a_missed_deadline_is_mailed_to_the_project_manager_and_recorded(ledger,
     (row,) = ledger.run_deadline_alerts("managed_upgrade__acme", RUN_ID)
     assert (row["kind"], row["due_at"], row["notified"]) == ("deadline_missed", due, {"email": "sent"})
     assert row["notified_at"] is not None
+
+
+def test_the_deadline_of_a_failed_run_says_so_and_links_the_run(ledger, smtp_sink):
+    context = callback_context(datetime(2027, 4, 1, tzinfo=UTC))
+    context["dag_run"]["state"] = "failed"  # Airflow drops a run's deadlines only when it succeeds
+    assert fire("deadline_missed", context)["sent"] is True
+
+    (message,) = smtp_sink.messages
+    body = message.get_body(("plain",)).get_content()
+    assert "Its run has failed and is not progressing" in body
+    assert f"managed_upgrade__acme / {RUN_ID} (failed)" in body
+    link = re.search(r"^Open in Airflow: (\S+)\s*$", body, re.MULTILINE)
+    assert link is not None, body
+    run_page = "/dags/managed_upgrade__acme/runs/manual__2027-01-11T09%3A00%3A00%2B00%3A00"
+    assert link.group(1).endswith(run_page), link.group(1)
 
 
 def test_the_same_deadline_firing_twice_sends_one_mail(ledger, smtp_sink):

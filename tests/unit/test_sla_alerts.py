@@ -135,6 +135,23 @@ def test_run_deadlines_name_the_deadline_in_the_customers_calendar(
     assert (facts["Activity"], facts["Owner"]) == ("Managed upgrade", "Project Manager (pete)")
 
 
+@pytest.mark.parametrize("kind", ["deadline_warning", "deadline_missed", "timeline_ceiling"])
+def test_a_run_deadline_of_a_failed_run_says_the_run_is_not_progressing(kind: str) -> None:
+    deadline = dataclasses.replace(
+        MISS, kind=kind, budget_unit="", title="Managed upgrade", owner_role="project_manager",
+        owner_users=("pete",), overrun_days=1.0,
+    )  # fmt: skip
+    failed = dataclasses.replace(deadline, run_state="failed")
+    body = email_body(failed)
+    assert "Its run has failed and is not progressing" in body.splitlines()[0]
+    assert facts_of(body)["Run"] == "managed_upgrade__globex / manual__1 (failed)"
+    assert webhook_payload(failed)["alert"]["run_state"] == "failed"
+    running = email_body(dataclasses.replace(deadline, run_state="running"))
+    assert "not progressing" not in running
+    assert facts_of(running)["Run"] == "managed_upgrade__globex / manual__1 (running)"
+    assert facts_of(email_body(deadline))["Run"] == "managed_upgrade__globex / manual__1"
+
+
 def test_misses_go_to_the_owner_and_project_managers_copying_alerts_cc() -> None:
     config = GLOBEX.model_copy(
         update={

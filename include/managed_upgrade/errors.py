@@ -7,6 +7,15 @@ reading it is a consultant looking at a failed task in the Airflow UI, not at th
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+
+def describe_error(error: Any) -> str | None:
+    """``UpgradeRolledBackError: ...`` for an exception (the type tells which failure it is); text as it
+    is; None for no error."""
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return None if error is None else str(error)
 
 
 class OperationError(RuntimeError):

@@ -214,16 +214,16 @@ def _facts(alert: Alert) -> list[tuple[str, str]]:
         ("Activity", f"{alert.title} ({alert.budget_unit})" if alert.budget_unit else alert.title),
         ("Owner", alert.owner),
     ]
+    run = f"{alert.dag_id} / {alert.run_id}"
     if alert.kind == "activity_failed":
         return [
             *facts,
             ("Failed at", format_time(alert.now, alert.timezone)),
             ("Error", _first_line(alert.error) or "(no error message)"),
-            ("Run", f"{alert.dag_id} / {alert.run_id}"),
+            ("Run", run),
         ]
     if alert.kind == "customer_reminder" and alert.waiting_since is not None:
         facts.append(("Waiting since", format_time(alert.waiting_since, alert.timezone)))
-    run = f"{alert.dag_id} / {alert.run_id}"
     facts += [
         (due_label, format_time(alert.planned_finish, alert.timezone)),
         ("Now", format_time(alert.now, alert.timezone)),
@@ -249,8 +249,9 @@ def email_body(alert: Alert) -> str:
     if alert.task_url:
         lines.append(f"Open in Airflow: {alert.task_url}")
     if alert.kind == "activity_failed":
-        if alert.error and "\n" in alert.error.strip():
-            lines += ["", "Error as raised:", *(f"    {line}" for line in alert.error.strip().splitlines())]
+        error = (alert.error or "").strip()
+        if "\n" in error:
+            lines += ["", "Error as raised:", *(f"    {line}" for line in error.splitlines())]
     else:
         lines.append(f"Business days are counted in the customer's calendar ({alert.timezone}).")
     return "\n".join(lines) + "\n"

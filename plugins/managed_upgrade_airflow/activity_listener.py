@@ -127,10 +127,9 @@ def is_terminal_failure(task_instance: Any) -> bool:
 
 
 def _short_error(error: Any) -> str:
-    if error is None:
-        return "unknown error"
-    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
-    text = " ".join(text.split())
+    from managed_upgrade.errors import describe_error
+
+    text = " ".join((describe_error(error) or "unknown error").split())
     return text if len(text) <= ERROR_MAX_CHARS else text[: ERROR_MAX_CHARS - 1] + "…"
 
 

@@ -178,8 +178,7 @@ def deliver_run_deadline_alert(
 
     now = now or datetime.now(UTC)
     dag_run = dict(context.get("dag_run") or {})
-    dag_id = str(dag_run.get("dag_id") or f"managed_upgrade__{customer_id}")
-    run_id = str(dag_run.get("dag_run_id") or dag_run.get("run_id") or "")
+    dag_id, run_id = _run_key(dag_run, f"managed_upgrade__{customer_id}")
     if not run_id:
         raise ValueError(
             f"run deadline {kind} of {customer_id}: the callback context names no run: {context!r}"
@@ -223,8 +222,7 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     overrun_days = calendar_for(config.calendar, seconds).business_days_between(due, now)
     # The message names the customer's real date, also in a rehearsal (whose due instant is compressed).
     planned_finish = due_at(target_kind, seconds_per_business_day=None, **timing)
-    dag_id = str(dag_run.get("dag_id") or config.dag_id)
-    run_id = str(dag_run.get("dag_run_id") or dag_run.get("run_id") or "")
+    dag_id, run_id = _run_key(dag_run, config.dag_id)
     if target_kind == "deadline_missed":
         planned_finish -= _LAST_MOMENT  # shown as the deadline's own date (23:59), not 00:00 the day after
     return Alert(
@@ -244,6 +242,12 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
         timezone=config.calendar.timezone,
         run_state=str(dag_run["state"]) if dag_run.get("state") else None,
     )
+
+
+def _run_key(dag_run: Mapping[str, Any], default_dag_id: str) -> tuple[str, str]:
+    """(dag id, run id) of the run in a deadline callback's context (the REST API's ``dag_run_id``)."""
+    run_id = dag_run.get("dag_run_id") or dag_run.get("run_id") or ""
+    return str(dag_run.get("dag_id") or default_dag_id), str(run_id)
 
 
 def _run_start(dag_run: Mapping[str, Any], default: datetime) -> datetime:

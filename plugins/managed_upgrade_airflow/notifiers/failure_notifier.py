@@ -30,13 +30,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def describe_error(error: Any) -> str | None:
-    """``UpgradeRolledBackError: ...`` for an exception; text as it is; None for nothing."""
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return None if error is None else str(error)
-
-
 class ActivityFailureNotifier(BaseNotifier):
     """``on_failure_callback`` of a customer DAG's tasks: an ``activity_failed`` alert on every channel.
 
@@ -51,6 +44,7 @@ class ActivityFailureNotifier(BaseNotifier):
 
     def alert(self, context: Mapping[str, Any], now: datetime | None = None) -> Alert:
         """The alert for the failed task instance of ``context``."""
+        from managed_upgrade.errors import describe_error
         from managed_upgrade.sla_alerts import Alert, task_url
         from managed_upgrade_airflow.operators.sla_watch import api_base_url
 

@@ -16,14 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, model_validator
 
-from managed_upgrade.safe import (
-    InputFileError,
-    Slug,
-    field_error,
-    field_errors,
-    format_errors,
-    read_yaml_mapping,
-)
+from managed_upgrade.input_files import InputFileError, read_yaml_mapping
+from managed_upgrade.safe import Slug, field_error, field_errors, format_errors
 
 DEFAULT_PROCESS_PATH = Path(__file__).resolve().parent.parent / "process.yaml"
 

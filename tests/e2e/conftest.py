@@ -167,3 +167,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         for component in LOGGED_COMPONENTS:
             report.sections.append((f"airflow {component} log", running.log_tail(component)))
     return report
+
+
+E2E_TIMEOUT_SECONDS = 1800
+"""An end-to-end scenario (with its Airflow start-up) may take minutes; a hang still names its test."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("timeout") is None and "e2e" in item.path.parts:
+            item.add_marker(pytest.mark.timeout(E2E_TIMEOUT_SECONDS))

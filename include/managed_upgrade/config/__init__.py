@@ -3,6 +3,7 @@
 ``python -m managed_upgrade.config validate FILE...`` checks files before they are deployed.
 """
 
+from managed_upgrade.config.base import ENVIRONMENT_NAMES, EnvironmentName
 from managed_upgrade.config.loader import (
     CustomerConfigError,
     customer_config_paths,
@@ -12,29 +13,29 @@ from managed_upgrade.config.loader import (
 )
 from managed_upgrade.config.models import (
     DAG_ID_PREFIX,
-    ENVIRONMENT_NAMES,
     Alerts,
     Calendar,
-    CommandExpect,
-    CommandTestCase,
     Contact,
     Contacts,
     CustomerConfig,
     CustomerWait,
     Environment,
-    EnvironmentName,
     Environments,
     FixLoop,
-    HttpExpect,
-    HttpTestCase,
     Questionnaire,
     ReleaseSource,
     RequestCase,
+    Users,
+    Versions,
+)
+from managed_upgrade.config.test_cases import (
+    CommandExpect,
+    CommandTestCase,
+    HttpExpect,
+    HttpTestCase,
     SqlExpect,
     SqlTestCase,
     TestCase,
-    Users,
-    Versions,
 )
 
 __all__ = [

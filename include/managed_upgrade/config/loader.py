@@ -12,9 +12,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from managed_upgrade.config.models import TEST_CASE_KINDS, CustomerConfig
+from managed_upgrade.config.models import CustomerConfig
+from managed_upgrade.config.test_cases import TEST_CASE_KINDS
+from managed_upgrade.input_files import InputFileError, read_yaml_mapping
 from managed_upgrade.process import ProcessModel, ProcessModelError
-from managed_upgrade.safe import InputFileError, format_errors, read_yaml_mapping
+from managed_upgrade.safe import format_errors
 
 CONFIG_SUFFIX = ".yaml"
 

@@ -12,18 +12,14 @@ from datetime import date
 from functools import cache
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     PrivateAttr,
     StrictBool,
-    StrictFloat,
     StrictInt,
     StrictStr,
     ValidationInfo,
@@ -31,29 +27,30 @@ from pydantic import (
     model_validator,
 )
 
+from managed_upgrade.config.base import ENVIRONMENT_NAMES, EnvironmentName, StrictModel
+from managed_upgrade.config.test_cases import (
+    CommandTestCase,
+    HttpTestCase,
+    SqlTestCase,
+    TestCase,
+)
 from managed_upgrade.process import ProcessModel, load_process_model
 from managed_upgrade.safe import (
-    SAFE_KINDS,
     AbsolutePath,
-    Argument,
     CaseId,
     ConnId,
     CustomerId,
     Email,
     Line,
     Product,
-    Slug,
     TimezoneName,
     Username,
     Version,
     field_error,
     field_errors,
-    is_safe,
     parse_version,
 )
 
-EnvironmentName = Literal["dev", "uat", "prod"]
-ENVIRONMENT_NAMES: tuple[EnvironmentName, ...] = ("dev", "uat", "prod")
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -79,14 +76,7 @@ def _scalar_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float | date) else value
 
 
-Scalar = StrictStr | StrictBool | StrictInt | StrictFloat | None
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Contact(_Model):
+class Contact(StrictModel):
     """A person who receives the process e-mails."""
 
     name: Line
@@ -98,7 +88,7 @@ class Contact(_Model):
     )
 
 
-class Contacts(_Model):
+class Contacts(StrictModel):
     """Who gets told: the customer's people, the consultants and the project managers."""
 
     customer: tuple[Contact, ...] = Field(min_length=1)
@@ -106,7 +96,7 @@ class Contacts(_Model):
     project_manager: tuple[Contact, ...] = Field(min_length=1)
 
 
-class RequestCase(_Model):
+class RequestCase(StrictModel):
     """The customer's service ticket: the seed's "Request an Upgrade" description fields."""
 
     case_id: CaseId
@@ -141,7 +131,7 @@ class RequestCase(_Model):
         return self
 
 
-class Questionnaire(_Model):
+class Questionnaire(StrictModel):
     """The completed upgrade questionnaire: its answers, or where to find them (at least one)."""
 
     location: Line | None = Field(default=None, description="Where the answers are, e.g. a document link.")
@@ -156,7 +146,7 @@ class Questionnaire(_Model):
         return self
 
 
-class Versions(_Model):
+class Versions(StrictModel):
     """The version running now and the one to upgrade to (numbers compared, so 10.10.0 > 10.9.0)."""
 
     current: Version
@@ -171,7 +161,7 @@ class Versions(_Model):
         return self
 
 
-class ReleaseSource(_Model):
+class ReleaseSource(StrictModel):
     """Where the upgrade files come from: ``<root of conn_id>/<product>/<version>/`` with SHA256SUMS.
 
     ``conn_id`` names an Airflow connection of type ``fs`` whose ``extra.path`` is the repository root.
@@ -181,7 +171,7 @@ class ReleaseSource(_Model):
     product: Product
 
 
-class Environment(_Model):
+class Environment(StrictModel):
     """One CRM environment: how to reach its host and config DB, and where things live on the host."""
 
     ssh_conn_id: ConnId
@@ -210,7 +200,7 @@ def _nested_or_same(path: str, other: str) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-class Environments(_Model):
+class Environments(StrictModel):
     """Dev, UAT and Production; three really distinct systems."""
 
     dev: Environment
@@ -247,128 +237,7 @@ class Environments(_Model):
         return self
 
 
-class _TestCaseBase(_Model):
-    id: Slug
-    title: Line
-    environments: tuple[EnvironmentName, ...] = Field(default=ENVIRONMENT_NAMES, min_length=1)
-
-    @field_validator("environments")
-    @classmethod
-    def _no_repeats(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists an environment twice: {list(value)}")
-        return value
-
-
-class CommandExpect(_Model):
-    """What a command must produce; the regex is a Python ``re.search`` over stdout."""
-
-    exit_code: StrictInt = Field(default=0, ge=0, le=255)
-    stdout_contains: StrictStr | None = None
-    stdout_regex: StrictStr | None = None
-
-    @field_validator("stdout_regex")
-    @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"is not a valid regular expression: {exc}") from None
-        return value
-
-
-class CommandTestCase(_TestCaseBase):
-    """Run ``argv`` on the environment's host over SSH, in its ``install_path`` as working directory.
-
-    The remote command line is ``cd <install_path> && <shlex.join(argv)>``: relative programs such as
-    ``bin/crm`` resolve against the installation; no argument is ever interpreted by a shell.
-    """
-
-    kind: Literal["command"]
-    argv: tuple[Argument, ...] = Field(min_length=1)
-    expect: CommandExpect = CommandExpect()
-
-    @field_validator("argv")
-    @classmethod
-    def _program_has_no_spaces(cls, argv: tuple[str, ...]) -> tuple[str, ...]:
-        if not is_safe("program", argv[0]):
-            raise field_error("[0]", f"not a valid program: use {SAFE_KINDS['program'][1]} (got {argv[0]!r})")
-        return argv
-
-
-_STATEMENT_START = re.compile(r"\s*(select|with)\b", re.IGNORECASE)
-
-
-class SqlExpect(_Model):
-    """Expected result of a query: all its rows, or its single value (first column of the only row)."""
-
-    rows: tuple[tuple[Scalar, ...], ...] | None = None
-    scalar: Scalar = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _something_expected(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "rows" not in data and "scalar" not in data:
-            raise ValueError("give the expected rows or scalar")
-        if isinstance(data, dict) and "rows" in data and "scalar" in data:
-            raise ValueError("give either rows or scalar, not both")
-        return data
-
-
-class SqlTestCase(_TestCaseBase):
-    """Run one read-only query on the environment's config database and compare its result."""
-
-    kind: Literal["sql"]
-    query: StrictStr = Field(min_length=1, max_length=10_000)
-    expect: SqlExpect
-
-    @field_validator("query")
-    @classmethod
-    def _single_select(cls, query: str) -> str:
-        if not _STATEMENT_START.match(query):
-            raise ValueError("must be a single SELECT (or WITH ... SELECT) statement")
-        body = query.strip().removesuffix(";")
-        if ";" in body:
-            raise ValueError(
-                "must be a single statement: ';' is only allowed at the very end "
-                "(even inside a string literal; use chr(59) there)"
-            )
-        return query
-
-
-class HttpExpect(_Model):
-    """Expected HTTP answer."""
-
-    status: StrictInt = Field(default=200, ge=100, le=599)
-    body_contains: StrictStr | None = None
-
-
-class HttpTestCase(_TestCaseBase):
-    """Fetch a URL and check the status (and optionally the body)."""
-
-    kind: Literal["http"]
-    url: StrictStr = Field(max_length=2000)
-    expect: HttpExpect = HttpExpect()
-
-    @field_validator("url")
-    @classmethod
-    def _plain_http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials; use an Airflow connection")
-        if not is_safe("host", parts.hostname) or re.search(r"[\s\x00-\x1f\x7f\"'<>`\\]", url):
-            raise ValueError("contains characters not allowed in a URL (spaces, quotes, control characters)")
-        return url
-
-
-TestCase = Annotated[CommandTestCase | SqlTestCase | HttpTestCase, Field(discriminator="kind")]
-TEST_CASE_KINDS = ("command", "sql", "http")
-
-
-class Calendar(_Model):
+class Calendar(StrictModel):
     """The customer's business calendar: SLA budgets count only its business days."""
 
     timezone: TimezoneName = "UTC"
@@ -448,26 +317,26 @@ def _known_budget(unit_id: str, info: ValidationInfo) -> str:
 BudgetId = Annotated[StrictStr, AfterValidator(_known_budget)]
 
 
-class Users(_Model):
+class Users(StrictModel):
     """Airflow user names allowed to answer the human gates of each role."""
 
     consultant: tuple[Username, ...] = Field(min_length=1)
     project_manager: tuple[Username, ...] = Field(min_length=1)
 
 
-class FixLoop(_Model):
+class FixLoop(StrictModel):
     """How many fix-and-retest rounds an environment may take before the run asks to abort."""
 
     max_rounds: StrictInt = Field(default=5, ge=1, le=50)
 
 
-class CustomerWait(_Model):
+class CustomerWait(StrictModel):
     """Customer-owned gates have their own reminder budget (business days between reminders)."""
 
     reminder_days: StrictInt = Field(default=5, ge=1, le=60)
 
 
-class Alerts(_Model):
+class Alerts(StrictModel):
     """Where SLA misses and failures are sent besides the owner's and the project managers' e-mail."""
 
     email: StrictBool = True
@@ -477,7 +346,7 @@ class Alerts(_Model):
     cc: tuple[Email, ...] = ()
 
 
-class CustomerConfig(_Model):
+class CustomerConfig(StrictModel):
     """One customer's managed upgrade: everything the DAG needs besides secrets (those are connections)."""
 
     customer_id: CustomerId

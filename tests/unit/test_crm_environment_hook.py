@@ -30,7 +30,7 @@ def test_endpoint_and_database_come_from_the_connections(monkeypatch: pytest.Mon
             "host": "db.internal",
             "port": 5433,
             "login": "crm_admin",
-            "password": "s3cret",
+            "password": "s3cret",  # pragma: allowlist secret
             "schema": "crm_acme_dev",
             "extra": {"sslmode": "require"},
         },

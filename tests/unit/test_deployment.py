@@ -458,7 +458,7 @@ def good_secrets() -> dict[str, str]:
 
     return {
         "POSTGRES_PASSWORD": "0123456789abcdef",
-        "LEDGER_DB_PASSWORD": "fedcba9876543210",
+        "LEDGER_DB_PASSWORD": "fedcba9876543210",  # pragma: allowlist secret
         "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
         "AIRFLOW__API_AUTH__JWT_SECRET": "j" * 32,
         "AIRFLOW__API__SECRET_KEY": "s" * 40,
@@ -533,7 +533,7 @@ def test_write_passwords_gives_the_auth_manager_one_password_per_user(tmp_path: 
     target = tmp_path / "auth" / "passwords.json"
     environment = {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin, carla:user",
-        "AIRFLOW_USER_PASSWORDS": "carla:pa:ss-with-colon,admin:admin-password-1",
+        "AIRFLOW_USER_PASSWORDS": "carla:pa:ss-with-colon,admin:admin-password-1",  # pragma: allowlist secret
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(target),
     }
     customers = tmp_path / "customers"
@@ -545,7 +545,7 @@ def test_write_passwords_gives_the_auth_manager_one_password_per_user(tmp_path: 
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert "'pete', who is not in AIRFLOW_USERS" in capsys.readouterr().err
     # A bad setting leaves the existing file alone and names the variable.
-    environment["AIRFLOW_USER_PASSWORDS"] = "admin:admin-password-2"
+    environment["AIRFLOW_USER_PASSWORDS"] = "admin:admin-password-2"  # pragma: allowlist secret
     assert airflow_init.main(["write-passwords", "--customers", str(customers)], environment) == 2
     assert "no password for carla" in capsys.readouterr().err
     assert json.loads(target.read_text())["admin"] == "admin-password-1"

@@ -24,6 +24,7 @@ from managed_upgrade.config import (
     load_customer_config,
     load_customer_configs,
 )
+from managed_upgrade.input_files import display_path
 
 CUSTOMERS_DIR_VARIABLE = "MANAGED_UPGRADE_CUSTOMERS_DIR"
 DEFAULT_CUSTOMERS_DIR = Path(__file__).resolve().parents[2] / "include" / "customers"
@@ -41,8 +42,11 @@ def customers_dir() -> Path:
 
 
 def shard_of(customer_id: str, shards: int = SHARDS) -> int:
-    """The shard (DAG file) of a customer: stable across processes, unlike ``hash()``."""
-    return zlib.crc32(customer_id.encode("utf-8")) % shards
+    """The shard (DAG file) of a customer: stable across processes, unlike ``hash()``.
+
+    A file name that is not UTF-8 (never a valid customer id) still gets a shard instead of raising.
+    """
+    return zlib.crc32(customer_id.encode("utf-8", "surrogateescape")) % shards
 
 
 def register_customer_dags(namespace: dict, shard: int, shards: int = SHARDS) -> list[str]:
@@ -87,6 +91,8 @@ def describe_errors(errors: dict[Path, CustomerConfigError]) -> str:
         "`python -m managed_upgrade.config validate FILE`."
     ]
     for path, error in sorted(errors.items()):
-        blocks.append(f"\n{path.name} (DAG managed_upgrade__{path.stem} not loaded):")
+        blocks.append(
+            f"\n{display_path(path.name)} (DAG managed_upgrade__{display_path(path.stem)} not loaded):"
+        )
         blocks.extend(f"  {problem}" for problem in error.problems)
     return "\n".join(blocks)

@@ -1,7 +1,8 @@
 """Lint customer configs before deploying them: ``python -m managed_upgrade.config validate FILE...``.
 
 Prints ``OK <file>`` per valid file and ``<file>: <field>: <problem>`` per problem; exits 0 if all files
-are valid, 1 if any is invalid, 2 on a usage error.
+are valid, 1 if any is invalid, 2 on a usage error. Any path may be given: a FIFO, device, directory,
+huge or hostile file is reported as a problem of that file, never hangs or crashes the command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from managed_upgrade.config.loader import CustomerConfigError, load_customer_config
+from managed_upgrade.input_files import display_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,9 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in exc.problems:
                 print(line)
         else:
-            print(f"OK {path}")
+            print(f"OK {display_path(path)}")
     return 1 if invalid else 0
 
 
 if __name__ == "__main__":
+    if hasattr(sys.stdout, "reconfigure"):  # a terminal that cannot show a character gets an escape
+        sys.stdout.reconfigure(errors="backslashreplace")
     sys.exit(main())

@@ -20,7 +20,9 @@ entry (path, type, mode, size, link target), and the dump's sha256 computed on t
 the worker's. Everything is written under ``<backup_id>.partial/`` and renamed to ``<backup_id>/``
 only once verified, so a directory with a backup id as its name is always a complete, verified
 backup. Retention keeps the newest N verified backups of the environment and removes abandoned
-``.partial`` directories; it never removes the backup just made.
+``.partial`` directories; it never removes the backup just made. The install folder read and every
+folder written or deleted must lie under the environment's allowed roots; each is confined
+(:func:`managed_upgrade.path_policy.confine`, symlinks resolved on the host) right before.
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ from managed_upgrade.database import DbTarget, DumpInfo, dump_database
 from managed_upgrade.errors import BackupError, OperationError
 from managed_upgrade.installation import read_version
 from managed_upgrade.manifest import iter_chunks
+from managed_upgrade.path_policy import Roots, confine, require_under
 from managed_upgrade.remote import RemoteHost, agent_argv
 from managed_upgrade.safe import require
 
 log = logging.getLogger(__name__)
 
-BACKUP_ID_PATTERN = r"^\d{8}T\d{6}Z-[a-z0-9]{1,16}-[0-9a-f]{6}$"
+BACKUP_ID_PATTERN = r"^[0-9]{8}T[0-9]{6}Z-[a-z0-9]{1,16}-[0-9a-f]{6}$"
 """``<UTC time>-<environment>-<random>``: sorts by time, names a directory, safe in any command line."""
-_BACKUP_ID = re.compile(BACKUP_ID_PATTERN)
+_BACKUP_ID = re.compile(BACKUP_ID_PATTERN, re.ASCII)
 DESCRIPTOR = "backup.json"
 MANIFEST = "install.manifest.json"
 DUMP = "config-db.dump"
@@ -88,10 +91,14 @@ class BackupTarget:
     backup_path: str
     database: DbTarget
     retention: int = 3
+    allowed_roots: Roots = None
+    """The environment's allowed roots (``None``: only the always-refused paths are refused)."""
 
     def __post_init__(self) -> None:
         require("absolute path", self.install_path)
         require("absolute path", self.backup_path)
+        require_under(self.install_path, self.allowed_roots, action="back up", label=self.host.label)
+        require_under(self.backup_path, self.allowed_roots, action="write backups to", label=self.host.label)
         if self.retention < 1:
             raise ValueError(f"retention must keep at least one backup, got {self.retention}")
 
@@ -170,9 +177,12 @@ def create_backup(
     backup_id = require_backup_id(backup_id) if backup_id else new_backup_id(target.environment, now())
     final = backup_dir(target.backup_path, backup_id)
     partial = final + PARTIAL_SUFFIX
+    roots = target.allowed_roots
+    confine(host, target.install_path, roots, action="back up")
     if host.exists(final):
         raise BackupError(f"{host.label}: backup {final} already exists; refusing to overwrite it")
     version = read_version(host, target.install_path)
+    confine(host, partial, roots, action="write a backup to")
     host.remove_small_tree(partial)
     host.makedirs(partial)
     log.info("%s: backing up %s (version %s) to %s", host.label, target.install_path, version, final)
@@ -234,8 +244,9 @@ def create_backup(
         "verified": {"archive_listing": "matches manifest", "pg_restore_list": "ok"},
     }
     host.write_json(posixpath.join(partial, DESCRIPTOR), descriptor)
+    confine(host, final, roots, action="write a backup to")
     host.rename(partial, final)
-    pruned = prune_backups(host, target.backup_path, target.retention, keep=backup_id)
+    pruned = prune_backups(host, target.backup_path, target.retention, keep=backup_id, allowed_roots=roots)
     return BackupResult(descriptor, final, tuple(pruned), time.monotonic() - started)
 
 
@@ -268,8 +279,16 @@ def list_backups(host: RemoteHost, backup_path: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda descriptor: (descriptor["created_at"], descriptor["backup_id"]))
 
 
-def prune_backups(host: RemoteHost, backup_path: str, retention: int, keep: str) -> list[str]:
-    """Keep the newest ``retention`` backups (always ``keep`` too); remove the rest and stale partials."""
+def prune_backups(
+    host: RemoteHost, backup_path: str, retention: int, keep: str, allowed_roots: Roots = None
+) -> list[str]:
+    """Keep the newest ``retention`` backups (always ``keep`` too); remove the rest and stale partials.
+
+    Refused (:class:`~managed_upgrade.path_policy.PathPolicyError`) unless ``backup_path`` really lies
+    under ``allowed_roots``; entries are removed with ``lstat`` semantics (a symlink is unlinked, never
+    followed).
+    """
+    confine(host, backup_path, allowed_roots, action="prune backups in")
     backups = list_backups(host, backup_path)
     ids = [descriptor["backup_id"] for descriptor in backups]
     survivors = set(ids[-retention:]) | {keep}

@@ -16,7 +16,9 @@ the host, the SQL runs in one transaction that stays open, then the files are re
 replaced ones kept aside), and only then is the transaction committed. Any failure rolls the SQL
 back, puts the replaced files back and removes what was added, and the error names the environment
 and the file or SQL line at fault. Transaction control (``BEGIN``/``COMMIT``/``ROLLBACK``) in fix SQL
-is refused, because it would break that promise.
+is refused, because it would break that promise. The install folder written to must really lie under
+the environment's allowed roots (:func:`managed_upgrade.path_policy.confine`), checked before the
+first file is written.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from managed_upgrade.database import DbTarget
 from managed_upgrade.errors import OperationError
-from managed_upgrade.readonly_sql import UnsafeQueryError, _split_statements, _tokenize
+from managed_upgrade.path_policy import Roots, confine
+from managed_upgrade.readonly_sql import UnsafeQueryError, leading_keyword, split_statements
 from managed_upgrade.remote import RemoteHost
 from managed_upgrade.safe import require
 
@@ -58,7 +61,7 @@ MAX_PATH_LENGTH = 1024
 PATH_SEGMENT_PATTERN = r"^\.?[A-Za-z0-9_@+=,~-][A-Za-z0-9._@+=,~-]{0,199}$"
 """One segment of a fix file path: letters, digits and ``. _ @ + = , ~ -`` (a leading dot for hidden
 files), never ``.`` or ``..``; at most 201 characters, so the ``.part`` sibling still fits a file name."""
-_SEGMENT = re.compile(PATH_SEGMENT_PATTERN)
+_SEGMENT = re.compile(PATH_SEGMENT_PATTERN, re.ASCII)
 
 TRANSACTION_CONTROL = frozenset({"begin", "start", "commit", "end", "rollback", "abort"})
 """First words of statements that would end or restart the one transaction a fix runs in."""
@@ -132,22 +135,22 @@ def require_fix_path(path: object) -> str:
 def check_fix_sql(sql: str) -> int:
     """The number of statements in ``sql``; :class:`FixSqlError` if it cannot run inside one transaction.
 
-    Uses the same PostgreSQL-aware lexer as the test-case query guard, so a ``COMMIT`` inside a string,
-    comment or dollar-quoted body is not mistaken for one.
+    Split by PostgreSQL's own scanner (:func:`~managed_upgrade.readonly_sql.split_statements`), so a
+    ``COMMIT`` inside a string, comment or dollar-quoted body is not mistaken for one.
     """
     if not isinstance(sql, str):
         raise FixSqlError(f"fix SQL must be text, got {type(sql).__name__}")
     if "\x00" in sql:
         raise FixSqlError("fix SQL contains a NUL character")
     try:
-        statements = _split_statements(_tokenize(sql))
+        statements = split_statements(sql)
+        keywords = [leading_keyword(statement) for statement in statements]
     except UnsafeQueryError as error:
         raise FixSqlError(f"fix SQL cannot be read: {error}") from error
-    for number, statement in enumerate(statements, start=1):
-        first = statement[0]
-        if first.kind == "word" and first.text.lower() in TRANSACTION_CONTROL:
+    for number, keyword in enumerate(keywords, start=1):
+        if keyword in TRANSACTION_CONTROL:
             raise FixSqlError(
-                f"fix SQL statement {number} starts with {first.text.upper()}: transaction control is not "
+                f"fix SQL statement {number} starts with {keyword.upper()}: transaction control is not "
                 "allowed, every fix runs in one transaction of its own (leave BEGIN/COMMIT out)"
             )
     return len(statements)
@@ -631,11 +634,20 @@ class _FileChanges:
 
 
 def apply_fix_bundle(
-    host: RemoteHost, install_path: str, database: DbTarget, bundle: FixBundle, label: str | None = None
+    host: RemoteHost,
+    install_path: str,
+    database: DbTarget,
+    bundle: FixBundle,
+    label: str | None = None,
+    allowed_roots: Roots = None,
 ) -> AppliedFix:
-    """Apply every file and SQL script of ``bundle`` to one environment, all or nothing (see module doc)."""
+    """Apply every file and SQL script of ``bundle`` to one environment, all or nothing (see module doc).
+
+    ``allowed_roots``: the environment's roots; ``install_path`` must really lie below one of them.
+    """
     started = time.monotonic()
     label = label or host.label
+    confine(host, install_path, allowed_roots, action="apply a fix to")
     root = _real_install_path(host, install_path)
     changes = _FileChanges(host, install_path, root)
     try:

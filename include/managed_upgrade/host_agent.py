@@ -20,9 +20,20 @@ Commands:
                           DIR (the archive must hold exactly what the folder holds). The three
                           overlap: the disk, not the CPU, is the bottleneck. With DUMP, stdin is
                           written to OUT/DUMP meanwhile, hashed as it arrives.
+    remove PATH [ROOT...]  delete PATH (a folder with everything in it, or a file or symlink) only if it
+                          obeys the path rules below with the ROOTs as allowed roots, both as written and
+                          as it really is (the parent's symlinks resolved with realpath, the ROOTs too);
+                          a symlink is removed itself, never followed; prints whether anything was removed
+
+The path rules (:func:`path_problem`) are also what :mod:`managed_upgrade.path_policy` applies on the
+worker, so the worker and the host refuse the same paths: never a system directory (/, /bin, /boot,
+/dev, /etc, /lib*, /proc, /root, /run, /sbin, /sys, /usr, /var except /var/opt and /var/local), never
+/home, /tmp, /opt, ... themselves, never a path through ``.ssh`` or ``.gnupg``, and, given roots, only
+strictly below one of them.
 """
 
-# ruff: noqa: PTH112, PTH113, PTH115, PTH118, PTH123, PTH202  runs on customer hosts: plain os.path
+# ruff: noqa: PTH108, PTH112, PTH113, PTH114, PTH115, PTH118, PTH119, PTH120, PTH123, PTH202, S108
+# (runs on customer hosts: plain os.path; it names /tmp to refuse it)
 
 import contextlib
 import fcntl
@@ -357,19 +368,134 @@ def backup(install, out, compression="auto", dump_name=None):
     }
 
 
+# --- where operations may write or delete ----------------------------------------------------------
+
+SYSTEM_TREES = (
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/var",
+)
+"""Never written or deleted in or below, whatever the allowed roots say (any top-level ``lib*`` too)."""
+SYSTEM_TREE_EXCEPTIONS = ("/var/opt", "/var/local")
+"""Below /var, the folders for local software and data: usable when an allowed root covers them."""
+BARE_DIRECTORIES = (
+    "/",
+    "/home",
+    "/tmp",
+    "/var/tmp",
+    "/mnt",
+    "/media",
+    "/opt",
+    "/srv",
+    "/data",
+    *SYSTEM_TREE_EXCEPTIONS,
+)
+"""Shared parents: never a folder an operation owns itself (folders below them may be)."""
+SECRET_COMPONENTS = (".ssh", ".gnupg")
+"""A path through one of these is refused anywhere: key material is never written or deleted."""
+
+
+def normalize_path(path):
+    """``path`` with ``.``, ``..`` and repeated slashes resolved lexically; None unless absolute."""
+    if not isinstance(path, str) or not path.startswith("/") or "\0" in path:
+        return None
+    return "/" + os.path.normpath(path).lstrip("/")
+
+
+def _below(path, top):
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def system_path_problem(path):
+    """Why the normalized ``path`` may never be written or deleted, whatever the roots say; or None."""
+    if path in BARE_DIRECTORIES:
+        return "is " + path + " itself; only a folder below it can be used"
+    parts = path.split("/")
+    for part in parts:
+        if part in SECRET_COMPONENTS:
+            return "goes through " + part + "; key material is never written or deleted"
+    top = "/" + parts[1]
+    if (top in SYSTEM_TREES or parts[1].startswith("lib")) and not any(
+        _below(path, allowed) for allowed in SYSTEM_TREE_EXCEPTIONS
+    ):
+        return "is in the system directory " + top
+    return None
+
+
+def root_problem(root):
+    """Why ``root`` cannot be an allowed root (/, a system directory, through .ssh); or None."""
+    normal = normalize_path(root)
+    if normal is None:
+        return "is not an absolute path"
+    if normal == "/":
+        return "is / itself; name the folders operations may use, such as /opt or /srv"
+    if normal in BARE_DIRECTORIES:
+        return None
+    return system_path_problem(normal)
+
+
+def path_problem(path, roots=None):
+    """Why ``path`` may not be written or deleted (given ``roots``: strictly below one of them); or None."""
+    normal = normalize_path(path)
+    if normal is None:
+        return "is not an absolute path"
+    problem = system_path_problem(normal)
+    if problem or roots is None:
+        return problem
+    normal_roots = [root for root in (normalize_path(root) for root in roots) if root]
+    for root in normal_roots:
+        if normal == root:
+            return "is the allowed root " + root + " itself; use a folder below it"
+    for root in normal_roots:
+        if normal.startswith(root.rstrip("/") + "/"):
+            return None
+    return "is not under the allowed roots (" + (", ".join(normal_roots) or "none given") + ")"
+
+
+def remove(path, roots=None):
+    """Delete ``path`` if the rules allow it as written and as it really is (see the module docstring)."""
+    problem = path_problem(path, roots)
+    if problem:
+        raise SystemExit("refusing to remove " + str(path) + ": it " + problem)
+    normal = normalize_path(path)
+    real = os.path.join(os.path.realpath(os.path.dirname(normal)), os.path.basename(normal))
+    real_roots = None if roots is None else [os.path.realpath(root) for root in roots]
+    problem = path_problem(real, real_roots)
+    if problem:
+        raise SystemExit("refusing to remove " + path + ": it is really " + real + ", which " + problem)
+    if not os.path.lexists(real):
+        return {"path": path, "real": real, "removed": False}
+    if os.path.isdir(real) and not os.path.islink(real):
+        shutil.rmtree(real)
+    else:
+        os.unlink(real)
+    return {"path": path, "real": real, "removed": True}
+
+
 def main(argv):
     if len(argv) in (2, 3) and argv[0] == "tree" and argv[2:] in ([], ["--no-hash"]):
         result = describe_tree(argv[1], hashes=argv[2:] != ["--no-hash"])
     elif len(argv) == 2 and argv[0] == "list":
         result = list_archive(argv[1])
-    elif len(argv) == 3 and argv[0] == "receive" and argv[2].isdigit():
+    elif len(argv) == 3 and argv[0] == "receive" and argv[2].isascii() and argv[2].isdigit():
         result = receive(argv[1], int(argv[2]))
     elif len(argv) in (4, 5) and argv[0] == "backup":
         result = backup(*argv[1:])
+    elif len(argv) >= 2 and argv[0] == "remove":
+        result = remove(argv[1], argv[2:] or None)
     else:
         raise SystemExit(
             "usage: host_agent tree DIR [--no-hash] | list ARCHIVE | receive FILE OFFSET"
-            " | backup DIR OUT auto|zstd|gzip [DUMP]"
+            " | backup DIR OUT auto|zstd|gzip [DUMP] | remove PATH [ROOT...]"
         )
     json.dump(result, sys.stdout, separators=(",", ":"))
     return 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from managed_upgrade.errors import OperationError
 from managed_upgrade.remote import RemoteHost
-from managed_upgrade.safe import VERSION_PATTERN, is_safe, require
+from managed_upgrade.safe import problem, require
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,9 @@ def read_version(host: RemoteHost, install_path: str) -> str:
         text = host.read_text(path).strip()
     except FileNotFoundError:
         raise OperationError(f"{host.label}: {path} is missing; is {install_path} an installation?") from None
-    if not is_safe("version", text):
-        raise OperationError(f"{host.label}: {path} holds {text[:80]!r}, not a version ({VERSION_PATTERN})")
+    found = problem("version", text)
+    if found is not None:
+        raise OperationError(f"{host.label}: {path} holds {text[:80]!r}: {found}")
     return text
 
 

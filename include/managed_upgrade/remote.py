@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from managed_upgrade.errors import OperationError, RemoteCommandError
+from managed_upgrade.path_policy import require_under
 
 if TYPE_CHECKING:  # paramiko is imported where a connection is made: DAG parsing never needs it
     import paramiko
@@ -280,8 +281,13 @@ class RemoteHost:
                 if not self.is_dir(directory):  # lost a race with another creator: fine if it exists now
                     raise OperationError(f"{self.label}: cannot create directory {directory}") from None
 
-    def remove_tree(self, path: str) -> None:
-        self.run(["rm", "-rf", "--", path])
+    def remove_tree(self, path: str, roots: Sequence[str] | None = None) -> bool:
+        """``rm -rf`` done by the host agent, which refuses unless ``path`` -- as written and as it really
+        is, symlinks resolved on the host -- obeys :mod:`managed_upgrade.path_policy` with ``roots``
+        (``None``: the always-refused rules only). A symlink is removed, never followed. Returns whether
+        anything was there to remove."""
+        require_under(path, roots, action="remove", label=self.label)  # the same rules, asked here first
+        return bool(self.run_agent("remove", path, *(roots or ()))["removed"])
 
     def remove_small_tree(self, path: str) -> None:
         """Remove a directory of a few files through SFTP (cheaper than a command for backup folders)."""

@@ -10,7 +10,10 @@ Order, chosen so a failure leaves the environment either untouched or fully rest
    fails);
 5. verify: ``VERSION`` equals the backup's version and ``bin/crm status`` is ok.
 
-Every :class:`RestoreError` says what is where at the moment it happened.
+Every :class:`RestoreError` says what is where at the moment it happened. Every folder it creates,
+replaces or deletes (the install folder and its two siblings) is confined to the environment's
+allowed roots (:func:`managed_upgrade.path_policy.confine`) right before, and deletions are done by the
+host agent, which checks the real path again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from managed_upgrade.database import DbTarget, restore_database
 from managed_upgrade.errors import OperationError, RestoreError
 from managed_upgrade.installation import CrmStatus, verify_running_version
 from managed_upgrade.manifest import file_sha256
+from managed_upgrade.path_policy import Roots, confine, require_under
 from managed_upgrade.remote import RemoteHost
 from managed_upgrade.safe import require
 
@@ -86,8 +90,11 @@ def _check_backup_files(host: RemoteHost, directory: str, descriptor: dict[str, 
             )
 
 
-def _unpack(host: RemoteHost, archive: str, compression: str, destination: str, manifest: list[dict]) -> None:
-    host.remove_tree(destination)
+def _unpack(
+    host: RemoteHost, archive: str, compression: str, destination: str, manifest: list[dict], roots: Roots
+) -> None:
+    confine(host, destination, roots, action="unpack a backup into")
+    host.remove_tree(destination, roots)
     host.makedirs(destination)
     flag = "--zstd" if compression == "zstd" else "--gzip"
     host.run(
@@ -103,11 +110,13 @@ def _unpack(host: RemoteHost, archive: str, compression: str, destination: str, 
         )
 
 
-def _swap_folder(host: RemoteHost, fresh: str, live: str, retired: str) -> None:
+def _swap_folder(host: RemoteHost, fresh: str, live: str, retired: str, roots: Roots) -> None:
     """``live`` -> ``retired``, ``fresh`` -> ``live``; the first rename is undone if the second fails."""
+    for path in (fresh, live, retired):
+        confine(host, path, roots, action="swap the restored folder via")
     had_live = host.exists(live)
     if had_live:
-        host.remove_tree(retired)
+        host.remove_tree(retired, roots)
         host.rename(live, retired)
     try:
         host.rename(fresh, live)
@@ -126,10 +135,16 @@ def restore_backup(
     backup_path: str,
     backup_id: str,
     database: DbTarget,
+    allowed_roots: Roots = None,
 ) -> RestoreResult:
-    """Restore the install folder and config DB of one environment from backup ``backup_id``."""
+    """Restore the install folder and config DB of one environment from backup ``backup_id``.
+
+    ``allowed_roots``: the environment's roots; every folder written or deleted must lie below one.
+    """
     started = time.monotonic()
     require("absolute path", install_path)
+    require_under(install_path, allowed_roots, action="restore", label=host.label)
+    require_under(backup_path, allowed_roots, action="restore from", label=host.label)
     require_backup_id(backup_id)
     directory = backup_dir(backup_path, backup_id)
     descriptor = read_descriptor(host, backup_path, backup_id)
@@ -148,28 +163,37 @@ def restore_backup(
     fresh = posixpath.join(parent, f".{name}.restore-{backup_id}")
     retired = posixpath.join(parent, f".{name}.retired-{backup_id}")
     tag = backup_id.rsplit("-", 1)[-1]
+    for path in (install_path, fresh, retired):  # before anything (the config DB too) is touched
+        confine(host, path, allowed_roots, action="restore")
 
     _check_backup_files(host, directory, descriptor)
     manifest = host.read_json(posixpath.join(directory, MANIFEST))["entries"]
-    _unpack(host, posixpath.join(directory, archive_name), descriptor["compression"], fresh, manifest)
+    _unpack(
+        host,
+        posixpath.join(directory, archive_name),
+        descriptor["compression"],
+        fresh,
+        manifest,
+        allowed_roots,
+    )
 
     with tempfile.TemporaryDirectory(prefix="managed-upgrade-restore-") as work:
         local_dump = Path(work) / DUMP
         host.download(posixpath.join(directory, DUMP), local_dump)
         expected = _file_entry(descriptor, DUMP)["sha256"]
         if file_sha256(local_dump) != expected:
-            host.remove_tree(fresh)
+            host.remove_tree(fresh, allowed_roots)
             raise RestoreError(
                 f"{host.label}: {directory}/{DUMP} changed on its way to the worker; nothing was changed"
             )
         try:
             restore_database(database, local_dump, tag)
         except RestoreError as exc:
-            host.remove_tree(fresh)
+            host.remove_tree(fresh, allowed_roots)
             raise RestoreError(f"{exc}; the install folder {install_path} was not changed either") from exc
 
     try:
-        _swap_folder(host, fresh, install_path, retired)
+        _swap_folder(host, fresh, install_path, retired, allowed_roots)
     except RestoreError as exc:
         raise RestoreError(
             f"{exc}. The config DB {database.dbname} IS already restored to backup {backup_id}; "
@@ -182,6 +206,6 @@ def restore_backup(
             f"restore of backup {backup_id} completed but the environment does not run: {exc}; "
             f"the folder it replaced is kept at {retired}"
         ) from exc
-    host.remove_tree(retired)
+    host.remove_tree(retired, allowed_roots)
     log.info("%s: restored %s and %s from backup %s", host.label, install_path, database.dbname, backup_id)
     return RestoreResult(backup_id, descriptor["version"], status, time.monotonic() - started)

@@ -1,20 +1,30 @@
 """What one run of a customer's upgrade uses: the config's defaults overridden by the trigger form.
 
-The trigger form's JSON schema refuses malformed values; the cross-field rules and the eligibility
-rules of the process document need the whole picture, so :func:`request_case_problems` checks them
-in the run's first task and the run fails there with every problem named.
+Every value is checked with the one vocabulary of :mod:`managed_upgrade.safe` -- the very checks the
+customer config and the trigger form's JSON schema use (:data:`REHEARSAL_SECONDS` for the rehearsal
+speed), so the form, the lint command and the run's first task refuse the same values with the same
+words. The cross-field rules and the eligibility rules of the process document need the whole picture,
+so :func:`request_case_problems` checks them in the run's first task and the run fails there with
+every problem named.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from managed_upgrade.safe import CASE_ID_PATTERN, VERSION_PATTERN, is_safe, parse_version
+from managed_upgrade.safe import NumberRange, describe, parse_version, problem
 
 MAX_REHEARSAL_SECONDS = 86_400.0
 """A rehearsal day longer than a real day would be pointless; it also bounds typos."""
+
+REHEARSAL_SECONDS = NumberRange(0, MAX_REHEARSAL_SECONDS, exclusive_minimum=True)
+"""``seconds_per_business_day``: the first task's check and the trigger form's schema."""
+
+TEXT_SETTINGS = {"case_id": "case id", "target_version": "version", "deadline_reason": "line"}
+"""Trigger-form text values and their kind in the vocabulary."""
+DATE_SETTINGS = ("earliest_start", "ideal_start", "deadline")
 
 
 @dataclass(frozen=True)
@@ -43,52 +53,46 @@ class RunSettings:
 
 
 def _as_date(field: str, value: Any, problems: list[str]) -> date | None:
-    if isinstance(value, date):
+    if isinstance(value, date) and not isinstance(value, datetime):
         return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        problems.append(f"{field}: {value!r} is not a date (YYYY-MM-DD)")
+    found = problem("date", value)
+    if found is not None:
+        problems.append(describe(field, value, found))
         return None
+    return date.fromisoformat(value)
 
 
 def settings_from_conf(conf: dict[str, Any]) -> tuple[RunSettings | None, list[str]]:
-    """Parse the run's conf (trigger form values); returns the settings or the problems found."""
+    """Parse the run's conf (trigger form values); returns the settings or the problems found.
+
+    Each problem reads ``<field>: <problem> (got <value>)``, the value shortened.
+    """
     problems: list[str] = []
-    case_id = str(conf.get("case_id", ""))
-    if not is_safe("case id", case_id):
-        problems.append(f"case_id: {case_id!r} must match {CASE_ID_PATTERN}")
-    target = str(conf.get("target_version", ""))
-    if not is_safe("version", target):
-        problems.append(f"target_version: {target!r} must match {VERSION_PATTERN}")
-    dates = {
-        key: _as_date(key, conf.get(key), problems) for key in ("earliest_start", "ideal_start", "deadline")
-    }
-    reason = str(conf.get("deadline_reason") or "").strip()
-    if not reason:
-        problems.append("deadline_reason: the request case must give the reason for the deadline")
+    texts: dict[str, str] = {}
+    for key, kind in TEXT_SETTINGS.items():
+        value = conf.get(key)
+        found = problem(kind, value)
+        if found is not None:
+            problems.append(describe(key, value, found))
+        texts[key] = value  # type: ignore[assignment]  # only used when there is no problem
+    dates = {key: _as_date(key, conf.get(key), problems) for key in DATE_SETTINGS}
     seconds = conf.get("seconds_per_business_day")
     if seconds is not None:
-        try:
-            seconds = float(seconds)
-        except (TypeError, ValueError):
-            problems.append(f"seconds_per_business_day: {seconds!r} is not a number")
-            seconds = None
+        found = REHEARSAL_SECONDS.problem(seconds)
+        if found is not None:
+            problems.append(describe("seconds_per_business_day", seconds, found))
         else:
-            if not 0 < seconds <= MAX_REHEARSAL_SECONDS:
-                problems.append(
-                    f"seconds_per_business_day: {seconds:g} must be > 0 and <= {MAX_REHEARSAL_SECONDS:g}"
-                )
+            seconds = float(seconds)
     if problems:
         return None, problems
     return (
         RunSettings(
-            case_id=case_id,
-            earliest_start=dates["earliest_start"],
-            ideal_start=dates["ideal_start"],
-            deadline=dates["deadline"],
-            deadline_reason=reason,
-            target_version=target,
+            case_id=texts["case_id"],
+            earliest_start=dates["earliest_start"],  # type: ignore[arg-type]
+            ideal_start=dates["ideal_start"],  # type: ignore[arg-type]
+            deadline=dates["deadline"],  # type: ignore[arg-type]
+            deadline_reason=texts["deadline_reason"],
+            target_version=texts["target_version"],
             seconds_per_business_day=seconds,
         ),
         [],

@@ -23,7 +23,9 @@ versions were recorded) every differing value is restored, and the report asks f
 
 Files are read and written through SFTP (atomic replace, original mode kept), never through a
 shell, and ``crm_settings`` only with parameterized SQL, so keys and values are always literal.
-A value that would break the ``key=value`` line format (line breaks, NUL) is refused.
+A value that would break the ``key=value`` line format (any line break ``str.splitlines`` knows, NUL) is
+refused. Every file written (snapshot, settings) is confined to the environment's allowed roots
+(:func:`managed_upgrade.path_policy.confine`) right before.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from managed_upgrade.backup import backup_dir
 from managed_upgrade.database import DbTarget
 from managed_upgrade.errors import OperationError
 from managed_upgrade.markdown import code, md
+from managed_upgrade.path_policy import Roots, confine
 from managed_upgrade.remote import RemoteHost
 from managed_upgrade.safe import require
 
@@ -60,6 +63,8 @@ REMOVED = "(removed by the new release)"  # reported as the "new" value of a dro
 _KEY = re.compile(r"^[^\s=:#!][^\s=]*$")
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.properties$")
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|private", re.IGNORECASE)
+_LINE_BREAKING = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00")
+"""NUL and every character ``str.splitlines`` breaks a line at: none may be inside a value."""
 
 
 def shown(key: str, value: str) -> str:
@@ -80,7 +85,7 @@ def require_key(key: str, where: str) -> str:
 
 
 def require_value(value: str, where: str) -> str:
-    if not isinstance(value, str) or any(c in value for c in "\n\r\x00"):
+    if not isinstance(value, str) or any(c in _LINE_BREAKING for c in value):
         raise SettingsError(
             f"{where}: setting value {value!r} would break the key=value format (line break or NUL)"
         )
@@ -297,7 +302,13 @@ def capture_settings(
     )
 
 
-def save_snapshot(host: RemoteHost, path: str, snapshot: SettingsSnapshot, overwrite: bool = False) -> bool:
+def save_snapshot(
+    host: RemoteHost,
+    path: str,
+    snapshot: SettingsSnapshot,
+    overwrite: bool = False,
+    allowed_roots: Roots = None,
+) -> bool:
     """Store ``snapshot`` at ``path``; an existing one is kept unless ``overwrite`` (returns whether written).
 
     Keeping the first snapshot matters on retries: a second capture after a half-run installer
@@ -306,6 +317,7 @@ def save_snapshot(host: RemoteHost, path: str, snapshot: SettingsSnapshot, overw
     if host.exists(path) and not overwrite:
         log.info("%s: keeping the existing settings snapshot %s", host.label, path)
         return False
+    confine(host, path, allowed_roots, action="write the settings snapshot to")
     host.write_json(path, snapshot.to_json())
     return True
 
@@ -325,6 +337,7 @@ def _reapply_file(
     saved: dict[str, str],
     base: Mapping[str, str] | None,
     report: ReapplyReport,
+    roots: Roots = None,
 ) -> None:
     path = posixpath.join(directory, name)
     for key, value in saved.items():
@@ -335,6 +348,7 @@ def _reapply_file(
     changes = merge_settings(name, saved, parse_properties(text), base, report)
     if changes:
         mode = (host.stat(path).st_mode or 0o644) & 0o7777 if exists else 0o644
+        confine(host, path, roots, action="re-apply settings to")
         host.write_bytes(path, set_properties(text, changes).encode(), mode=mode)
 
 
@@ -366,13 +380,16 @@ def reapply_settings(
     snapshot: SettingsSnapshot,
     base: ReleaseDefaults | None = None,
     base_problem: str | None = None,
+    allowed_roots: Roots = None,
 ) -> ReapplyReport:
     """Put every customer value of ``snapshot`` back (see the module docstring for the rules).
 
     ``base``: the defaults of the release the snapshot was taken on; without it (``base_problem``
-    says why) every value that differs is restored.
+    says why) every value that differs is restored. ``allowed_roots``: the environment's roots; every
+    settings file written must really lie below one.
     """
     require("absolute path", install_path)
+    confine(host, install_path, allowed_roots, action="re-apply settings to")
     if snapshot.install_path != install_path:
         raise SettingsError(
             f"snapshot was taken of {snapshot.install_path}, not {install_path}; refusing to apply it"
@@ -389,7 +406,7 @@ def reapply_settings(
     )
     for name, saved in sorted(snapshot.files.items()):
         old_defaults = base.files.get(name, {}) if base else None
-        _reapply_file(host, directory, name, saved, old_defaults, report)
+        _reapply_file(host, directory, name, saved, old_defaults, report, allowed_roots)
     for name in _settings_files(host, install_path):
         if name not in snapshot.files:  # a settings file the new version introduced
             values = parse_properties(host.read_text(posixpath.join(directory, name)))

@@ -8,7 +8,8 @@ name the installer reads. ``SHA256SUMS`` goes last (the installer checks the rel
 Hosts are served in parallel, one stream each; the transport for big files (see
 :mod:`managed_upgrade.transfer`) is the OpenSSH client with the connection's pinned host key unless
 it cannot be used. Small files go through the already open paramiko connection: for them a new
-OpenSSH handshake costs more than the transfer.
+OpenSSH handshake costs more than the transfer. The release directory must lie under the
+environment's allowed roots, checked on the host (symlinks resolved) before anything is written there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 from managed_upgrade.errors import ChecksumMismatchError, StagingError
+from managed_upgrade.path_policy import Roots, confine, require_under
 from managed_upgrade.release_source import CachedFile, CachedRelease
 from managed_upgrade.remote import RemoteHost
 from managed_upgrade.safe import require
@@ -42,6 +44,11 @@ class StagingTarget:
     name: str
     host: RemoteHost
     staging_path: str
+    allowed_roots: Roots = None
+    """The environment's allowed roots (``None``: only the always-refused paths are refused)."""
+
+    def __post_init__(self) -> None:
+        require_under(self.staging_path, self.allowed_roots, action="stage a release in", label=self.name)
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,7 @@ def stage_to_host(
     directory = release_directory(target.staging_path, release.version)
     sender = make_sender(target.host, transport)
     outcome = HostOutcome(target.name, directory, sender.name)
+    confine(target.host, directory, target.allowed_roots, action="stage a release in")
     target.host.makedirs(directory)
     for cached in release.files:  # SHA256SUMS is last
         result = _stage_file(target.host, sender, cached, directory)

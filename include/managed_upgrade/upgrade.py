@@ -13,6 +13,11 @@ The upgrade is split into three steps so the long middle one can run without hol
 
 :func:`roll_back` restores the backup after a failure and always raises: :class:`UpgradeRolledBackError`
 when the old version runs again, :class:`RollbackFailedError` (loud, distinct) when the restore failed.
+
+The installer writes the install folder and, like the snapshot and the detached job's files, the
+backup directory: :func:`prepare_upgrade` confines both to the plan's ``allowed_roots`` on the host
+(:func:`managed_upgrade.path_policy.confine`) before anything is written, and a roll-back restores
+under the same roots.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from managed_upgrade.errors import (
 )
 from managed_upgrade.installation import CrmStatus, crm_status, read_version
 from managed_upgrade.manifest import MANIFEST_NAME
+from managed_upgrade.path_policy import Roots, confine, require_under
 from managed_upgrade.remote import RemoteHost
 from managed_upgrade.restore import restore_backup
 from managed_upgrade.safe import parse_version, require
@@ -55,10 +61,13 @@ class UpgradePlan:
     backup_path: str
     backup_id: str
     target_version: str
+    allowed_roots: Roots = None
+    """The environment's allowed roots (``None``: only the always-refused paths are refused)."""
 
     def __post_init__(self) -> None:
         for path in (self.install_path, self.staging_path, self.backup_path):
             require("absolute path", path)
+            require_under(path, self.allowed_roots, action="upgrade with")
         require("version", self.target_version)
         require_backup_id(self.backup_id)
 
@@ -129,8 +138,11 @@ def prepare_upgrade(host: RemoteHost, plan: UpgradePlan, database: DbTarget) -> 
                 f"{host.label}: {plan.release_dir}/{name} is missing; "
                 f"stage release {plan.target_version} first"
             )
+    confine(host, plan.release_dir, plan.allowed_roots, action="run an installer from")
+    confine(host, plan.install_path, plan.allowed_roots, action="upgrade")
+    confine(host, plan.backup_dir, plan.allowed_roots, action="write the installer log and snapshot to")
     snapshot = capture_settings(host, plan.install_path, database, version=current)
-    written = save_snapshot(host, plan.snapshot_path, snapshot)
+    written = save_snapshot(host, plan.snapshot_path, snapshot, allowed_roots=plan.allowed_roots)
     return Preparation(descriptor["version"], already_upgraded=False, snapshot_written=written)
 
 
@@ -217,7 +229,9 @@ def roll_back(
     log.error("%s", failure)
     log.warning("%s: restoring backup %s after the failed upgrade", host.label, plan.backup_id)
     try:
-        restored = restore_backup(host, plan.install_path, plan.backup_path, plan.backup_id, database)
+        restored = restore_backup(
+            host, plan.install_path, plan.backup_path, plan.backup_id, database, plan.allowed_roots
+        )
     except Exception as exc:
         raise RollbackFailedError(failure, plan.backup_id, exc) from exc
     raise UpgradeRolledBackError(failure, plan.backup_id, restored.version) from failure

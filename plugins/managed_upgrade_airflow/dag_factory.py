@@ -83,6 +83,7 @@ def _preparation_backups(config: CustomerConfig, activity: Activity, **kw: Any) 
                 "install_path": env.install_path,
                 "backup_path": env.backup_path,
                 "retention": env.backup_retention,
+                "allowed_roots": list(env.allowed_roots),
             }
             for name, env in config.environments.items()
         ]

@@ -413,7 +413,12 @@ class ReviewGate(QuestionLoopOperator):
         try:
             with CrmEnvironmentHook(env.ssh_conn_id, env.db_conn_id, label=self.environment) as hook:
                 result = restore_backup(
-                    hook.get_conn(), env.install_path, env.backup_path, backup_id, hook.db_target()
+                    hook.get_conn(),
+                    env.install_path,
+                    env.backup_path,
+                    backup_id,
+                    hook.db_target(),
+                    allowed_roots=env.allowed_roots,
                 )
         except (OperationError, ValueError) as error:
             return AirflowFailException(

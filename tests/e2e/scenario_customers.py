@@ -98,6 +98,10 @@ def provision_customer(
         db_conn_id(customer_id, env): estate.db_connection(installation.db_name)
         for env, installation in installations.items()
     }
+    connections.update(
+        (test_db_conn_id(customer_id, env), estate.test_db_connection(installation.db_name))
+        for env, installation in installations.items()
+    )
     document = customer_document(customer_id, case_id, installations, extra_test_cases)
     path = folder / f"{customer_id}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -118,6 +122,11 @@ def db_conn_id(customer_id: str, env: str) -> str:
     return f"crm_{customer_id}_{env}_db"
 
 
+def test_db_conn_id(customer_id: str, env: str) -> str:
+    """The read-only role's connection to the same config DB (sql test cases run as it)."""
+    return f"crm_{customer_id}_{env}_test_db"
+
+
 def customer_document(
     customer_id: str,
     case_id: str,
@@ -136,9 +145,12 @@ def customer_document(
         env: {
             "ssh_conn_id": host_conn_id(env),
             "db_conn_id": db_conn_id(customer_id, env),
+            "test_db_conn_id": test_db_conn_id(customer_id, env),
             "install_path": str(installation.install_path),
             "staging_path": str(installation.staging_path),
             "backup_path": str(installation.backup_path),
+            # the folder holding this scenario's crm/, staging/ and backups/ (under $ESTATE_ROOT)
+            "allowed_roots": [str(installation.install_path.parent)],
         }
         for env, installation in installations.items()
     }

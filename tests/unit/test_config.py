@@ -206,8 +206,9 @@ def test_free_text_lines_reject_newlines_only() -> None:
     )
     data["contacts"]["customer"][0]["name"] = "Alice\nBcc: everyone@example.com"
     assert problems_of(data) == (
-        "acme.yaml: contacts.customer[0].name: not a valid line: use 1-500 characters on one line "
-        "(no newlines or control characters) (got 'Alice\\nBcc: everyone@example.com')",
+        "acme.yaml: contacts.customer[0].name: not a valid line: use 1-500 characters on one line, not "
+        "starting with a space (no newlines, control or invisible formatting characters, no emoji); it "
+        "contains U+000A LINE FEED, a control character (got 'Alice\\nBcc: everyone@example.com')",
     )
 
 
@@ -239,7 +240,10 @@ def test_versions_compare_numerically() -> None:
         ("11.0", "acme.yaml: versions.target: not a valid version: use major.minor.patch numbers such as "
                  "10.2.0 (got '11.0')"),
         ("11.0.0\n", "acme.yaml: versions.target: not a valid version: use major.minor.patch numbers such as "
-                     "10.2.0 (got '11.0.0\\n')"),
+                     "10.2.0; it contains U+000A LINE FEED, a control character (got '11.0.0\\n')"),
+        ("\uff11\uff11.\uff11.\uff10", "acme.yaml: versions.target: not a valid version: use "
+         "major.minor.patch numbers such as 10.2.0; it contains U+FF11 FULLWIDTH DIGIT ONE, a non-ASCII "
+         "character (got '\uff11\uff11.\uff11.\uff10')"),
     ],
 )  # fmt: skip
 def test_version_must_be_a_dotted_triple(value: object, message: str) -> None:
@@ -252,7 +256,7 @@ def test_dates_must_be_iso_dates_not_numbers() -> None:
     data = acme_data()
     data["request_case"]["deadline"] = 20270331
     assert problems_of(data) == (
-        "acme.yaml: request_case.deadline: must be a date written YYYY-MM-DD (got 20270331)",
+        "acme.yaml: request_case.deadline: not a valid date: use a date written YYYY-MM-DD (got 20270331)",
     )
     data["request_case"]["deadline"] = "2027-03-31"
     assert parse_customer_config(data, "acme.yaml", file_stem="acme").request_case.deadline == date(
@@ -355,7 +359,10 @@ def test_sql_test_case_is_one_select(query: str, accepted: bool) -> None:
         ("http://127.0.0.1:8080/health", None),
         ("https://crm.acme.example/status?full=1", None),
         ("file:///etc/passwd", "must be an http:// or https:// URL with a host"),
-        ("http://user:secret@127.0.0.1/", "must not carry credentials; use an Airflow connection"),
+        (
+            "http://user:secret@127.0.0.1/",  # pragma: allowlist secret
+            "must not carry credentials; use an Airflow connection",
+        ),
         (
             "http://127.0.0.1/a b",
             "contains characters not allowed in a URL (spaces, quotes, control characters)",
@@ -452,7 +459,8 @@ def test_parse_without_file_skips_only_the_stem_rule() -> None:
 def test_config_schema_is_available_for_tooling() -> None:
     schema = CustomerConfig.model_json_schema()
     assert schema["additionalProperties"] is False
-    assert schema["properties"]["customer_id"]["pattern"] == "^[a-z][a-z0-9_]{1,39}$"
+    assert schema["properties"]["customer_id"]["pattern"] == "^[a-z][a-z0-9_]{1,39}$(?!\\n)"
+    assert schema["properties"]["customer_id"]["maxLength"] == 40
 
 
 # --- loading a directory -------------------------------------------------------------------------

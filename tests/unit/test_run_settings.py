@@ -29,15 +29,40 @@ def test_good_conf_parses_and_round_trips():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("case_id", "cs; rm -rf /", "case_id: 'cs; rm -rf /' must match"),
-        ("target_version", "1.0; rm -rf /", "target_version: '1.0; rm -rf /' must match"),
-        ("target_version", "$(id)", "target_version: '$(id)' must match"),
-        ("deadline", "next week", "deadline: 'next week' is not a date"),
-        ("deadline_reason", "  ", "deadline_reason: the request case must give the reason"),
-        ("seconds_per_business_day", 0, "seconds_per_business_day: 0 must be > 0"),
-        ("seconds_per_business_day", "fast", "seconds_per_business_day: 'fast' is not a number"),
+        ("case_id", "cs; rm -rf /", "case_id: not a valid case id: use 3-32 upper-case letters, digits or "
+         "'-', starting with a letter (got 'cs; rm -rf /')"),
+        ("target_version", "1.0; rm -rf /", "target_version: not a valid version: use major.minor.patch "
+         "numbers such as 10.2.0 (got '1.0; rm -rf /')"),
+        ("target_version", "$(id)", "target_version: not a valid version: use major.minor.patch numbers "
+         "such as 10.2.0 (got '$(id)')"),
+        ("target_version", "\uff11\uff11.\uff11.\uff10", "target_version: not a valid version: use "
+         "major.minor.patch numbers such as 10.2.0; it contains U+FF11 FULLWIDTH DIGIT ONE, a non-ASCII "
+         "character (got '\uff11\uff11.\uff11.\uff10')"),
+        ("deadline", "next week", "deadline: not a valid date: use a date written YYYY-MM-DD "
+         "(got 'next week')"),
+        ("deadline", "20270226", "deadline: not a valid date: use a date written YYYY-MM-DD "
+         "(got '20270226')"),
+        ("deadline", "2027-02-30", "deadline: not a valid date: no such day in the calendar "
+         "(got '2027-02-30')"),
+        ("deadline_reason", "  ", "deadline_reason: not a valid line: use 1-500 characters on one line, not "
+         "starting with a space"),
+        ("deadline_reason", "freeze\x1b[2J", "deadline_reason: not a valid line: use 1-500 characters"),
+        ("seconds_per_business_day", 0, "seconds_per_business_day: must be a number above 0 to 86400 "
+         "(got 0)"),
+        ("seconds_per_business_day", "fast", "seconds_per_business_day: must be a number above 0 to 86400, "
+         "not text (got 'fast')"),
+        ("seconds_per_business_day", "12", "seconds_per_business_day: must be a number above 0 to 86400, "
+         "not text (got '12')"),
+        ("seconds_per_business_day", True, "seconds_per_business_day: must be a number above 0 to 86400, "
+         "not true/false (got True)"),
+        ("seconds_per_business_day", float("nan"), "seconds_per_business_day: must be a number above 0 to "
+         "86400, not nan (got nan)"),
+        ("seconds_per_business_day", 1e400, "seconds_per_business_day: must be a number above 0 to 86400, "
+         "not inf (got inf)"),
+        ("seconds_per_business_day", 10**400, "seconds_per_business_day: must be a number above 0 to 86400 "
+         "(got 1000000000"),
     ],
-)
+)  # fmt: skip
 def test_bad_values_are_named(field, value, message):
     settings, problems = settings_from_conf({**GOOD, field: value})
     assert settings is None

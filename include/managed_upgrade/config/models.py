@@ -1,13 +1,15 @@
 """The customer config contract: what ops write in ``include/customers/<customer_id>.yaml``.
 
-Every model forbids unknown fields, every string that may reach a shell, a file name, SQL or a mail
-header is a strict pattern type from :mod:`managed_upgrade.safe`, and cross-field rules live in model
+Every model forbids unknown fields; every string is a kind of the one vocabulary of
+:mod:`managed_upgrade.safe` (strict ASCII patterns for what may reach a shell, a file name, SQL or a mail
+header; bounded free text without control characters for names, reasons and answers), every number a
+bounded :class:`~managed_upgrade.safe.NumberRange`, every list bounded; an environment's folders lie
+under its ``allowed_roots`` (:mod:`managed_upgrade.path_policy`); and cross-field rules live in model
 validators so a config that loads is one the DAG can run.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import date
 from functools import cache
 from pathlib import PurePosixPath
@@ -20,7 +22,6 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
-    StrictInt,
     StrictStr,
     ValidationInfo,
     field_validator,
@@ -29,11 +30,15 @@ from pydantic import (
 
 from managed_upgrade.config.base import ENVIRONMENT_NAMES, EnvironmentName, StrictModel
 from managed_upgrade.config.test_cases import (
+    AllowedProgram,
     CommandTestCase,
+    HttpHost,
     HttpTestCase,
     SqlTestCase,
     TestCase,
+    environment_problems,
 )
+from managed_upgrade.path_policy import DEFAULT_ALLOWED_ROOTS, MAX_ALLOWED_ROOTS, environment_path_problems
 from managed_upgrade.process import ProcessModel, load_process_model
 from managed_upgrade.safe import (
     AbsolutePath,
@@ -42,13 +47,16 @@ from managed_upgrade.safe import (
     CustomerId,
     Email,
     Line,
+    NumberRange,
     Product,
+    Text,
     TimezoneName,
     Username,
     Version,
     field_error,
     field_errors,
     parse_version,
+    problem,
 )
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -58,15 +66,20 @@ DAG_ID_PREFIX = "managed_upgrade__"
 
 
 def _iso_date(value: Any) -> Any:
-    """Accept YAML dates and ``YYYY-MM-DD`` strings only (pydantic would read an int as a timestamp)."""
+    """Accept YAML dates and ``YYYY-MM-DD`` strings only (pydantic would read an int as a timestamp);
+    the vocabulary's ``date`` check, as the trigger form and the first task apply it."""
     if isinstance(value, date):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-        return date.fromisoformat(value)
-    raise ValueError("must be a date written YYYY-MM-DD")
+    found = problem("date", value)
+    if found is not None:
+        raise ValueError(found)
+    return date.fromisoformat(value)
 
 
 IsoDate = Annotated[date, BeforeValidator(_iso_date)]
+
+MAX_LIST = 50
+"""Lists of people, customizations, holidays, ... hold at most this many entries (test cases: 200)."""
 
 
 def _scalar_as_text(value: Any) -> Any:
@@ -91,9 +104,9 @@ class Contact(StrictModel):
 class Contacts(StrictModel):
     """Who gets told: the customer's people, the consultants and the project managers."""
 
-    customer: tuple[Contact, ...] = Field(min_length=1)
-    consultant: tuple[Contact, ...] = Field(min_length=1)
-    project_manager: tuple[Contact, ...] = Field(min_length=1)
+    customer: tuple[Contact, ...] = Field(min_length=1, max_length=MAX_LIST)
+    consultant: tuple[Contact, ...] = Field(min_length=1, max_length=MAX_LIST)
+    project_manager: tuple[Contact, ...] = Field(min_length=1, max_length=MAX_LIST)
 
 
 class RequestCase(StrictModel):
@@ -107,7 +120,7 @@ class RequestCase(StrictModel):
     access_acknowledged: StrictBool = Field(
         description="The customer acknowledges access to the development/staging system will be provided."
     )
-    customizations: tuple[Line, ...] = ()
+    customizations: tuple[Line, ...] = Field(default=(), max_length=MAX_LIST)
 
     @model_validator(mode="after")
     def _ready_to_start(self) -> RequestCase:
@@ -135,8 +148,8 @@ class Questionnaire(StrictModel):
     """The completed upgrade questionnaire: its answers, or where to find them (at least one)."""
 
     location: Line | None = Field(default=None, description="Where the answers are, e.g. a document link.")
-    answers: dict[Line, Annotated[str, BeforeValidator(_scalar_as_text), Field(max_length=10_000)]] = Field(
-        default_factory=dict
+    answers: dict[Line, Annotated[Text, BeforeValidator(_scalar_as_text)]] = Field(
+        default_factory=dict, max_length=200, description="Multi-line text answers by question."
     )
 
     @model_validator(mode="after")
@@ -179,13 +192,43 @@ class Environment(StrictModel):
     install_path: AbsolutePath
     staging_path: AbsolutePath
     backup_path: AbsolutePath
-    backup_retention: StrictInt = Field(default=3, ge=1, le=100, description="Backups kept per kind.")
+    backup_retention: Annotated[int, NumberRange(1, 100, integer=True)] = Field(
+        default=3, description="Backups kept per kind."
+    )
+    allowed_roots: tuple[AbsolutePath, ...] = Field(
+        default=DEFAULT_ALLOWED_ROOTS,
+        min_length=1,
+        max_length=MAX_ALLOWED_ROOTS,
+        description="Absolute folders on the host below which install_path, staging_path and backup_path "
+        f"must lie (default {', '.join(DEFAULT_ALLOWED_ROOTS)}); operations re-check it before they write "
+        "or delete. Whatever the roots say, / and system directories (/etc, /usr, /var except /var/opt "
+        "and /var/local, ...), /home or /tmp themselves, a root itself and any path through .ssh are "
+        "refused.",
+    )
+    test_db_conn_id: ConnId | None = Field(
+        default=None,
+        description="Connection of the read-only database role the sql test cases run as (SELECT grants "
+        "only, default_transaction_read_only = on). Without it sql cases run as db_conn_id on dev and "
+        "uat (read-only transaction) and are refused on prod.",
+    )
+    allowed_programs: tuple[AllowedProgram, ...] = Field(
+        default=(),
+        max_length=50,
+        description="Programs a command test case may run besides the installation's own (bin/crm): "
+        "names in the service user's PATH or absolute paths; never a shell or interpreter.",
+    )
+    http_hosts: tuple[HttpHost, ...] = Field(
+        default=(),
+        max_length=50,
+        description="Hosts http test cases may reach: host names, IP addresses or networks (CIDR). "
+        "Loopback, link-local and private addresses only if listed as addresses or networks.",
+    )
 
     @model_validator(mode="after")
     def _paths_apart(self) -> Environment:
         named = [("install_path", self.install_path), ("staging_path", self.staging_path),
                  ("backup_path", self.backup_path)]  # fmt: skip
-        problems = []
+        problems = environment_path_problems(self.allowed_roots, named)
         for index, (name, path) in enumerate(named):
             for other_name, other in named[:index]:
                 if _nested_or_same(path, other):
@@ -244,7 +287,7 @@ class Calendar(StrictModel):
     weekend: tuple[Weekday, ...] = ("sat", "sun")
     holiday_country: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] | None = None
     holiday_subdivision: Annotated[str, Field(pattern=r"^[A-Za-z0-9-]{1,16}$")] | None = None
-    holidays: tuple[IsoDate, ...] = ()
+    holidays: tuple[IsoDate, ...] = Field(default=(), max_length=400)
 
     @field_validator("timezone")
     @classmethod
@@ -320,20 +363,20 @@ BudgetId = Annotated[StrictStr, AfterValidator(_known_budget)]
 class Users(StrictModel):
     """Airflow user names allowed to answer the human gates of each role."""
 
-    consultant: tuple[Username, ...] = Field(min_length=1)
-    project_manager: tuple[Username, ...] = Field(min_length=1)
+    consultant: tuple[Username, ...] = Field(min_length=1, max_length=MAX_LIST)
+    project_manager: tuple[Username, ...] = Field(min_length=1, max_length=MAX_LIST)
 
 
 class FixLoop(StrictModel):
     """How many fix-and-retest rounds an environment may take before the run asks to abort."""
 
-    max_rounds: StrictInt = Field(default=5, ge=1, le=50)
+    max_rounds: Annotated[int, NumberRange(1, 50, integer=True)] = 5
 
 
 class CustomerWait(StrictModel):
     """Customer-owned gates have their own reminder budget (business days between reminders)."""
 
-    reminder_days: StrictInt = Field(default=5, ge=1, le=60)
+    reminder_days: Annotated[int, NumberRange(1, 60, integer=True)] = 5
 
 
 class Alerts(StrictModel):
@@ -343,7 +386,7 @@ class Alerts(StrictModel):
     webhook_conn_id: ConnId | None = Field(
         default=None, description="Airflow connection of a webhook (e.g. Slack) notified as well."
     )
-    cc: tuple[Email, ...] = ()
+    cc: tuple[Email, ...] = Field(default=(), max_length=MAX_LIST)
 
 
 class CustomerConfig(StrictModel):
@@ -358,10 +401,10 @@ class CustomerConfig(StrictModel):
     versions: Versions
     release_source: ReleaseSource
     environments: Environments
-    test_cases: tuple[TestCase, ...] = Field(min_length=1)
+    test_cases: tuple[TestCase, ...] = Field(min_length=1, max_length=200)
     calendar: Calendar = Calendar()
     users: Users
-    duration_overrides: dict[BudgetId, Annotated[StrictInt, Field(ge=0, le=365)]] = Field(
+    duration_overrides: dict[BudgetId, Annotated[int, NumberRange(0, 365, integer=True)]] = Field(
         default_factory=dict
     )
     fix_loop: FixLoop = FixLoop()
@@ -401,6 +444,13 @@ class CustomerConfig(StrictModel):
                 raise field_error(f"[{index}].id", f"duplicate test case id {case.id!r}")
             seen.add(case.id)
         return cases
+
+    @model_validator(mode="after")
+    def _test_cases_fit_environments(self) -> CustomerConfig:
+        problems = environment_problems(self.test_cases, self.environments.items())
+        if problems:
+            raise field_errors(problems)
+        return self
 
     @field_validator("customer_id")
     @classmethod

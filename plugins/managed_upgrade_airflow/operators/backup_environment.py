@@ -38,6 +38,8 @@ class BackupEnvironmentOperator(BaseOperator):
     :param install_path: the install folder to archive
     :param backup_path: where backups live on the host (``<backup_path>/<backup_id>/``)
     :param retention: how many verified backups of this environment to keep
+    :param allowed_roots: the environment's allowed roots: the install folder read and every folder
+        written or deleted must lie below one (``None``: only the always-refused paths are refused)
     :param ledger_conn_id: the project's ledger (``None``: do not record; tests only)
     """
 
@@ -54,6 +56,7 @@ class BackupEnvironmentOperator(BaseOperator):
         install_path: str,
         backup_path: str,
         retention: int = 3,
+        allowed_roots: Sequence[str] | None = None,
         ledger_conn_id: str | None = LEDGER_CONN_ID,
         **kwargs: Any,
     ) -> None:
@@ -65,6 +68,7 @@ class BackupEnvironmentOperator(BaseOperator):
         self.install_path = install_path
         self.backup_path = backup_path
         self.retention = retention
+        self.allowed_roots = None if allowed_roots is None else list(allowed_roots)
         self.ledger_conn_id = ledger_conn_id
 
     @classmethod
@@ -80,6 +84,7 @@ class BackupEnvironmentOperator(BaseOperator):
             install_path=env.install_path,
             backup_path=env.backup_path,
             retention=env.backup_retention,
+            allowed_roots=env.allowed_roots,
             **kwargs,
         )
 
@@ -93,6 +98,7 @@ class BackupEnvironmentOperator(BaseOperator):
                 backup_path=self.backup_path,
                 database=hook.db_target(),
                 retention=self.retention,
+                allowed_roots=self.allowed_roots,
             )
             result = create_backup(target)
         summary = result.summary()

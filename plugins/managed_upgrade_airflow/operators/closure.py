@@ -11,7 +11,7 @@ XComs are gone.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -130,6 +130,10 @@ class VerifyTargetVersionsOperator(BaseOperator):
 
 
 # --- the run's summary ----------------------------------------------------------------------------
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _iso(value: Any) -> str | None:
@@ -290,6 +294,9 @@ class SendCompletionOperator(BaseOperator):
     {version, previous_version, backups, test_rounds, fixes, signed_off, duration}}, schedule:
     planned vs actual per budget (see :func:`managed_upgrade.planned_vs_actual.planned_vs_actual`),
     email: {message_id, subject, to, cc}}``.
+
+    ``clock`` (default: the real UTC time) says when the run completes: ``completed_at``, the run's
+    elapsed time and the schedule are measured at ``clock()``; tests pass a fixed one.
     """
 
     template_fields: Sequence[str] = ()
@@ -304,9 +311,11 @@ class SendCompletionOperator(BaseOperator):
         smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
         from_email: str | None = None,
         ledger_conn_id: str = LEDGER_CONN_ID,
+        clock: Callable[[], datetime] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.clock = clock or _utc_now
         self.config = config
         self.settings_task_id = settings_task_id
         self.verify_task_id = verify_task_id
@@ -358,7 +367,7 @@ class SendCompletionOperator(BaseOperator):
             except ValueError as error:
                 raise AirflowFailException(f"{error}; {self.verify_task_id} must pass first") from error
             sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
-            now = datetime.now(UTC)
+            now = self.clock()
             schedule = planned_vs_actual(
                 self.config.process_model(),
                 calendar_for(self.config.calendar, settings.seconds_per_business_day),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from managed_upgrade.errors import OperationError
+from managed_upgrade.path_policy import confine
 from managed_upgrade.release_defaults import ReleaseDefaults, read_release_defaults
 from managed_upgrade.release_source import DirectoryReleaseSource
 from managed_upgrade.settings_snapshot import load_snapshot, reapply_settings, snapshot_path
@@ -43,6 +44,8 @@ class ReapplySettingsOperator(BaseOperator):
     :param release_conn_id: / :param product: the release repository (an ``fs`` connection) holding
         the release the snapshot was taken on, whose defaults are the merge's common ancestor
     :param cache_root: worker-side release cache (as for staging)
+    :param allowed_roots: the environment's allowed roots: settings files and the report are only
+        written below one (``None``: only the always-refused paths are refused)
     """
 
     template_fields: Sequence[str] = ("backup_id",)
@@ -60,9 +63,11 @@ class ReapplySettingsOperator(BaseOperator):
         release_conn_id: str,
         product: str,
         cache_root: str | None = None,
+        allowed_roots: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.allowed_roots = None if allowed_roots is None else list(allowed_roots)
         self.release_conn_id = release_conn_id
         self.product = product
         self.cache_root = cache_root
@@ -87,6 +92,7 @@ class ReapplySettingsOperator(BaseOperator):
             backup_id=backup_id,
             release_conn_id=config.release_source.conn_id,
             product=config.release_source.product,
+            allowed_roots=env.allowed_roots,
             **kwargs,
         )
 
@@ -111,10 +117,13 @@ class ReapplySettingsOperator(BaseOperator):
             host = hook.get_conn()
             snapshot = load_snapshot(host, path)
             base, problem = self.release_defaults(snapshot.version)
-            report = reapply_settings(host, self.install_path, hook.db_target(), snapshot, base, problem)
+            report = reapply_settings(
+                host, self.install_path, hook.db_target(), snapshot, base, problem, self.allowed_roots
+            )
             summary = report.summary()
             summary["snapshot"] = path
             summary["report"] = posixpath.join(posixpath.dirname(path), REPORT_NAME)
+            confine(host, summary["report"], self.allowed_roots, action="write the re-apply report to")
             host.write_json(summary["report"], summary)
         self.log.info(
             "%s: %d settings restored (%d also changed by the release: review), %d new defaults kept, "

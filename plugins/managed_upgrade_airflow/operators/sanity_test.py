@@ -6,6 +6,12 @@ upgrade, the re-applied settings (and on UAT/Prod the transferred fixes) as roun
 the Dev baseline so a case that already failed before is shown as pre-existing and not blamed on
 the upgrade. Every round is saved in the ledger by
 :func:`~managed_upgrade_airflow.testcase_executors.run_environment_tests`.
+
+The cases come from the customer, so every round runs them sandboxed: commands only of the
+installation or the environment's ``allowed_programs``, as its non-root service user, with a timeout and
+an output cap; queries parsed again and run as the read-only role of ``test_db_conn_id`` (refused on
+prod without one); http checks only to ``http_hosts``. A refused case is an ``error`` result, not a
+task failure.
 """
 
 from __future__ import annotations

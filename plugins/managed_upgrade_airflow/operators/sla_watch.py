@@ -14,6 +14,7 @@ is one short worker run at the start.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -52,7 +53,8 @@ class SlaWatchOperator(BaseOperator):
     :param ledger_conn_id: Airflow connection of the ledger
     :param smtp_conn_id: Airflow connection of the SMTP server for alert e-mails
 
-    XCom: ``{dag_id, run_id, outcome: "finished" | "failed" | "ended", misses: [sla_misses rows],
+    XCom: ``{dag_id, run_id, outcome: "finished" | "failed" | "ended" | "stopped", stop: {how, reason,
+    at} | None, misses: [sla_misses rows],
     reminders: [customer_reminders rows], units: [each started budget unit's final clock: budget,
     consumed and paused days, missed, overrun], sent_by_this_watcher: [...]}`` (times as ISO strings).
     """
@@ -81,6 +83,9 @@ class SlaWatchOperator(BaseOperator):
 
         ti = context["ti"]
         conf = getattr(context.get("dag_run"), "conf", None) or {}
+        started = getattr(ti, "start_date", None)
+        if not isinstance(started, datetime) or started.tzinfo is None:
+            started = datetime.now(UTC)
         return SlaWatchTrigger(
             dag_id=ti.dag_id,
             run_id=ti.run_id,
@@ -91,6 +96,8 @@ class SlaWatchOperator(BaseOperator):
             poll_seconds=self.poll_seconds,
             ledger_conn_id=self.ledger_conn_id,
             smtp_conn_id=self.smtp_conn_id,
+            task_id=ti.task_id,
+            watch_started_at=started.astimezone(UTC).isoformat(),
         )
 
     def execute(self, context: Context) -> None:
@@ -98,6 +105,10 @@ class SlaWatchOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         misses, reminders = event.get("misses", []), event.get("reminders", [])
+        if event.get("outcome") == "stopped":
+            self.log.info(
+                "the run was stopped, the SLA watch ended: %s", (event.get("stop") or {}).get("reason")
+            )
         for miss in misses:
             self.log.warning(
                 "SLA miss: %s (owner %s) ran out at %s, overrun %.2f business days",

@@ -30,8 +30,9 @@ class StageReleaseOperator(BaseOperator):
     :param release_conn_id: Airflow ``fs`` connection; its path is the release repository root
     :param product: product directory in the repository (``<root>/<product>/<version>/``)
     :param version: release to stage (templated, e.g. from the trigger form)
-    :param environments: ``{name: {"ssh_conn_id": ..., "staging_path": ...}}``; the release goes to
-        ``<staging_path>/<version>/`` on each host
+    :param environments: ``{name: {"ssh_conn_id": ..., "staging_path": ..., "allowed_roots": [...]}}``;
+        the release goes to ``<staging_path>/<version>/`` on each host, which must lie under the
+        environment's ``allowed_roots`` (optional: without them only the always-refused paths are refused)
     :param cache_root: worker-side release cache (default ``$MANAGED_UPGRADE_RELEASE_CACHE`` or the
         user's cache directory)
     :param transport: ``auto`` (OpenSSH when possible), ``openssh`` or ``paramiko``
@@ -46,7 +47,7 @@ class StageReleaseOperator(BaseOperator):
         release_conn_id: str,
         product: str,
         version: str,
-        environments: Mapping[str, Mapping[str, str]],
+        environments: Mapping[str, Mapping[str, Any]],
         cache_root: str | None = None,
         transport: str = "auto",
         **kwargs: Any,
@@ -69,7 +70,11 @@ class StageReleaseOperator(BaseOperator):
             product=config.release_source.product,
             version=version or config.versions.target,
             environments={
-                name: {"ssh_conn_id": env.ssh_conn_id, "staging_path": env.staging_path}
+                name: {
+                    "ssh_conn_id": env.ssh_conn_id,
+                    "staging_path": env.staging_path,
+                    "allowed_roots": list(env.allowed_roots),
+                }
                 for name, env in config.environments.items()
             },
             **kwargs,
@@ -99,7 +104,12 @@ class StageReleaseOperator(BaseOperator):
         }
         try:
             targets = [
-                StagingTarget(name, hooks[name].get_conn(), require("absolute path", spec["staging_path"]))
+                StagingTarget(
+                    name,
+                    hooks[name].get_conn(),
+                    require("absolute path", spec["staging_path"]),
+                    spec.get("allowed_roots"),
+                )
                 for name, spec in self.environments.items()
             ]
             report = stage_release(release, targets, transport=self.transport)  # type: ignore[arg-type]

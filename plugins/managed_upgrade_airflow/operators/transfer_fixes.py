@@ -122,7 +122,12 @@ class TransferFixesOperator(BaseOperator):
         with CrmEnvironmentHook(env.ssh_conn_id, env.db_conn_id, label=self.environment) as hook:
             try:
                 applied = apply_fix_bundle(
-                    hook.get_conn(), env.install_path, hook.db_target(), merged, label=self.environment
+                    hook.get_conn(),
+                    env.install_path,
+                    hook.db_target(),
+                    merged,
+                    label=self.environment,
+                    allowed_roots=env.allowed_roots,
                 )
             except FixBundleError as error:
                 raise AirflowFailException(

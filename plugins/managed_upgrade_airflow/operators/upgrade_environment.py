@@ -12,6 +12,7 @@ runs its old version again (a person decides what next) or needs a person now.
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import InstallerFailedError, RollbackFailedError, UpgradeRolledBackError
 from managed_upgrade.installation import crm_status
+from managed_upgrade.path_policy import confine
 from managed_upgrade.upgrade import (
     UpgradePlan,
     UpgradeResult,
@@ -39,6 +41,9 @@ if TYPE_CHECKING:
 
     from managed_upgrade.config import CustomerConfig
 
+
+_EXIT_CODE = re.compile(r"[0-9]{1,3}", re.ASCII)
+"""An exit code file's content (ASCII digits only: ``str.isdigit`` takes any script's digits)."""
 
 QUICK_FINISH_SECONDS = 15.0
 """How long the worker waits for a quick installer before deferring (see ``_wait_briefly``)."""
@@ -62,6 +67,9 @@ class UpgradeEnvironmentOperator(BaseOperator):
         :func:`~managed_upgrade_airflow.operators.backup_environment.backup_id_template`); the settings
         snapshot and the installer log are kept in it, a failure restores it
     :param target_version: the version to install (templated)
+    :param allowed_roots: the environment's allowed roots: the installation, the release and the backup
+        directory (installer log, snapshot, job files) must really lie below one; a roll-back restores
+        under them too (``None``: only the always-refused paths are refused)
     :param deferrable: wait in the triggerer (default) instead of holding a worker
     :param poll_interval: seconds between the trigger's polls of the remote job
     :param installer_timeout: give up waiting after this long (the installer is not killed, nothing
@@ -82,6 +90,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         backup_path: str,
         backup_id: str,
         target_version: str,
+        allowed_roots: Sequence[str] | None = None,
         deferrable: bool = True,
         poll_interval: int = 10,
         installer_timeout: timedelta | None = timedelta(hours=6),
@@ -98,6 +107,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         self.backup_path = backup_path
         self.backup_id = backup_id
         self.target_version = target_version
+        self.allowed_roots = None if allowed_roots is None else list(allowed_roots)
         self.deferrable = deferrable
         self.poll_interval = poll_interval
         self.installer_timeout = installer_timeout
@@ -121,12 +131,18 @@ class UpgradeEnvironmentOperator(BaseOperator):
             backup_path=env.backup_path,
             backup_id=backup_id,
             target_version=target_version or config.versions.target,
+            allowed_roots=env.allowed_roots,
             **kwargs,
         )
 
     def _plan(self) -> UpgradePlan:
         return UpgradePlan(
-            self.install_path, self.staging_path, self.backup_path, self.backup_id, self.target_version
+            self.install_path,
+            self.staging_path,
+            self.backup_path,
+            self.backup_id,
+            self.target_version,
+            tuple(self.allowed_roots) if self.allowed_roots is not None else None,
         )
 
     def _hook(self) -> CrmEnvironmentHook:
@@ -175,7 +191,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         while time.monotonic() < deadline:
             if host.exists(job["exit_code_file"]):
                 text = host.read_text(job["exit_code_file"]).strip()
-                if text.isdigit():
+                if _EXIT_CODE.fullmatch(text):
                     return int(text)
             time.sleep(0.5)
         return None
@@ -190,6 +206,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         ti = context["ti"]
         job_id = generate_job_id(ti.dag_id, ti.task_id, ti.run_id, ti.try_number)
         paths = RemoteJobPaths(job_id=job_id, remote_os="posix", base_dir=plan.job_base_dir)
+        confine(host, paths.job_dir, plan.allowed_roots, action="start the installer job in")
         wrapper = build_posix_wrapper_command(command=shlex.join(installer_argv(plan)), paths=paths)
         result = host.run(["bash", "-c", wrapper], timeout=60)
         if result.text.strip() != job_id:
@@ -239,7 +256,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         with self._hook() as hook:
             host = hook.get_conn()
             text = host.read_text(job["exit_code_file"]).strip() if host.exists(job["exit_code_file"]) else ""
-        if not text.isdigit():
+        if not _EXIT_CODE.fullmatch(text):
             raise AirflowFailException(
                 f"lost track of the installer on {self.environment}: "
                 f"no exit code in {job['exit_code_file']}. "

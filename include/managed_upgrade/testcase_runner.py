@@ -3,22 +3,31 @@
 The cases come from the customer config (a remote command, a SQL query on the configuration database,
 an HTTP check, each with an expected result). How a command or a query reaches the environment is the
 caller's business: it passes a :class:`CommandExecutor` (over SSH, ``cwd`` = install path, argv quoted
-with ``shlex.join``) and a :class:`SqlExecutor` (a ``READ ONLY`` transaction with a statement timeout).
-Both receive the per-case ``timeout`` and raise :class:`TimeoutError` when it runs out. HTTP checks use
-:class:`UrllibHttpClient` unless another :class:`HttpClient` is given.
+with ``shlex.join``, as the non-root service user) and a :class:`SqlExecutor` (the read-only test role,
+a ``READ ONLY`` transaction with a statement timeout). Both receive the per-case ``timeout`` and raise
+:class:`TimeoutError` when it runs out. HTTP checks use :class:`GuardedHttpClient` unless another
+:class:`HttpClient` is given.
 
-A case never stops the run: a wrong answer is ``failed``, an exception or a timeout is ``error``, and
-the message says what was expected and what came back.
+Every case is checked again right before it runs, whatever the config loader already said (a config
+can be copied or built without validation): the program against the environment's
+:class:`Confinement` (:func:`~managed_upgrade.config.test_cases.program_problem`), the query with
+PostgreSQL's parser (:func:`~managed_upgrade.readonly_sql.require_single_select`), the URL and every
+address it resolves to against the declared hosts (:class:`~managed_upgrade.http_policy.HttpPolicy`).
+``stdout_regex`` is matched by RE2, in linear time.
+
+A case never stops the run: a wrong answer is ``failed``, an exception, a refusal or a timeout is
+``error``, and the message says what was expected and what came back.
 """
 
 from __future__ import annotations
 
 import decimal
+import http.client
 import re
+import socket
+import ssl
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +35,8 @@ from datetime import UTC, date, datetime
 from datetime import time as clock_time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from managed_upgrade.config.test_cases import compile_stdout_regex, program_problem
+from managed_upgrade.http_policy import HttpPolicy, HttpPolicyError, IpAddress, Resolver
 from managed_upgrade.readonly_sql import UnsafeQueryError, require_single_select
 from managed_upgrade.testcase_report import CaseResult, CaseStatus, TestReport, excerpt, shorten
 
@@ -33,6 +44,7 @@ if TYPE_CHECKING:
     from managed_upgrade.config import (
         CommandExpect,
         CommandTestCase,
+        Environment,
         HttpExpect,
         HttpTestCase,
         SqlExpect,
@@ -47,9 +59,40 @@ DEFAULT_TIMEOUT = 60.0
 HTTP_BODY_LIMIT = 1024 * 1024
 """Bytes of an HTTP response body read and searched."""
 
+MAX_REDIRECTS = 5
+"""Redirects an http case follows, each hop checked like the first URL."""
+
+_REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _SHOWN_ROWS = 20
 _QUOTED_LIMIT = 120
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+
+
+class RefusedCaseError(ValueError):
+    """A case its environment does not allow (program, URL); it was not run."""
+
+
+@dataclass(frozen=True)
+class Confinement:
+    """What one environment lets its cases reach besides its installation: the environment's
+    ``allowed_programs`` and ``http_hosts``. The default allows nothing more."""
+
+    allowed_programs: tuple[str, ...] = ()
+    http_hosts: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, environment: Environment) -> Confinement:
+        return cls(tuple(environment.allowed_programs), tuple(environment.http_hosts))
+
+    @property
+    def http_policy(self) -> HttpPolicy:
+        return HttpPolicy.of(self.http_hosts)
+
+    def check_program(self, argv: Sequence[str]) -> None:
+        """Raise :class:`RefusedCaseError` unless ``argv[0]`` may run here."""
+        problem = program_problem(argv[0] if argv else None, self.allowed_programs)
+        if problem:
+            raise RefusedCaseError(problem)
 
 
 # --- what the caller provides -------------------------------------------------------------------
@@ -92,31 +135,123 @@ class HttpClient(Protocol):
     def get(self, url: str, timeout: float) -> HttpResponse: ...
 
 
-class UrllibHttpClient:
-    """:class:`HttpClient` over the standard library; only ``http`` and ``https`` URLs."""
+class GuardedHttpClient:
+    """:class:`HttpClient` that only reaches what an :class:`~managed_upgrade.http_policy.HttpPolicy` allows.
 
-    def __init__(self, body_limit: int = HTTP_BODY_LIMIT) -> None:
+    Every URL (the first and each redirect target, at most :data:`MAX_REDIRECTS`) is checked and
+    its host resolved; every address is checked and the connection made to the checked address (no
+    second lookup, no proxy), with the host name kept for ``Host`` and TLS certificate checks.
+    ``timeout`` bounds the whole exchange, redirects and body included.
+    """
+
+    def __init__(
+        self,
+        policy: HttpPolicy,
+        body_limit: int = HTTP_BODY_LIMIT,
+        max_redirects: int = MAX_REDIRECTS,
+        resolver: Resolver | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.policy = policy
         self.body_limit = body_limit
+        self.max_redirects = max_redirects
+        self.resolver = resolver
+        self.ssl_context = ssl_context or ssl.create_default_context()
 
     def get(self, url: str, timeout: float) -> HttpResponse:
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ValueError(f"only http and https URLs can be checked, not {scheme or 'a relative'} URL")
-        request = urllib.request.Request(url, method="GET")  # noqa: S310  scheme checked above
+        deadline = time.monotonic() + timeout
+        for _hop in range(self.max_redirects + 1):
+            try:
+                scheme, host, port, address = self.policy.resolve(url, self.resolver)
+            except HttpPolicyError as error:
+                raise RefusedCaseError(f"{_shown_url(url)}: {error}") from None
+            status, headers, body, truncated = self._fetch(scheme, host, port, address, url, deadline)
+            location = headers.get("Location")
+            if status in _REDIRECT_STATUSES and location:
+                url = urllib.parse.urljoin(url, location.strip())
+                continue
+            charset = headers.get_content_charset() or "utf-8"
+            try:
+                text = body.decode(charset, errors="replace")
+            except LookupError:
+                text = body.decode("utf-8", errors="replace")
+            return HttpResponse(status=status, body=text, truncated=truncated)
+        raise RefusedCaseError(f"more than {self.max_redirects} redirects; the last to {_shown_url(url)}")
+
+    def _fetch(
+        self, scheme: str, host: str, port: int, address: IpAddress, url: str, deadline: float
+    ) -> tuple[int, Any, bytes, bool]:
+        remaining = _remaining(deadline)
+        if scheme == "https":
+            connection: http.client.HTTPConnection = _PinnedHttpsConnection(
+                host, port, address, remaining, self.ssl_context
+            )
+        else:
+            connection = _PinnedHttpConnection(host, port, address, remaining)
+        parts = urllib.parse.urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
-            response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310  scheme checked above
-        except urllib.error.HTTPError as error:
-            response = error
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, TimeoutError):
-                raise TimeoutError(str(error.reason)) from error
+            connection.request(
+                "GET",
+                target,
+                headers={"User-Agent": "managed-upgrade-test-case", "Accept-Encoding": "identity"},
+            )
+            response = connection.getresponse()
+            body = bytearray()
+            while len(body) <= self.body_limit:
+                if connection.sock is not None:
+                    connection.sock.settimeout(_remaining(deadline))
+                chunk = response.read1(65536)
+                if not chunk:
+                    break
+                body += chunk
+            truncated = len(body) > self.body_limit
+            return response.status, response.headers, bytes(body[: self.body_limit]), truncated
+        except TimeoutError as error:
+            raise TimeoutError(f"timed out waiting for {host}") from error
+        finally:
+            connection.close()
+
+
+class _PinnedHttpConnection(http.client.HTTPConnection):
+    """Plain HTTP to the checked ``address``, ``Host`` still the name."""
+
+    def __init__(self, host: str, port: int, address: IpAddress, timeout: float) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._address = address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((str(self._address), self.port), self.timeout)
+
+
+class _PinnedHttpsConnection(http.client.HTTPSConnection):
+    """HTTPS to the checked ``address``; the certificate is verified for the host name."""
+
+    def __init__(
+        self, host: str, port: int, address: IpAddress, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(host, port, timeout=timeout, context=context)
+        self._address = address
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = socket.create_connection((str(self._address), self.port), self.timeout)
+        try:
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
             raise
-        with response:
-            raw = response.read(self.body_limit + 1)
-            charset = response.headers.get_content_charset() or "utf-8"
-            status = response.status
-        body = raw[: self.body_limit].decode(charset, errors="replace")
-        return HttpResponse(status=status, body=body, truncated=len(raw) > self.body_limit)
+
+
+def _remaining(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError("the case's time ran out")
+    return remaining
+
+
+def _shown_url(url: str) -> str:
+    return url if len(url) <= 200 else url[:200] + "..."
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -137,16 +272,27 @@ def run_test_cases(
     http: HttpClient | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     round: int = 0,
+    confinement: Confinement | None = None,
 ) -> TestReport:
     """Run every case that applies to ``environment``, in order, and return the round's report.
 
     ``round`` is 0 for the baseline ("Verify test cases in Dev"), then 1, 2, ... for the sanity test
     and each retest; compare later rounds with the baseline using :meth:`TestReport.compare_to`.
+    ``confinement`` is what the environment allows besides its installation (none by default);
+    ``http`` defaults to a :class:`GuardedHttpClient` of its ``http_hosts``.
     """
     started_at = datetime.now(UTC)
-    http = http or UrllibHttpClient()
+    confinement = confinement or Confinement()
     results = tuple(
-        run_test_case(case, install_path=install_path, commands=commands, sql=sql, http=http, timeout=timeout)
+        run_test_case(
+            case,
+            install_path=install_path,
+            commands=commands,
+            sql=sql,
+            http=http,
+            timeout=timeout,
+            confinement=confinement,
+        )
         for case in cases
         if applies_to(case, environment)
     )
@@ -165,18 +311,23 @@ def run_test_case(
     install_path: str,
     commands: CommandExecutor,
     sql: SqlExecutor,
-    http: HttpClient,
+    http: HttpClient | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    confinement: Confinement | None = None,
 ) -> CaseResult:
     """Run one case; never raises for a problem of the case or the environment."""
     started = time.monotonic()
+    confinement = confinement or Confinement()
     try:
-        status, message, output = _check(case, install_path, commands, sql, http, timeout)
+        http = http or GuardedHttpClient(confinement.http_policy)
+        status, message, output = _check(case, install_path, commands, sql, http, timeout, confinement)
     except TimeoutError as error:
         detail = f" ({error})" if str(error) and "timed out" not in str(error).lower() else ""
         status, message, output = CaseStatus.ERROR, f"timed out after {timeout:g} s{detail}", ""
     except UnsafeQueryError as error:
-        status, message, output = CaseStatus.ERROR, f"query rejected before running: {error}", ""
+        status, message, output = CaseStatus.ERROR, f"query refused before running: {error}", ""
+    except RefusedCaseError as error:
+        status, message, output = CaseStatus.ERROR, f"refused before running: {error}", ""
     except Exception as error:  # one broken case or host must not end the round
         status, message, output = CaseStatus.ERROR, f"{type(error).__name__}: {error}", ""
     return CaseResult(
@@ -197,11 +348,17 @@ def _check(
     sql: SqlExecutor,
     http: HttpClient,
     timeout: float,
+    confinement: Confinement,
 ) -> tuple[CaseStatus, str, str]:
     if case.kind == "command":
+        confinement.check_program(case.argv)
         return _run_command(case, commands, install_path, timeout)
     if case.kind == "sql":
         return _run_sql(case, sql, timeout)
+    try:
+        confinement.http_policy.check_url(case.url)
+    except HttpPolicyError as error:
+        raise RefusedCaseError(str(error)) from None
     return _run_http(case, http, timeout)
 
 
@@ -220,7 +377,7 @@ def _run_command(
 def evaluate_command(expect: CommandExpect, exit_code: int, stdout: str, stderr: str = "") -> list[str]:
     """Every way the command's result differs from ``expect`` (empty if it matches).
 
-    ``stdout_regex`` is searched (not matched) in multi-line mode: ``^``/``$`` anchor at lines.
+    ``stdout_regex`` is searched (not matched) by RE2 in multi-line mode: ``^``/``$`` anchor at lines.
     """
     problems = []
     expected_code = expect.exit_code
@@ -234,7 +391,7 @@ def evaluate_command(expect: CommandExpect, exit_code: int, stdout: str, stderr:
     if needle is not None and needle not in stdout:
         problems.append(f"stdout does not contain {_quote(needle)}; stdout was {_quote(stdout)}")
     pattern = expect.stdout_regex
-    if pattern is not None and not re.search(pattern, stdout, re.MULTILINE):
+    if pattern is not None and not compile_stdout_regex(pattern).search(stdout):
         problems.append(f"stdout does not match /{pattern}/; stdout was {_quote(stdout)}")
     return problems
 

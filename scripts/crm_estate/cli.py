@@ -20,7 +20,8 @@ def _say(message: str) -> None:
 
 def _cmd_up(_args: argparse.Namespace) -> int:
     report = estate_mod.status()
-    if all(item.healthy for item in report):
+    outdated = any(item.detail.startswith("outdated") for item in report)
+    if all(item.healthy for item in report) and not outdated:
         print(f"estate at {root_from_env()} is already up and healthy")
         return 0
     estate = estate_mod.up(say=_say)

@@ -34,13 +34,14 @@ def ssh_connection(host: HostState, user: str, client_key: Path) -> dict[str, An
     }
 
 
-def postgres_connection(pg: PgState, dbname: str) -> dict[str, Any]:
+def postgres_connection(pg: PgState, dbname: str, login: str | None = None) -> dict[str, Any]:
+    """The config DB ``dbname`` as the estate's admin user, or as ``login`` (the read-only test role)."""
     return {
         "conn_type": "postgres",
-        "description": f"config DB {dbname}",
+        "description": f"config DB {dbname}" + (f", read-only test role {login}" if login else ""),
         "host": pg.host,
         "port": pg.port,
-        "login": pg.user,
+        "login": login or pg.user,
         "schema": dbname,
     }
 

@@ -29,6 +29,7 @@ class CustomerEnvironment:
     env: str
     ssh_conn_id: str
     db_conn_id: str
+    test_db_conn_id: str | None
     install_path: Path
     staging_path: Path
     backup_path: Path
@@ -55,6 +56,7 @@ def _from_config(config: CustomerConfig, source: Path) -> EstateCustomer:
             env=env,
             ssh_conn_id=spec.ssh_conn_id,
             db_conn_id=spec.db_conn_id,
+            test_db_conn_id=spec.test_db_conn_id,
             install_path=Path(spec.install_path),
             staging_path=Path(spec.staging_path),
             backup_path=Path(spec.backup_path),

@@ -4,10 +4,17 @@ Uses the machine's server on 127.0.0.1:5432 when it answers (``ESTATE_PG_HOST``/
 override), otherwise starts a private trust-auth cluster under ``<root>/pg`` on a loopback port.
 Every database the estate creates carries a comment naming the estate root, so ``down --purge``
 drops exactly the estate's databases and nothing else.
+
+Customer test queries run as a read-only role of the estate's own (:func:`reader_role`, one per estate
+root, since roles are server-wide): a login with SELECT on the config databases' tables and nothing
+else, ``default_transaction_read_only``, a statement timeout and no file, network (dblink) or admin
+functions (:meth:`PgServer.ensure_reader_role`, :meth:`PgServer.grant_reader`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import pwd
 import re
@@ -17,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as PgConnection
 
@@ -96,6 +104,77 @@ class PgServer:
         finally:
             conn.close()
 
+    def ensure_reader_role(self, role: str) -> None:
+        """Create ``role`` if missing and (re)apply its attributes and settings (:data:`READER_SETTINGS`)."""
+        check_db_name(role)
+        conn = self._admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if cur.fetchone() is None:
+                    # another estate process may create it at the same moment
+                    with contextlib.suppress(psycopg2.errors.DuplicateObject):
+                        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+                for statement in _reader_role_sql(role):
+                    cur.execute(statement)
+        finally:
+            conn.close()
+
+    def role_exists(self, role: str) -> bool:
+        conn = self.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                return cur.fetchone() is not None
+        finally:
+            conn.close()
+
+    def grant_reader(self, db_name: str, role: str) -> None:
+        """Let ``role`` read ``db_name``'s tables and nothing more (CONNECT, USAGE on public, SELECT).
+
+        PUBLIC loses its default CONNECT and TEMP on the database and EXECUTE on the functions of
+        schema ``public`` (where extensions such as dblink land), now and for objects the estate's
+        user creates later; tables the installer adds later are readable through default privileges.
+        """
+        check_db_name(db_name)
+        check_db_name(role)
+        database, reader, owner = sql.Identifier(db_name), sql.Identifier(role), sql.Identifier(self.user)
+        conn = self._admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(database))
+                cur.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(database, reader))
+        finally:
+            conn.close()
+        conn = self.connect(db_name)
+        try:
+            with conn, conn.cursor() as cur:
+                for statement in (
+                    "REVOKE ALL ON SCHEMA public FROM PUBLIC",
+                    "GRANT USAGE ON SCHEMA public TO {reader}",
+                    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}",
+                    "REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA public FROM PUBLIC",
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public"
+                    " GRANT SELECT ON TABLES TO {reader}",
+                    "ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC",
+                ):
+                    cur.execute(sql.SQL(statement).format(reader=reader, owner=owner))
+        finally:
+            conn.close()
+
+    def drop_role(self, role: str) -> bool:
+        """Drop ``role`` if it exists and nothing depends on it any more; False if it is still in use."""
+        check_db_name(role)
+        conn = self._admin()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        except psycopg2.errors.DependentObjectsStillReferenced:
+            return False
+        finally:
+            conn.close()
+        return True
+
     def tagged_databases(self, owner_tag: str) -> list[str]:
         conn = self.connect()
         try:
@@ -108,6 +187,60 @@ class PgServer:
                 return [row[0] for row in cur.fetchall()]
         finally:
             conn.close()
+
+
+READER_SETTINGS: dict[str, str] = {
+    "default_transaction_read_only": "on",
+    "statement_timeout": "30s",
+    "lock_timeout": "2s",
+    "idle_in_transaction_session_timeout": "60s",
+    "temp_file_limit": "64MB",
+    "work_mem": "16MB",
+    "search_path": "pg_catalog, public",
+}
+"""Session defaults of the read-only role (the test-case executor sets tighter ones per query)."""
+
+READER_CONNECTION_LIMIT = 20
+
+PREDEFINED_POWER_ROLES = (
+    "pg_read_server_files",
+    "pg_write_server_files",
+    "pg_execute_server_program",
+    "pg_signal_backend",
+    "pg_read_all_data",
+    "pg_write_all_data",
+    "pg_monitor",
+    "pg_read_all_settings",
+)
+"""Built-in roles that would let the reader read files, run programs, signal sessions or read other
+databases; it must be a member of none (revoked explicitly, in case someone granted one)."""
+
+
+def reader_role(layout: EstateLayout) -> str:
+    """The read-only role of the estate at ``layout`` (roles are per server: one name per estate root)."""
+    digest = hashlib.sha256(str(layout.root).encode()).hexdigest()[:10]
+    return f"crm_tc_reader_{digest}"
+
+
+def _reader_role_sql(role: str) -> list[sql.Composable]:
+    """Statements that make ``role`` exactly the read-only test login (idempotent after CREATE)."""
+    name = sql.Identifier(role)
+    statements: list[sql.Composable] = [
+        sql.SQL(
+            "ALTER ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS "
+            "CONNECTION LIMIT {}"
+        ).format(name, sql.Literal(READER_CONNECTION_LIMIT)),
+    ]
+    statements += [
+        sql.SQL("ALTER ROLE {} SET {} = {}").format(name, sql.Identifier(key), sql.Literal(value))
+        for key, value in READER_SETTINGS.items()
+        if key != "search_path"
+    ]
+    statements.append(sql.SQL("ALTER ROLE {} SET search_path = pg_catalog, public").format(name))
+    statements += [
+        sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(power), name) for power in PREDEFINED_POWER_ROLES
+    ]
+    return statements
 
 
 def owner_tag(layout: EstateLayout) -> str:

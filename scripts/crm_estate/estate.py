@@ -3,11 +3,15 @@
 ``up``/``down``/``status``/``reset`` back the ``scripts/estate`` command; ``Estate`` is what tests
 and benchmarks hold: ports, pinned host keys, client key, SSH and PostgreSQL access, isolated
 installations and fault injection.
+
+Least privilege, as on a customer's host: run as root, the hosts' SSH login is the unprivileged
+service user (:mod:`crm_estate.service_user`), which owns the install roots, staging and backup folders
+and nothing else; customer test queries use a read-only database role of the estate's own
+(:func:`crm_estate.database.reader_role`) through their own connections (``test_db_conn_id``).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
@@ -37,9 +41,21 @@ from crm_estate.layout import (
     base_port_from_env,
     root_from_env,
 )
+from crm_estate.service_user import (
+    SERVICE_USER,
+    ServiceUser,
+    current_user,
+    ensure_service_user,
+    hand_over,
+    make_traversable,
+    share_with_service_user,
+)
 from crm_estate.state import EstateState, HostState, PgState, exclusive_lock, read_state, write_state
 
 PROVISIONING_WORKERS = 4
+INSTALL_ROOTS = ("crm", "staging", "backups", "isolated")
+"""Folders of each host the service user owns (installations, staged releases, backups, and the
+isolated installations and scratch folders of tests)."""
 Say = Callable[[str], None]
 
 
@@ -71,6 +87,7 @@ class Estate:
     def __init__(self, layout: EstateLayout, state: EstateState) -> None:
         self.layout = layout
         self.state = state
+        self._reader_ready = False
 
     @cached_property
     def customers(self) -> list[EstateCustomer]:
@@ -94,7 +111,18 @@ class Estate:
 
     @property
     def user(self) -> str:
+        """The hosts' SSH login: the unprivileged service user (or the estate's own non-root user)."""
         return self.state.user
+
+    @property
+    def reader_role(self) -> str:
+        """The read-only database role customer test queries run as."""
+        return database.reader_role(self.layout)
+
+    @cached_property
+    def service_user(self) -> ServiceUser:
+        """Who owns the installations on the hosts (whom :attr:`user` logs in as)."""
+        return _service_user_named(self.user)
 
     @property
     def hosts(self) -> dict[str, HostState]:
@@ -136,6 +164,12 @@ class Estate:
     def db_connection(self, dbname: str) -> dict[str, Any]:
         return conn_files.postgres_connection(self.state.pg, database.check_db_name(dbname))
 
+    def test_db_connection(self, dbname: str) -> dict[str, Any]:
+        """``dbname`` as the read-only test role (what ``test_db_conn_id`` connections hold)."""
+        return conn_files.postgres_connection(
+            self.state.pg, database.check_db_name(dbname), login=self.reader_role
+        )
+
     def connections(self) -> dict[str, dict[str, Any]]:
         """Every connection the estate serves: per host, per customer environment, the releases."""
         result = {host_conn_id(env): self.ssh_connection(env) for env in ENVIRONMENTS}
@@ -145,6 +179,8 @@ class Estate:
             for env, spec in customer.environments.items():
                 result[spec.ssh_conn_id] = self.ssh_connection(env)
                 result[spec.db_conn_id] = self.db_connection(customer.db_name(env))
+                if spec.test_db_conn_id:
+                    result[spec.test_db_conn_id] = self.test_db_connection(customer.db_name(env))
         return result
 
     def connections_env(self, extra: dict[str, dict[str, Any]] | None = None) -> dict[str, str]:
@@ -179,7 +215,8 @@ class Estate:
             Path(backup_path or install_path.with_name(install_path.name + ".backups")), "backup_path"
         )
         self.ensure_release(version)
-        return provision_installation(
+        self.ensure_reader_role()
+        installation = provision_installation(
             server=self.pg,
             release_dir=self.release_dir(version),
             owner_tag=database.owner_tag(self.layout),
@@ -190,7 +227,28 @@ class Estate:
             staging_path=staging_path,
             backup_path=backup_path,
             db_name=db_name,
+            reader_role=self.reader_role,
         )
+        self.hand_over(install_path, staging_path, backup_path)
+        return installation
+
+    def ensure_reader_role(self) -> None:
+        """Create the read-only test role if it is missing (once per Estate object; ``up`` refreshes it)."""
+        if self._reader_ready:
+            return
+        with exclusive_lock(self.layout.lock_file):
+            if not self.pg.role_exists(self.reader_role):
+                self.pg.ensure_reader_role(self.reader_role)
+        self._reader_ready = True
+
+    def hand_over(self, *paths: Path) -> None:
+        """Give ``paths`` (and their own parent folders) to the service user; no-op unless run as root."""
+        hand_over(self.service_user, paths, _hand_over_stops(self.layout))
+
+    def share_with_service_user(self) -> None:
+        """For a root process that writes into the hosts' folders (tests, demos): what it creates stays
+        changeable by the service user (group-writable, in its set-group-id folders)."""
+        share_with_service_user(self.service_user)
 
     def create_isolated_installation(self, env: str = "dev", version: str = "10.2.0") -> Installation:
         """A fresh installation + DB with unique names, for one test (remove with remove_installation)."""
@@ -232,6 +290,7 @@ class Estate:
         source = self.ensure_release(version)
         for name in (releases.INSTALLER, releases.PAYLOAD, releases.CHECKSUMS):
             shutil.copy2(source / name, staging_path / name)
+        self.hand_over(staging_path)
         return staging_path / releases.INSTALLER
 
     def crm_status(self, install_path: Path) -> tuple[int, dict[str, Any]]:
@@ -283,6 +342,12 @@ class Estate:
         pg_up = pg.reachable()
         pg_detail = f"{self.state.pg.mode} server {pg.host}:{pg.port} user {pg.user}"
         report.append(ComponentStatus("postgresql", pg_up, pg_detail))
+        outdated = self.least_privilege_problems() if pg_up else []
+        detail = f"SSH login {self.user}, test role {self.reader_role}"
+        if outdated:
+            detail = "outdated, run `scripts/estate up`: " + "; ".join(outdated[:3])
+        # an estate from before the service user still works: reported, never a reason to restart it
+        report.append(ComponentStatus("least privilege", True, detail))
         for version in self._wanted_versions():
             problems = releases.release_problems(self.releases_dir, version)
             report.append(
@@ -309,6 +374,28 @@ class Estate:
         report.append(ComponentStatus("connections", not missing, ", ".join(missing) or str(files[0])))
         return report
 
+    def least_privilege_problems(self) -> list[str]:
+        """What an estate made before the service user and the test role lacks (``up`` adds it).
+
+        Reported, not counted as unhealthy: such an estate still works (its login is root; command
+        test cases then drop to ``nobody``), and a test session must not restart a running estate.
+        """
+        problems = []
+        if not self.pg.role_exists(self.reader_role):
+            problems.append(f"read-only test role {self.reader_role} missing")
+        if os.geteuid() != 0:
+            return problems
+        if self.user != SERVICE_USER:
+            return [*problems, f"SSH login is {self.user}, not the service user {SERVICE_USER}"]
+        user = self.service_user
+        for env in ENVIRONMENTS:
+            for name in INSTALL_ROOTS:
+                folder = self.layout.host_dir(env) / name
+                info = folder.stat() if folder.exists() else None
+                if info is None or info.st_uid != user.uid or not info.st_mode & 0o2000:
+                    problems.append(f"{folder} is not {SERVICE_USER}'s set-group-id folder")
+        return problems
+
     def _wanted_versions(self) -> list[str]:
         wanted = set(KNOWN_VERSIONS)
         for customer in self.customers:
@@ -317,6 +404,33 @@ class Estate:
 
     def _customers_inside_root(self) -> list[EstateCustomer]:
         return [customer for customer in self.customers if _outside_root(self.layout, customer) is None]
+
+
+def _service_user_named(name: str) -> ServiceUser:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return current_user()
+    return ServiceUser(entry.pw_name, entry.pw_uid, entry.pw_gid, Path(entry.pw_dir))
+
+
+def _hand_over_stops(layout: EstateLayout) -> list[Path]:
+    """Folders that stay root's: the root, ``hosts``, each host folder and its ``isolated`` folder."""
+    stops = [layout.root, layout.root / "hosts"]
+    for env in ENVIRONMENTS:
+        stops += [layout.host_dir(env), layout.host_dir(env) / "isolated"]
+    return stops
+
+
+def _prepare_install_roots(layout: EstateLayout, user: ServiceUser) -> None:
+    """``<host>/crm``, ``staging``, ``backups`` and ``isolated``, owned by the service user."""
+    for env in ENVIRONMENTS:
+        roots = [layout.host_dir(env) / name for name in INSTALL_ROOTS]
+        for folder in roots:
+            folder.mkdir(parents=True, exist_ok=True)
+        hand_over(user, roots, _hand_over_stops(layout))
 
 
 def _outside_root(layout: EstateLayout, customer: EstateCustomer) -> str | None:
@@ -367,7 +481,7 @@ def _ensure_pg(layout: EstateLayout, prior: EstateState | None, base_port: int) 
 
 
 def _ensure_sshd(layout: EstateLayout, env: str, port: int, user: str, say: Say) -> None:
-    wanted_config = sshd.render_config(layout, env, port)
+    wanted_config = sshd.render_config(layout, env, port, user)
     config_file = layout.sshd_config(env)
     current_config = config_file.read_text() if config_file.exists() else None
     if sshd.running_pid(layout, env) is not None:
@@ -381,7 +495,7 @@ def _ensure_sshd(layout: EstateLayout, env: str, port: int, user: str, say: Say)
         else:
             say(f"sshd {env}: configuration changed; restarting")
         sshd.stop(layout, env)
-    sshd.start(layout, env, port)
+    sshd.start(layout, env, port, user)
     sshd.wait_until_answering(port, user, layout.client_key, layout.known_hosts)
     say(f"sshd {env}: started on {LOOPBACK}:{port}")
 
@@ -389,6 +503,13 @@ def _ensure_sshd(layout: EstateLayout, env: str, port: int, user: str, say: Say)
 def _installation_present(estate: Estate, customer: EstateCustomer, env: str) -> bool:
     spec = customer.environments[env]
     return (spec.install_path / "VERSION").exists() and estate.pg.database_exists(customer.db_name(env))
+
+
+def _refresh_installation(estate: Estate, customer: EstateCustomer, env: str) -> None:
+    """A kept installation gets what a new one would: the service user's ownership, the reader's grants."""
+    spec = customer.environments[env]
+    estate.hand_over(spec.install_path, spec.staging_path, spec.backup_path)
+    estate.pg.grant_reader(customer.db_name(env), estate.reader_role)
 
 
 def _provision_customer_env(estate: Estate, customer: EstateCustomer, env: str) -> Installation:
@@ -410,9 +531,15 @@ def up(root: str | os.PathLike[str] | None = None, base_port: int | None = None,
     layout.root.mkdir(parents=True, exist_ok=True)
     with exclusive_lock(layout.lock_file):
         prior = read_state(layout.state_file)
-        user = getpass.getuser()
+        service_user = ensure_service_user()
+        user = service_user.name
         port = _resolve_base_port(prior, base_port)
         host_keys = _prepare_keys(layout, user)
+        _prepare_install_roots(layout, service_user)
+        for folder in make_traversable(service_user, layout.root):
+            say(f"{folder}: made enterable (o+x) so {user} can reach the estate root")
+        if not service_user.is_current_user:
+            say(f"service user: {user} (uid {service_user.uid}) owns the install roots; SSH logins as {user}")
         hosts = {env: HostState(env, port + index, host_keys[env]) for index, env in enumerate(ENVIRONMENTS)}
         _write_known_hosts(layout, hosts)
         pg_state = _ensure_pg(layout, prior, port)
@@ -422,6 +549,9 @@ def up(root: str | os.PathLike[str] | None = None, base_port: int | None = None,
         estate = Estate(layout, state)
         customers, errors = load_estate_customers()
         estate.customers = customers  # reuse the list just loaded
+        estate.pg.ensure_reader_role(estate.reader_role)
+        estate._reader_ready = True
+        say(f"read-only test role: {estate.reader_role}")
         for version in estate._wanted_versions():
             built = releases.ensure_release(layout.releases_dir, version)
             say(f"release {version}: {'built' if built else 'present'}")
@@ -437,6 +567,7 @@ def up(root: str | os.PathLike[str] | None = None, base_port: int | None = None,
                 continue
             for env in ENVIRONMENTS:
                 if _installation_present(estate, customer, env):
+                    _refresh_installation(estate, customer, env)
                     say(f"installation {customer.customer_id}/{env}: present (kept; `reset` re-provisions)")
                 else:
                     missing.append((customer, env))
@@ -496,6 +627,9 @@ def down(root: str | os.PathLike[str] | None = None, purge: bool = False, say: S
                 for name in server.tagged_databases(database.owner_tag(layout)):
                     server.drop_database(name)
                     say(f"database {name}: dropped")
+                role = database.reader_role(layout)
+                dropped = server.drop_role(role)
+                say(f"role {role}: {'dropped' if dropped else 'kept (still granted on a database)'}")
         if state is not None and state.pg.mode == "private" and database.stop_private_cluster(state.pg):
             say("postgresql: private cluster stopped")
     if purge:

@@ -14,6 +14,10 @@ step (exit 3) after the earlier steps did their damage; a line ``slow:N`` makes 
 seconds longer (like ``--slow N``).
 
 Exit codes: 0 upgraded, 1 failed, 2 refused by preflight (nothing changed), 3 injected fault.
+
+Like a careful vendor installer it leaves nothing behind that the installation's owner (the host's
+service user) cannot change: started as root on an installation root does not own, it gives every file
+it wrote back to that owner when it ends.
 """
 
 from __future__ import annotations
@@ -427,6 +431,20 @@ def run(install_path: Path, log_path: Path | None, slow: float) -> int:
     return 0
 
 
+def give_back(install_path: Path) -> None:
+    """Run as root on an installation another user owns: hand what root created back to that owner."""
+    if os.geteuid() != 0 or not install_path.is_dir():
+        return
+    owner = install_path.stat()
+    if owner.st_uid == 0:
+        return
+    for directory, folders, files in os.walk(install_path):
+        for name in (*folders, *files):
+            path = Path(directory) / name
+            if path.lstat().st_uid == 0:
+                os.chown(path, owner.st_uid, owner.st_gid, follow_symlinks=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="aurea-crm installer (upgrades an installation in place)")
     parser.add_argument("--install-path", required=True, type=Path, help="the installation to upgrade")
@@ -437,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not install_path.is_dir():
             raise InstallerError(f"install path {install_path} does not exist", EXIT_REFUSED)
-        return run(install_path, args.log, args.slow)
+        try:
+            return run(install_path, args.log, args.slow)
+        finally:
+            give_back(install_path)
     except InstallerError as exc:
         log(f"FAILED (exit {exc.exit_code}): {exc}")
         return exc.exit_code

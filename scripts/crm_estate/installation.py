@@ -85,9 +85,15 @@ def _extract_release_files(release_dir: Path, install_path: Path) -> None:
 
 
 def provision_config_db(
-    server: PgServer, db_name: str, version: str, customer_id: str, owner_tag: str
+    server: PgServer,
+    db_name: str,
+    version: str,
+    customer_id: str,
+    owner_tag: str,
+    reader_role: str | None = None,
 ) -> None:
-    """Create the DB fresh: baseline schema, business data, later migrations, settings, version."""
+    """Create the DB fresh: baseline schema, business data, later migrations, settings, version; then
+    let ``reader_role`` (the read-only test role) read it."""
     check_db_name(db_name)
     content = release_content(version)
     server.create_database(db_name, owner_tag)
@@ -117,6 +123,8 @@ def provision_config_db(
             cur.executemany("INSERT INTO crm_settings (key, value) VALUES (%s, %s)", sorted(settings.items()))
     finally:
         conn.close()
+    if reader_role is not None:
+        server.grant_reader(db_name, reader_role)
 
 
 def provision_installation(
@@ -131,6 +139,7 @@ def provision_installation(
     staging_path: Path,
     backup_path: Path,
     db_name: str,
+    reader_role: str | None = None,
 ) -> Installation:
     """(Re)create the installation at ``install_path`` and its config DB at ``version``.
 
@@ -144,7 +153,7 @@ def provision_installation(
     _write_settings(install_path, customer_id, server, db_name)
     staging_path.mkdir(parents=True, exist_ok=True)
     backup_path.mkdir(parents=True, exist_ok=True)
-    provision_config_db(server, db_name, version, customer_id, owner_tag)
+    provision_config_db(server, db_name, version, customer_id, owner_tag, reader_role)
     return Installation(
         customer_id=customer_id,
         env=env,

@@ -551,6 +551,8 @@ def _private_customer(directory: Path, root: Path, customer_id: str) -> None:
             spec[field] = (
                 spec[field].replace("/tmp/crm-estate", str(root)).replace("/acme", f"/{customer_id}")
             )
+        spec["allowed_roots"] = [path.replace("/tmp/crm-estate", str(root)) for path in spec["allowed_roots"]]
+        spec["test_db_conn_id"] = f"crm_{customer_id}_{env}_test_db"
     directory.mkdir()
     (directory / f"{customer_id}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 

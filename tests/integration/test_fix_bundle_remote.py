@@ -99,7 +99,7 @@ def test_files_are_captured_with_mode_size_and_checksum(dev):
     )
 
     assert [(item.path, item.mode, item.size) for item in files] == [
-        ("settings/report.properties", 0o644 & ~_umask(), 26),
+        ("settings/report.properties", 0o666 & ~_umask(), 26),  # what write_text creates
         ("bin/repair-index", 0o750, 24),
     ]
     assert files[0].data == b"report.export.format=xlsx\n"

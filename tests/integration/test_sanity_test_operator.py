@@ -135,7 +135,7 @@ def test_baseline_then_sanity_test_on_dev_after_a_real_upgrade(
     types = {
         case.get("name").split(":")[0]: case[0].get("type") for case in suite.iter("testcase") if len(case)
     }
-    assert types["password_policy"] == "regression"
+    assert types["password_policy"] == "regression"  # pragma: allowlist secret
     assert types["loyalty_module"] == "pre_existing"
     assert "| `loyalty_module` Loyalty module installed | failed (pre-existing) |" in rows[1]["markdown"]
     assert rows[1]["markdown"].startswith("**4 of 6 passed** on dev, round 1, compared with the dev baseline")
@@ -205,7 +205,13 @@ def test_an_unreachable_config_database_fails_the_task_too(
     missing_db = airflow_connections.add(
         "missing_dev_db", {**estate.db_connection(installations["dev"].db_name), "schema": "crm_no_such_db"}
     )
-    dev = config.environments.dev.model_copy(update={"db_conn_id": missing_db})
+    missing_test_db = airflow_connections.add(  # what the sql cases use: the read-only role's connection
+        "missing_dev_test_db",
+        {**estate.test_db_connection(installations["dev"].db_name), "schema": "crm_no_such_db"},
+    )
+    dev = config.environments.dev.model_copy(
+        update={"db_conn_id": missing_db, "test_db_conn_id": missing_test_db}
+    )
     config = config.model_copy(update={"environments": config.environments.model_copy(update={"dev": dev})})
     with pytest.raises(EnvironmentUnreachableError, match=r"crm_no_such_db"):
         SanityTestOperator(task_id="sanity_test", config=config, environment="dev").execute(

@@ -1,9 +1,12 @@
-"""The test-case runner: every expectation kind, every mismatch message, and cases that go wrong."""
+"""The test-case runner: every expectation kind, every mismatch message, cases that go wrong, and the
+confinement every case is checked against again right before it runs."""
 
 from __future__ import annotations
 
 import datetime as dt
 import http.server
+import ipaddress
+import re
 import socket
 import threading
 import time
@@ -13,14 +16,17 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from managed_upgrade.config import TestCase
+from managed_upgrade.http_policy import HttpPolicy
 from managed_upgrade.testcase_report import CaseStatus
 from managed_upgrade.testcase_runner import (
     CommandResult,
+    Confinement,
+    GuardedHttpClient,
     HttpResponse,
-    UrllibHttpClient,
+    RefusedCaseError,
     applies_to,
     run_test_case,
     run_test_cases,
@@ -28,6 +34,8 @@ from managed_upgrade.testcase_runner import (
 )
 
 INSTALL_PATH = "/srv/crm/acme"
+CONFINED = Confinement(allowed_programs=("ls", "x", "true", "sleep"), http_hosts=("127.0.0.1",))
+"""What the environment of these tests allows besides its installation."""
 
 
 def case(**fields: Any) -> Any:
@@ -65,14 +73,22 @@ class FakeSql:
         return self.rows
 
 
-def run_one(test_case: Any, commands: Any = None, sql: Any = None, http: Any = None, timeout: float = 5.0):
+def run_one(
+    test_case: Any,
+    commands: Any = None,
+    sql: Any = None,
+    http: Any = None,
+    timeout: float = 5.0,
+    confinement: Confinement = CONFINED,
+):
     return run_test_case(
         test_case,
         install_path=INSTALL_PATH,
         commands=commands or FakeCommands(),
         sql=sql or FakeSql(),
-        http=http or UrllibHttpClient(),
+        http=http,
         timeout=timeout,
+        confinement=confinement,
     )
 
 
@@ -227,21 +243,31 @@ def test_a_null_scalar_matches_only_null() -> None:
     assert result.message == "expected None, got 'None'"
 
 
-@pytest.mark.parametrize(
-    "query",
-    [
-        "select * into crm_copy from crm_settings",
-        "with gone as (delete from crm_settings returning *) select count(*) from gone",
-        "select * from crm_settings for update",
-        "select set_config('default_transaction_read_only', 'off', false)",
-    ],
-)
-def test_an_unsafe_query_never_reaches_the_database(query: str) -> None:
+UNSAFE_QUERIES = [
+    ("select * into crm_copy from crm_settings", "SELECT INTO would create a table"),
+    ("with gone as (delete from crm_settings returning *) select count(*) from gone", "modifies data"),
+    ("select * from crm_settings for update", "row locks are not allowed"),
+    ("select set_config('default_transaction_read_only', 'off', false)", "set_config is not allowed"),
+    ("select dblink_exec('dbname=crm', 'delete from crm_settings')", "dblink_exec is not allowed"),
+    ("select 1; delete from crm_settings", "holds 2 statements"),
+]
+
+
+@pytest.mark.parametrize(("query", "reason"), UNSAFE_QUERIES)
+def test_an_unsafe_query_is_refused_when_the_config_is_loaded(query: str, reason: str) -> None:
+    with pytest.raises(ValidationError, match="must be a single plain SELECT over allowed functions"):
+        case(kind="sql", query=query, expect={"scalar": 1})
+
+
+@pytest.mark.parametrize(("query", "reason"), UNSAFE_QUERIES)
+def test_an_unsafe_query_that_skipped_the_loader_never_reaches_the_database(query: str, reason: str) -> None:
+    sneaked_in = case(kind="sql", query="select 1", expect={"scalar": 1}).model_copy(update={"query": query})
     sql = FakeSql([(1,)])
-    result = run_one(case(kind="sql", query=query, expect={"scalar": 1}), sql=sql)
+    result = run_one(sneaked_in, sql=sql)
     assert sql.calls == []
     assert result.status is CaseStatus.ERROR
-    assert result.message.startswith("query rejected before running: ")
+    assert result.message.startswith("query refused before running: ")
+    assert reason in result.message
 
 
 def test_a_database_error_is_an_error_result() -> None:
@@ -278,12 +304,34 @@ def test_value_comparison(expected: Any, actual: Any, same: bool) -> None:
 # --- http ---------------------------------------------------------------------------------------
 
 
+REDIRECTS = {
+    "/to-health": "/health",
+    "/to-metadata": "http://169.254.169.254/latest/meta-data/",
+    "/to-private": "http://10.0.0.1/admin",
+    "/to-undeclared": "http://intranet.example/",
+    "/to-loopback-v6": "http://[::1]/",
+    "/loop": "/loop",
+}
+
+
+SLOW_ANSWER_SECONDS = 30
+"""The slow page answers long after any timeout a test sets (the server thread is a daemon)."""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/slow":
-            time.sleep(1.5)
+            time.sleep(SLOW_ANSWER_SECONDS)
+        if self.path in REDIRECTS:
+            self.send_response(302)
+            self.send_header("Location", REDIRECTS[self.path])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         status = {"/missing": 404, "/broken": 500}.get(self.path, 200)
         body = b"x" * 5000 if self.path == "/big" else f"CRM status page {self.path}: OK".encode()
+        if self.path == "/host":
+            body = f"Host: {self.headers.get('Host')}".encode()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "text/plain; charset=utf-8")
@@ -328,7 +376,7 @@ def test_http_timeout_is_an_error_naming_the_limit(web: str) -> None:
     result = run_one(case(kind="http", url=f"{web}/slow"), timeout=0.3)
     assert result.status is CaseStatus.ERROR
     assert result.message == "timed out after 0.3 s"
-    assert result.duration < 1.4
+    assert result.duration < SLOW_ANSWER_SECONDS  # gave up; did not wait for the answer
 
 
 def test_http_refused_connection_is_an_error() -> None:
@@ -337,19 +385,68 @@ def test_http_refused_connection_is_an_error() -> None:
         port = probe.getsockname()[1]
     result = run_one(case(kind="http", url=f"http://127.0.0.1:{port}/"))
     assert result.status is CaseStatus.ERROR
-    assert "URLError" in result.message
-    assert "refused" in result.message.lower()
+    assert "ConnectionRefusedError" in result.message
 
 
 def test_http_body_is_read_only_up_to_the_limit(web: str) -> None:
-    response = UrllibHttpClient(body_limit=1000).get(f"{web}/big", timeout=5)
+    response = GuardedHttpClient(CONFINED.http_policy, body_limit=1000).get(f"{web}/big", timeout=5)
     assert response == HttpResponse(status=200, body="x" * 1000, truncated=True)
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/x", "/relative"])
 def test_http_client_refuses_other_schemes(url: str) -> None:
-    with pytest.raises(ValueError, match="only http and https"):
-        UrllibHttpClient().get(url, timeout=1)
+    with pytest.raises(RefusedCaseError, match="must be an http:// or https:// URL"):
+        GuardedHttpClient(CONFINED.http_policy).get(url, timeout=1)
+
+
+def test_redirects_are_followed_only_after_the_same_checks(web: str) -> None:
+    followed = run_one(case(kind="http", url=f"{web}/to-health", expect={"body_contains": "/health: OK"}))
+    assert followed.status is CaseStatus.PASSED, followed.message
+    for path, problem in (
+        ("/to-metadata", "http://169.254.169.254/latest/meta-data/: 169.254.169.254 is a cloud metadata"),
+        ("/to-private", "http://10.0.0.1/admin: address 10.0.0.1 is not declared"),
+        ("/to-undeclared", "http://intranet.example/: host intranet.example is not declared"),
+        ("/to-loopback-v6", "address ::1 is not declared"),
+        ("/loop", "more than 5 redirects"),
+    ):
+        result = run_one(case(kind="http", url=f"{web}{path}"))
+        assert result.status is CaseStatus.ERROR, path
+        assert result.message.startswith("refused before running: "), result.message
+        assert problem in result.message, result.message
+
+
+def test_an_undeclared_host_is_refused_before_any_request() -> None:
+    result = run_one(case(kind="http", url="http://127.0.0.1:1/"), confinement=Confinement())
+    assert result.status is CaseStatus.ERROR
+    assert result.message == (
+        "refused before running: address 127.0.0.1 is not declared in the environment's http_hosts"
+    )
+
+
+def test_the_connection_goes_to_the_checked_address_under_the_declared_name(web: str) -> None:
+    """DNS rebinding: the name is resolved once, every address checked, and that address used."""
+    port = int(web.rsplit(":", 1)[1])
+    policy = HttpPolicy.of(["crm.acme.example", "127.0.0.1"])
+    answers = iter([["127.0.0.1"], ["169.254.169.254"]])
+
+    def flipping_resolver(host: str, _port: int) -> list[Any]:
+        assert host == "crm.acme.example"
+        return [ipaddress.ip_address(address) for address in next(answers)]
+
+    client = GuardedHttpClient(policy, resolver=flipping_resolver)
+    response = client.get(f"http://crm.acme.example:{port}/host", timeout=5)
+    assert response.body == f"Host: crm.acme.example:{port}"
+    with pytest.raises(RefusedCaseError, match=re.escape("resolves to 169.254.169.254, which is a cloud")):
+        client.get(f"http://crm.acme.example:{port}/host", timeout=5)
+
+
+def test_a_name_resolving_to_an_undeclared_internal_address_is_refused() -> None:
+    def resolver(host: str, _port: int) -> list[Any]:
+        return [ipaddress.ip_address("8.8.8.8"), ipaddress.ip_address("10.0.0.7")]
+
+    client = GuardedHttpClient(HttpPolicy.of(["crm.acme.example"]), resolver=resolver)
+    with pytest.raises(RefusedCaseError, match=re.escape("10.0.0.7, which is a private-network address")):
+        client.get("https://crm.acme.example/", timeout=5)
 
 
 # --- a round ------------------------------------------------------------------------------------
@@ -367,7 +464,14 @@ def test_a_round_runs_the_cases_of_its_environment_in_order_and_survives_errors(
     commands = FakeCommands(error=OSError("SSH connection lost"))
     sql = FakeSql([(8,)])
     report = run_test_cases(
-        cases, environment="dev", install_path=INSTALL_PATH, commands=commands, sql=sql, round=2, timeout=9
+        cases,
+        environment="dev",
+        install_path=INSTALL_PATH,
+        commands=commands,
+        sql=sql,
+        round=2,
+        timeout=9,
+        confinement=CONFINED,
     )
     assert report.environment == "dev"
     assert report.round == 2
@@ -396,6 +500,7 @@ def test_a_command_timeout_is_an_error_and_the_round_goes_on() -> None:
         commands=commands,
         sql=FakeSql([(1,)]),
         timeout=30,
+        confinement=CONFINED,
     )
     assert report.result("hangs").status is CaseStatus.ERROR
     assert report.result("hangs").message == "timed out after 30 s"
@@ -407,3 +512,71 @@ def test_environment_filter() -> None:
     prod_only = case(kind="command", argv=["true"], environments=["prod"])
     assert [applies_to(everywhere, name) for name in ("dev", "uat", "prod")] == [True, True, True]
     assert [applies_to(prod_only, name) for name in ("dev", "uat", "prod")] == [False, False, True]
+
+
+# --- command confinement at run time --------------------------------------------------------------
+
+
+def test_a_program_outside_the_installation_and_the_allow_list_is_refused_before_running() -> None:
+    commands = FakeCommands()
+    result = run_one(case(kind="command", argv=["cat", "/etc/shadow"]), commands)
+    assert commands.calls == []
+    assert result.status is CaseStatus.ERROR
+    assert result.message.startswith("refused before running: cat is not listed in allowed_programs")
+    inside = run_one(case(kind="command", argv=["bin/crm", "status"]), commands, confinement=Confinement())
+    assert inside.status is CaseStatus.PASSED
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sh", "-c", "id"],
+        ["/bin/bash", "-c", "id"],
+        ["env", "sh"],
+        ["python3", "-c", "print(1)"],
+        ["perl", "-e", "1"],
+        ["busybox", "sh"],
+        ["bin/../../../bin/sh"],
+        ["/usr/bin/id"],
+        ["xargs", "sh"],
+    ],
+)
+def test_shells_and_escapes_that_skipped_the_loader_are_refused(argv: list[str]) -> None:
+    sneaked_in = case(kind="command", argv=["bin/crm"]).model_copy(update={"argv": tuple(argv)})
+    commands = FakeCommands()
+    allow_all = Confinement(allowed_programs=("sh", "env", "python3", "perl", "busybox", "xargs"))
+    result = run_one(sneaked_in, commands, confinement=allow_all)
+    assert commands.calls == []
+    assert result.status is CaseStatus.ERROR
+    assert result.message.startswith("refused before running: ")
+
+
+# --- regular expressions (RE2) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pattern", "problem"),
+    [
+        (r"(a)\1", "invalid escape sequence: \\1"),
+        (r"(?=ok)ok", "invalid perl operator: (?="),
+        (r"(?<!not )ok", "invalid perl operator: (?<"),
+        (r"ok\Z", "invalid escape sequence: \\Z"),
+        ("(unclosed", "missing ): (unclosed"),
+    ],
+)
+def test_regexes_re2_cannot_run_in_linear_time_are_refused_at_load(pattern: str, problem: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        case(kind="command", argv=["bin/crm"], expect={"stdout_regex": pattern})
+    message = str(caught.value)
+    assert "is not a regular expression RE2 accepts" in message
+    assert problem in message
+
+
+def test_a_catastrophic_pattern_for_backtracking_engines_runs_in_linear_time() -> None:
+    stdout = "a" * 200_000 + "!"
+    commands = FakeCommands(CommandResult(0, stdout, "", 0.1))
+    started = time.monotonic()
+    result = run_one(case(kind="command", argv=["bin/crm"], expect={"stdout_regex": r"^(a+)+$"}), commands)
+    assert time.monotonic() - started < 2
+    assert result.status is CaseStatus.FAILED
+    assert result.message.startswith("stdout does not match /^(a+)+$/")

@@ -150,13 +150,16 @@ def run_deadlines(config: CustomerConfig, *, warning_days: int = DEFAULT_WARNING
     ]
 
 
-async def alert_run_deadline(kind: str, customer_id: str, context: dict[str, Any] | None = None) -> str:
+async def alert_run_deadline(
+    kind: str, customer_id: str, context: dict[str, Any] | None = None, *, now: datetime | None = None
+) -> str:
     """The deadline callback (in the triggerer): sends and records the alert off the event loop.
 
     Returns the summary as JSON text: Airflow 3.3.2 stores a callback's result in a text column
     (``callback.output``), and any other type makes the triggerer's commit fail and the triggerer exit.
+    ``now`` (default: the real time; Airflow never passes it) is for tests.
     """
-    result = await asyncio.to_thread(deliver_run_deadline_alert, kind, customer_id, context or {})
+    result = await asyncio.to_thread(deliver_run_deadline_alert, kind, customer_id, context or {}, now=now)
     return json.dumps(result, sort_keys=True)
 
 
@@ -186,6 +189,16 @@ def deliver_run_deadline_alert(
     config = config or _load_config(customer_id)
     due = _as_datetime((context.get("deadline") or {}).get("deadline_time")) or now
     with open_ledger() as ledger:
+        stop = _stopped_by_ops(ledger, dag_id, run_id, dag_run)
+        if stop is not None:
+            log.info("run deadline %s of %s/%s not sent: %s", kind, dag_id, run_id, stop["reason"])
+            return {
+                "kind": kind,
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "sent": False,
+                "stopped": stop["reason"],
+            }
         if not ledger.claim_run_deadline_alert(dag_id, run_id, kind, due_at=due, detected_at=now):
             log.info("run deadline %s of %s/%s was already alerted; not sent again", kind, dag_id, run_id)
             return {"kind": kind, "dag_id": dag_id, "run_id": run_id, "sent": False}
@@ -196,11 +209,27 @@ def deliver_run_deadline_alert(
     return {"kind": kind, "dag_id": dag_id, "run_id": run_id, "sent": True, "channels": channels}
 
 
+OPS_STOPS = ("run_marked_failed", "run_marked_success")
+"""Stops that silence a run's deadline alerts: ops ended the run on purpose (a run that failed on its
+own still alerts: the customer's upgrade is late and nobody decided so)."""
+
+
+def _stopped_by_ops(
+    ledger: Any, dag_id: str, run_id: str, dag_run: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """The ops stop that ended this run, if it is still ended (a cleared, resumed run alerts again)."""
+    if str(dag_run.get("state") or "") not in ("failed", "success"):
+        return None
+    stops = [stop for stop in ledger.run_stops(dag_id, run_id) if stop["task_id"] is None]
+    return stops[-1] if stops and stops[-1]["how"] in OPS_STOPS else None
+
+
 def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Any:
     """The :class:`~managed_upgrade.sla_alerts.Alert` of a run deadline, owned by the project managers.
 
     The run's state at the miss goes into the message (a failed run's deadline still fires: Airflow
-    drops a run's pending deadlines only when it succeeds, and a failed upgrade is not complete).
+    drops a run's pending deadlines only when it succeeds, and a failed upgrade is not complete;
+    a run ops stopped on purpose is quiet, see :func:`deliver_run_deadline_alert`).
     ``planned_finish`` is the deadline itself (for the warning too; its last microsecond, so messages
     show the customer's date) or the ceiling, on the real calendar also in a rehearsal; ``overrun_days``
     counts business days from the alert's due instant to ``now`` on the run's clock (negative: days left).

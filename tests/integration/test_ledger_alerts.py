@@ -154,3 +154,85 @@ def test_marking_merges_channels_and_rejects_unknown_alerts(ledger: Ledger) -> N
     assert ledger.mark_alert_notified("miss", DAG, RUN, "never_claimed", {"email": "sent"}) is False
     with pytest.raises(ValueError, match="unknown alert kind 'page'; use one of miss, reminder, deadline"):
         ledger.mark_alert_notified("page", DAG, RUN, "x", {})
+
+
+# --- a stopped run is quiet: stops, guarded claims, withdrawn claims, closed questions ----------------
+
+
+def claim_reminder(ledger: Ledger, number: int = 1, **changes) -> bool:
+    facts = {"owner": "customer", "wait_started_at": PLANNED, "due_at": DETECTED, "detected_at": DETECTED}
+    return ledger.claim_customer_reminder(DAG, RUN, "development", number, **{**facts, **changes})
+
+
+def test_a_stop_recorded_since_the_watch_began_refuses_its_claims(ledger: Ledger) -> None:
+    watch_began = DETECTED - timedelta(days=3)
+    stopped_at = DETECTED - timedelta(hours=1)
+    ledger.record_run_stop(
+        DAG, RUN, how="run_marked_failed", reason=f"run {DAG}/{RUN} was stopped by ops", at=stopped_at
+    )
+
+    assert claim_miss(ledger, unless_stopped_since=watch_began) is False
+    assert claim_reminder(ledger, unless_stopped_since=watch_began) is False
+    assert ledger.sla_misses(DAG, RUN) == [] and ledger.customer_reminders(DAG, RUN) == []
+    # a watch that began after the stop (the run was cleared and resumed) claims as before
+    assert claim_miss(ledger, unless_stopped_since=stopped_at + timedelta(seconds=1)) is True
+    assert claim_reminder(ledger, unless_stopped_since=stopped_at + timedelta(seconds=1)) is True
+
+
+def test_the_first_stop_since_an_instant_is_found_by_kind(ledger: Ledger) -> None:
+    early, late = DETECTED - timedelta(days=2), DETECTED
+    ledger.record_run_stop(DAG, RUN, how="task_marked_failed", reason="task x", at=early, task_id="dev.x")
+    ledger.record_run_stop(DAG, RUN, how="run_marked_failed", reason="run stopped", at=late)
+
+    assert ledger.run_stop_since(DAG, RUN, early - timedelta(days=1))["how"] == "task_marked_failed"
+    assert ledger.run_stop_since(DAG, RUN, early + timedelta(seconds=1))["reason"] == "run stopped"
+    assert ledger.run_stop_since(DAG, RUN, late + timedelta(seconds=1)) is None
+    found = ledger.run_stop_since(DAG, RUN, early - timedelta(days=1), hows=("run_marked_failed",))
+    assert found is not None and found["stopped_at"] == late
+    assert ledger.run_stop_since(DAG, "other_run", early - timedelta(days=1)) is None
+    assert [(row["task_id"], row["how"]) for row in ledger.run_stops(DAG, RUN)] == [
+        ("dev.x", "task_marked_failed"),
+        (None, "run_marked_failed"),
+    ]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        ledger.record_run_stop(DAG, RUN, how="paused", reason="not a stop", at=late)
+
+
+def test_a_claim_never_sent_can_be_withdrawn_but_a_sent_one_stays(ledger: Ledger) -> None:
+    assert claim_miss(ledger) and claim_miss(ledger, "development")
+    assert claim_reminder(ledger, 1)
+    ledger.mark_alert_notified("miss", DAG, RUN, "development", {"email": "sent"})
+
+    assert ledger.release_claim("miss", DAG, RUN, "respond_to_request") is True
+    assert ledger.release_claim("reminder", DAG, RUN, ("development", 1)) is True
+    assert ledger.release_claim("miss", DAG, RUN, "development") is False  # it was sent: it stays
+    assert [row["budget_unit"] for row in ledger.sla_misses(DAG, RUN)] == ["development"]
+    assert ledger.customer_reminders(DAG, RUN) == []
+    with pytest.raises(ValueError, match="unknown alert kind"):
+        ledger.release_claim("memo", DAG, RUN, "x")
+
+
+def test_closed_questions_keep_where_they_were_and_why(ledger: Ledger) -> None:
+    review_run = f"initiation.analyse_questionnaire_and_system.q1__{DAG}__{RUN}"
+    reason = f"run {DAG}/{RUN} was stopped by ops at 2027-01-12 09:00:00 UTC"
+    ledger.record_closed_question(
+        DAG,
+        RUN,
+        "initiation.analyse_questionnaire_and_system",
+        question=1,
+        hitl_dag_id="managed_upgrade_review",
+        hitl_run_id=review_run,
+        hitl_task_id="question",
+        closed_at=DETECTED,
+        reason=reason,
+    )
+    (row,) = ledger.closed_questions(DAG, RUN)
+    assert row == {
+        "task_id": "initiation.analyse_questionnaire_and_system",
+        "question": 1,
+        "hitl_dag_id": "managed_upgrade_review",
+        "hitl_run_id": review_run,
+        "hitl_task_id": "question",
+        "closed_at": DETECTED,
+        "reason": reason,
+    }

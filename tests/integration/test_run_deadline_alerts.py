@@ -25,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 RUN_ID = "manual__2027-01-11T09:00:00+00:00"
 QUEUED = datetime(2027, 1, 11, 9, 0, tzinfo=UTC)
+NOTICED_AFTER = timedelta(seconds=2)
+"""The callback runs this long after its deadline (its ``now``; no test reads the wall clock)."""
 
 
 @pytest.fixture
@@ -51,7 +53,8 @@ def callback_context(deadline_time: datetime, conf: dict[str, Any] | None = None
 
 
 def fire(kind: str, context: dict[str, Any]) -> dict[str, Any]:
-    output = asyncio.run(alert_run_deadline(kind=kind, customer_id="acme", context=context))
+    now = context["deadline"]["deadline_time"] + NOTICED_AFTER
+    output = asyncio.run(alert_run_deadline(kind=kind, customer_id="acme", context=context, now=now))
     assert isinstance(output, str)  # Airflow keeps it in a text column; anything else stops the triggerer
     return json.loads(output)
 
@@ -70,6 +73,7 @@ def test_a_missed_deadline_is_mailed_to_the_project_manager_and_recorded(ledger,
     assert f"managed_upgrade__acme / {RUN_ID}" in message.get_body(("plain",)).get_content()
     (row,) = ledger.run_deadline_alerts("managed_upgrade__acme", RUN_ID)
     assert (row["kind"], row["due_at"], row["notified"]) == ("deadline_missed", due, {"email": "sent"})
+    assert row["detected_at"] == due + NOTICED_AFTER
     assert row["notified_at"] is not None
 
 
@@ -86,6 +90,33 @@ def test_the_deadline_of_a_failed_run_says_so_and_links_the_run(ledger, smtp_sin
     assert link is not None, body
     run_page = "/dags/managed_upgrade__acme/runs/manual__2027-01-11T09%3A00%3A00%2B00%3A00"
     assert link.group(1).endswith(run_page), link.group(1)
+
+
+def test_a_run_stopped_by_ops_is_quiet_but_one_that_failed_on_its_own_still_alerts(ledger, smtp_sink):
+    stopped = callback_context(datetime(2027, 4, 1, tzinfo=UTC))
+    stopped["dag_run"]["state"] = "failed"
+    ledger.record_run_stop(
+        "managed_upgrade__acme", RUN_ID, how="run_marked_failed", reason="stopped by ops", at=QUEUED
+    )
+    result = fire("deadline_missed", stopped)
+
+    assert (result["sent"], result["stopped"]) == (False, "stopped by ops")
+    assert smtp_sink.messages == []
+    assert ledger.run_deadline_alerts("managed_upgrade__acme", RUN_ID) == []
+
+    other_run = "manual__2027-01-12T09:00:00+00:00"
+    failed = callback_context(datetime(2027, 4, 1, tzinfo=UTC))
+    failed["dag_run"].update(state="failed", dag_run_id=other_run)
+    ledger.record_run_stop("managed_upgrade__acme", other_run, how="run_failed", reason="failed", at=QUEUED)
+    assert fire("deadline_missed", failed)["sent"] is True
+
+
+def test_a_stopped_run_that_ops_resumed_alerts_again(ledger, smtp_sink):
+    ledger.record_run_stop(
+        "managed_upgrade__acme", RUN_ID, how="run_marked_failed", reason="stopped by ops", at=QUEUED
+    )
+    resumed = callback_context(datetime(2027, 4, 1, tzinfo=UTC))  # state "running": cleared since
+    assert fire("deadline_missed", resumed)["sent"] is True
 
 
 def test_the_same_deadline_firing_twice_sends_one_mail(ledger, smtp_sink):

@@ -8,6 +8,8 @@ iterated in asyncio) and reads what reached the SMTP sink and the ledger.
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -264,5 +266,191 @@ def test_the_watcher_ends_when_airflow_has_the_final_task_ended_though_its_event
         return event.payload
 
     assert asyncio.run(scenario())["outcome"] == "ended"
-    assert asked[0]["task_ids"] == [FINAL] and asked[0]["run_ids"] == [run_id]
-    assert "upstream_failed" in asked[0]["states"]
+    final = [query for query in asked if query["task_ids"] == [FINAL]]
+    assert final and final[0]["run_ids"] == [run_id]
+    assert "upstream_failed" in final[0]["states"]
+
+
+# --- a stopped run is quiet ---------------------------------------------------------------------------
+# What the listener records when ops stops a run (``run_stops``), what Airflow says about it through the
+# triggerer (faked: there is no supervisor here), and Airflow cancelling the trigger.
+
+
+def overdue(ledger: Ledger, run_id: str) -> None:
+    """Respond to Request became ready three rehearsal days ago and was never answered: its miss is due."""
+    t0 = datetime.now(UTC) - timedelta(seconds=3 * SECONDS)
+    record(ledger, run_id, RESPOND, ("ready", t0), ("started", t0))
+
+
+def stop_run(ledger: Ledger, run_id: str, at: datetime | None = None) -> str:
+    """The row the listener writes when ops marks the run failed through the REST API."""
+    at = at or datetime.now(UTC)
+    reason = f"run {DAG}/{run_id} was stopped by ops at {at:%Y-%m-%d %H:%M:%S} UTC"
+    ledger.record_run_stop(DAG, run_id, how="run_marked_failed", reason=reason, at=at)
+    return reason
+
+
+def trigger_started_at(task_context, run_id: str, started: datetime) -> SlaWatchTrigger:
+    trigger = make_trigger(task_context, run_id)
+    _, kwargs = trigger.serialize()
+    return SlaWatchTrigger(**{**kwargs, "watch_started_at": started.isoformat()})
+
+
+def test_the_trigger_knows_its_task_and_when_its_watch_began(task_context, run_id) -> None:
+    before = datetime.now(UTC)
+    _, kwargs = make_trigger(task_context, run_id).serialize()
+    assert kwargs["task_id"] == "sla_watch"
+    assert before <= datetime.fromisoformat(kwargs["watch_started_at"]) <= datetime.now(UTC)
+    _, old = make_trigger(task_context, run_id).serialize()  # a trigger serialized before both existed
+    del old["task_id"], old["watch_started_at"]
+    assert SlaWatchTrigger(**old).task_id == "sla_watch"
+
+
+def test_a_run_stopped_while_the_watch_waits_is_never_alerted(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    async def scenario() -> tuple[dict[str, Any], datetime, datetime]:
+        t0 = datetime.now(UTC)
+        record(ledger, run_id, RESPOND, ("ready", t0), ("started", t0))  # due at t0 + 1 day = t0 + 2 s
+        watcher = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        await asyncio.sleep(0.5)
+        stop_run(ledger, run_id)
+        (event,) = await asyncio.wait_for(watcher, WAIT_LIMIT)
+        ended = datetime.now(UTC)
+        await asyncio.sleep(max((t0 + timedelta(seconds=SECONDS + 1) - ended).total_seconds(), 0))
+        return event.payload, t0 + timedelta(seconds=SECONDS), ended
+
+    summary, due, ended = asyncio.run(scenario())
+    assert ended < due, "the watch ended only after the miss fell due"
+    assert summary["outcome"] == "stopped"
+    assert summary["stop"]["how"] == "run_marked_failed"
+    assert summary["stop"]["reason"].startswith(f"run {DAG}/{run_id} was stopped by ops at ")
+    assert smtp_sink.messages == [] and ledger.sla_misses(DAG, run_id) == []
+
+
+def test_a_due_miss_of_a_run_stopped_before_the_watch_looked_is_neither_sent_nor_claimed(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    overdue(ledger, run_id)
+    trigger = trigger_started_at(task_context, run_id, datetime.now(UTC) - timedelta(minutes=1))
+    reason = stop_run(ledger, run_id)
+
+    (event,) = asyncio.run(asyncio.wait_for(run_to_end(trigger), WAIT_LIMIT))
+    assert (event.payload["outcome"], event.payload["stop"]["reason"]) == ("stopped", reason)
+    assert smtp_sink.messages == []
+    assert ledger.sla_misses(DAG, run_id) == [] and ledger.unnotified_alerts(DAG, run_id) == []
+
+
+def test_a_stop_from_an_earlier_life_of_the_run_does_not_silence_its_new_watch(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    """Ops stopped the run, then cleared it: the watch's new try began after the stop and alerts again."""
+    stop_run(ledger, run_id, at=datetime.now(UTC) - timedelta(seconds=30))
+    overdue(ledger, run_id)
+
+    async def scenario() -> dict[str, Any]:
+        watcher = asyncio.create_task(run_to_end(make_trigger(task_context, run_id)))
+        await until(lambda: len(smtp_sink.messages) >= 1, "the miss e-mail")
+        record(ledger, run_id, FINAL, ("finished", datetime.now(UTC)))
+        (event,) = await asyncio.wait_for(watcher, WAIT_LIMIT)
+        return event.payload
+
+    assert asyncio.run(scenario())["outcome"] == "finished"
+    assert "Respond to Request" in subjects(smtp_sink)[0]
+    assert [row["budget_unit"] for row in ledger.sla_misses(DAG, run_id)] == ["respond_to_request"]
+
+
+@pytest.mark.parametrize(
+    ("deferred", "run_state", "how"),
+    [(1, "failed", "run_failed"), (1, "success", "run_success"), (0, "running", "watch_not_deferred")],
+    ids=["run-failed", "run-marked-success", "watch-task-marked-or-cleared"],
+)
+def test_what_airflow_says_is_checked_before_every_send(
+    ledger: Ledger, smtp_sink, task_context, run_id, monkeypatch, caplog, deferred, run_state, how
+) -> None:
+    """The listener's ledger row is missing (e.g. the ledger was down then): Airflow's states stop the send.
+
+    Airflow has the run going when the watch starts and stopped right after. The due miss is claimed
+    (nothing in the ledger forbids it), then the check before the send asks Airflow, which has the run
+    stopped: the claim is withdrawn and nothing goes out.
+    """
+    from managed_upgrade_airflow import compat
+
+    asked: list[tuple[str, Any]] = []
+
+    def count_task_instances(dag_id: str, run: str, task_ids: list[str], states: list[str]) -> int:
+        asked.append(("count", (task_ids, states)))
+        if states != ["deferred"]:
+            return 0  # the final task has not ended
+        return 1 if len(asked) == 1 else deferred  # deferred while the watch starts
+
+    def dag_run_state(dag_id: str, run: str) -> str:
+        asked.append(("run state", (dag_id, run)))
+        return "running" if len(asked) == 2 else run_state
+
+    monkeypatch.setattr(compat, "count_task_instances", count_task_instances)
+    monkeypatch.setattr(compat, "dag_run_state", dag_run_state)
+    overdue(ledger, run_id)
+
+    with caplog.at_level(logging.INFO, logger="managed_upgrade_airflow.triggers.sla_watch_trigger"):
+        (event,) = asyncio.run(asyncio.wait_for(run_to_end(make_trigger(task_context, run_id)), WAIT_LIMIT))
+    assert (event.payload["outcome"], event.payload["stop"]["how"]) == ("stopped", how)
+    assert any("not sent (claim withdrawn)" in record.getMessage() for record in caplog.records)
+    assert smtp_sink.messages == []
+    assert ledger.sla_misses(DAG, run_id) == []  # claimed, then withdrawn unsent
+    assert asked[:2] == [("count", (["sla_watch"], ["deferred"])), ("run state", (DAG, run_id))]
+    assert len(asked) > 2  # asked again before the send
+
+
+def test_an_old_unsent_claim_of_a_stopped_run_is_not_re_sent(
+    ledger: Ledger, smtp_sink, task_context, run_id
+) -> None:
+    t0 = datetime.now(UTC) - timedelta(seconds=CLAIM_LEASE_SECONDS + 10)
+    record(ledger, run_id, RESPOND, ("ready", t0))
+    assert ledger.claim_sla_miss(
+        DAG, run_id, "respond_to_request", owner="consultant", budget_days=1.0,
+        planned_finish=t0 + timedelta(seconds=SECONDS), overrun_days=0.0, detected_at=t0,
+    )  # fmt: skip
+    trigger = trigger_started_at(task_context, run_id, t0)
+    stop_run(ledger, run_id)
+
+    (event,) = asyncio.run(asyncio.wait_for(run_to_end(trigger), WAIT_LIMIT))
+    assert event.payload["outcome"] == "stopped" and smtp_sink.messages == []
+    # a claim from before the stop is history: kept as it was, still unsent
+    assert [row["budget_unit"] for row in ledger.unnotified_alerts(DAG, run_id)] == ["respond_to_request"]
+
+
+def test_a_cancelled_watcher_stops_cleanly_without_sending(
+    ledger: Ledger, smtp_sink, task_context, run_id, monkeypatch
+) -> None:
+    """Airflow cancels the trigger while its worker thread reads the ledger with a miss due; that
+    thread then claims and sends nothing, and the ledger connection is closed once it is done."""
+    from managed_upgrade_airflow.triggers.sla_watch_trigger import RunWatch
+
+    overdue(ledger, run_id)
+    reading, release = threading.Event(), threading.Event()
+    original = RunWatch.read_state
+
+    def slow_read_state(self: RunWatch, now: datetime) -> Any:
+        reading.set()
+        release.wait(WAIT_LIMIT)  # the ledger is slow: the cancel arrives meanwhile
+        return original(self, now)
+
+    monkeypatch.setattr(RunWatch, "read_state", slow_read_state)
+    trigger = make_trigger(task_context, run_id)
+
+    async def scenario() -> None:
+        watcher = asyncio.create_task(run_to_end(trigger))
+        await asyncio.to_thread(reading.wait, WAIT_LIMIT)
+        watcher.cancel("__airflow_user_action__")  # what the triggerer does for a stopped task
+        with pytest.raises(asyncio.CancelledError):
+            await watcher
+        await trigger.on_kill()  # then the triggerer calls on_kill
+        release.set()
+        await until(lambda: trigger._watch is not None and trigger._watch._ledger is None, "the close")
+        await asyncio.sleep(1.0)  # longer than a poll: a watcher still going would have sent by now
+
+    asyncio.run(scenario())
+    assert trigger._watch is not None and trigger._watch.stop["how"] == "cancelled"
+    assert smtp_sink.messages == []
+    assert ledger.sla_misses(DAG, run_id) == []

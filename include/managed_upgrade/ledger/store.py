@@ -23,6 +23,12 @@ _ALERT_KEY_COLUMNS = {
 }
 """Alert kind of :meth:`Ledger.mark_alert_notified` -> (table, columns that ``key`` gives)."""
 
+_UNLESS_STOPPED = (
+    " WHERE %s::timestamptz IS NULL OR NOT EXISTS (SELECT 1 FROM run_stops"
+    " WHERE dag_id = %s AND run_id = %s AND stopped_at >= %s::timestamptz)"
+)
+"""Guard of a claim: parameters ``(since, dag_id, run_id, since)``; no guard when ``since`` is NULL."""
+
 
 class Ledger:
     """A ledger bound to one open psycopg2 connection and schema."""
@@ -288,15 +294,22 @@ class Ledger:
         overrun_days: float,
         activity_keys: list[str] | tuple[str, ...] = (),
         detected_at: datetime | None = None,
+        unless_stopped_since: datetime | None = None,
     ) -> bool:
-        """Record the miss unless known; True only for the one caller whose insert won (it sends)."""
+        """Record the miss unless known; True only for the one caller whose insert won (it sends).
+
+        With ``unless_stopped_since``, nothing is recorded (False) if the run was stopped at or after
+        that instant (:meth:`record_run_stop`): checked in the insert itself, so a watcher that looked
+        a moment earlier cannot claim a miss for a run ops stopped in between.
+        """
         with self._cursor() as cur:
             cur.execute(
                 "INSERT INTO sla_misses (dag_id, run_id, budget_unit, owner, budget_days, planned_finish,"
-                " overrun_days, activity_keys, detected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s,"
-                " COALESCE(%s, now())) ON CONFLICT DO NOTHING RETURNING 1",
+                " overrun_days, activity_keys, detected_at) SELECT %s, %s, %s, %s, %s, %s, %s, %s,"
+                " COALESCE(%s, now())" + _UNLESS_STOPPED + " ON CONFLICT DO NOTHING RETURNING 1",
                 (dag_id, run_id, budget_unit, owner, budget_days, planned_finish, overrun_days,
-                 Json(list(activity_keys)), detected_at),
+                 Json(list(activity_keys)), detected_at, unless_stopped_since, dag_id, run_id,
+                 unless_stopped_since),
             )  # fmt: skip
             return cur.fetchone() is not None
 
@@ -311,15 +324,21 @@ class Ledger:
         wait_started_at: datetime,
         due_at: datetime,
         detected_at: datetime | None = None,
+        unless_stopped_since: datetime | None = None,
     ) -> bool:
-        """Record reminder ``number`` of a customer wait unless known; True means this caller sends it."""
+        """Record reminder ``number`` of a customer wait unless known; True means this caller sends it.
+
+        ``unless_stopped_since`` as in :meth:`claim_sla_miss`.
+        """
         with self._cursor() as cur:
             cur.execute(
                 "INSERT INTO customer_reminders (dag_id, run_id, budget_unit, number, owner, wait_started_at,"
-                " due_at, detected_at) VALUES (%s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now()))"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                (dag_id, run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at),
-            )
+                " due_at, detected_at) SELECT %s, %s, %s, %s, %s, %s, %s, COALESCE(%s, now())"
+                + _UNLESS_STOPPED
+                + " ON CONFLICT DO NOTHING RETURNING 1",
+                (dag_id, run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at,
+                 unless_stopped_since, dag_id, run_id, unless_stopped_since),
+            )  # fmt: skip
             return cur.fetchone() is not None
 
     def claim_run_deadline_alert(
@@ -371,6 +390,26 @@ class Ledger:
             )
             return cur.rowcount == 1
 
+    def release_claim(self, kind: str, dag_id: str, run_id: str, key: Any) -> bool:
+        """Withdraw a claimed alert that was never sent (its watcher stopped between claim and send).
+
+        ``kind`` and ``key`` as in :meth:`mark_alert_notified`. A notified alert is never removed.
+        Returns whether a row was removed.
+        """
+        if kind not in _ALERT_KEY_COLUMNS:
+            raise ValueError(f"unknown alert kind {kind!r}; use one of {', '.join(_ALERT_KEY_COLUMNS)}")
+        table, key_columns = _ALERT_KEY_COLUMNS[kind]
+        key_values = list(key) if kind == "reminder" else [key]
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key_columns)
+        with self._cursor() as cur:
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM {} WHERE dag_id = %s AND run_id = %s AND {} AND notified_at IS NULL"
+                ).format(sql.Identifier(table), where),
+                [dag_id, run_id, *key_values],
+            )
+            return cur.rowcount == 1
+
     def unnotified_alerts(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         """Alerts claimed but never marked notified (the claimer died before sending), oldest first.
 
@@ -412,4 +451,87 @@ class Ledger:
             "SELECT run_id, kind, due_at, detected_at, notified, notified_at FROM run_deadline_alerts"
             " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, kind",
             (dag_id, run_id, run_id),
+        )
+
+    # -- stopped runs and the questions they left open --------------------------------------
+    def record_run_stop(
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        how: str,
+        reason: str,
+        at: datetime,
+        task_id: str | None = None,
+    ) -> None:
+        """Record that the run's SLA watch must end: ``how`` (e.g. ``run_marked_failed``), why, when.
+
+        ``task_id`` names the task stopped by hand (``None``: the run itself). ``how`` is one of
+        ``run_marked_failed``, ``run_marked_success``, ``run_failed``, ``task_marked_failed``,
+        ``task_marked_skipped``, ``watch_marked_success``.
+        """
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO run_stops (dag_id, run_id, task_id, how, stopped_at, reason)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (dag_id, run_id, task_id, how, at, reason),
+            )
+
+    def run_stops(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT task_id, how, stopped_at, reason, recorded_at FROM run_stops"
+            " WHERE dag_id = %s AND run_id = %s ORDER BY stopped_at, id",
+            (dag_id, run_id),
+        )
+
+    def run_stop_since(
+        self, dag_id: str, run_id: str, since: datetime, *, hows: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The first stop of the run at or after ``since`` (of one of ``hows``, if given), else ``None``.
+
+        ``since`` is when the asking watcher (or task try) began: a stop before it belongs to an
+        earlier life of the run that ops has since cleared and resumed.
+        """
+        query = (
+            "SELECT task_id, how, stopped_at, reason FROM run_stops"
+            " WHERE dag_id = %s AND run_id = %s AND stopped_at >= %s"
+        )
+        params: list[Any] = [dag_id, run_id, since]
+        if hows is not None:
+            query += " AND how = ANY(%s)"
+            params.append(list(hows))
+        rows = self._rows(query + " ORDER BY stopped_at, id LIMIT 1", params)
+        return rows[0] if rows else None
+
+    def record_closed_question(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        *,
+        question: int,
+        hitl_dag_id: str,
+        hitl_run_id: str,
+        hitl_task_id: str,
+        closed_at: datetime,
+        reason: str,
+    ) -> None:
+        """Keep that an open question (HITL detail) of the run's task was closed unanswered, and why.
+
+        ``question``: the review question number (0: the task's own gate); ``hitl_*``: where Airflow
+        held it (the customer run's task, or the question task of a review run).
+        """
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO closed_questions (dag_id, run_id, task_id, question, hitl_dag_id, hitl_run_id,"
+                " hitl_task_id, closed_at, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                (dag_id, run_id, task_id, question, hitl_dag_id, hitl_run_id, hitl_task_id, closed_at,
+                 reason),
+            )  # fmt: skip
+
+    def closed_questions(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        return self._rows(
+            "SELECT task_id, question, hitl_dag_id, hitl_run_id, hitl_task_id, closed_at, reason"
+            " FROM closed_questions WHERE dag_id = %s AND run_id = %s ORDER BY closed_at, id",
+            (dag_id, run_id),
         )

@@ -11,6 +11,9 @@ alert_delivery.send_alert`: e-mail to the owner and the PMs, the customer's or t
 Customer-owned activities are the consultants' to act on, so their failures go to the consultants,
 never to the customer. Delivery problems are logged, not raised: a callback must not hide the
 task's own error.
+
+A stopped run is quiet: once ops has marked the run failed or success (the listener's ``run_stops`` in
+the ledger, since this task began), a task failing because of it is not alerted.
 """
 
 from __future__ import annotations
@@ -78,9 +81,31 @@ class ActivityFailureNotifier(BaseNotifier):
             error=describe_error(context.get("exception")),
         )
 
+    def stopped_by_ops(self, context: Mapping[str, Any]) -> str | None:
+        """Why the run is over if ops stopped it since this task instance began, else ``None``."""
+        from managed_upgrade_airflow.ledger_access import open_ledger
+
+        ti = context["ti"]
+        since = getattr(ti, "start_date", None)
+        if not isinstance(since, datetime) or since.tzinfo is None:
+            since = datetime.min.replace(tzinfo=UTC)
+        try:
+            with open_ledger() as ledger:
+                stop = ledger.run_stop_since(
+                    str(ti.dag_id), str(ti.run_id), since, hows=("run_marked_failed", "run_marked_success")
+                )
+        except Exception as error:  # the ledger may be down: then the alert goes out as before
+            log.warning("could not check whether run %s was stopped: %s", ti.run_id, error)
+            return None
+        return None if stop is None else str(stop["reason"])
+
     def notify(self, context: Any) -> None:
         from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
 
+        stopped = self.stopped_by_ops(context)
+        if stopped is not None:
+            log.info("failure of %s not alerted: %s", context["ti"].task_id, stopped)
+            return
         try:
             alert = self.alert(context)
             outcomes = send_alert(alert, self.config)

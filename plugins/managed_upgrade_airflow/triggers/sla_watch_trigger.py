@@ -20,15 +20,28 @@ finished or an activity failed for good (the listener's terminal ``failed``), or
 event be lost -- once Airflow has the final task in an ended state (asked every minute; every few
 seconds in rehearsal).
 
-Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``; the event
-loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a delivery
-that failed on every channel stays unnotified and is retried.
+**A stopped run is quiet.** Before every alert it would send (and at every poll) the watcher asks
+whether the run was stopped since it began: a stop the activity listener recorded in the ledger
+(ops marked the run failed or success, a task failed or skipped by hand, this watch task marked by
+hand; ``Ledger.run_stop_since``), or, through the triggerer (``managed_upgrade_airflow.compat``),
+Airflow having the run failed or success or this watch's task no longer deferred. A stopped watcher
+claims and sends nothing more -- each claim is also refused by the ledger itself once a stop is
+recorded, and a claim it won just before the stop is withdrawn unsent -- and ends with outcome
+``stopped``. When Airflow cancels the trigger (its task was marked, cleared, or its run stopped;
+Airflow notices within about a second), the watcher halts at once: a send in progress in its worker
+thread finishes, nothing after it starts, and the ledger connection is closed once that thread is done.
+
+Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``, one call at
+a time per watcher (a lock), so a cancelled watcher never closes a connection under a running query;
+the event loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a
+delivery that failed on every channel stays unnotified and is retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -58,6 +71,10 @@ CLAIM_LEASE_SECONDS = 120.0
 delivery can take (SMTP timeout, three webhook attempts of 10 s), so an alert in flight is not sent twice."""
 WAKE_MARGIN_SECONDS = 0.001
 """Sleep this much past a due instant, so the wake-up's clock is surely at or after it."""
+DEFAULT_WATCH_TASK_ID = "sla_watch"
+"""The watch task of triggers serialized before the task id was part of them."""
+STOPPED_RUN_STATES = ("failed", "success")
+"""Run states Airflow has while this watch's task is still deferred only when someone set them."""
 
 
 def _iso(value: Any) -> Any:
@@ -86,6 +103,8 @@ class RunWatch:
         ledger_conn_id: str,
         smtp_conn_id: str,
         retry_seconds: float,
+        task_id: str = DEFAULT_WATCH_TASK_ID,
+        since: datetime | None = None,
     ) -> None:
         import psycopg2  # noqa: F401  (loaded here, in a thread, for the trigger's error handling)
 
@@ -94,7 +113,14 @@ class RunWatch:
         from managed_upgrade.sla_clock import sla_state  # noqa: F401  (idem: the loop's clock)
         from managed_upgrade_airflow.notifiers.alert_delivery import webhook_conn_id_for
 
-        self.dag_id, self.run_id = dag_id, run_id
+        self.dag_id, self.run_id, self.task_id = dag_id, run_id, task_id
+        self.since = since or datetime.min.replace(tzinfo=UTC)
+        """When this watch began (its task try's start): stops before it belong to an earlier life of
+        the run, which ops has since cleared and resumed."""
+        self.stop: dict[str, Any] | None = None
+        """Why the run is over for this watcher, once it was found stopped: ``{how, reason, at}``."""
+        self._halt = threading.Event()
+        self._lock = threading.RLock()
         self.config = parse_customer_config(config, config_source)
         self.model = self.config.process_model()
         self.clock = calendar_for(self.config.calendar, seconds_per_business_day)
@@ -111,12 +137,19 @@ class RunWatch:
         self._stack = ExitStack()
         self._ledger: Ledger | None = None
         self._airflow_unreachable = False
+        self._stop_check_unreachable = False
+        self.final_ended = False
+        """Airflow has the run's final task ended (:meth:`airflow_check`), whatever the ledger says."""
         # Warm-up: in the triggerer the first look-up of a connection that does not exist (the global
         # webhook, usually) took ~10 s (measured on 3.3.2); pay it now, not when the first alert is due.
         try:
             webhook_conn_id_for(self.config)
         except Exception as error:  # delivery reports it per alert; the watcher must start regardless
             log.warning("looking up the webhook connection failed: %s", error)
+        # Likewise the triggerer's first question to Airflow starts its in-process execution API: ~5 s
+        # (measured on 3.3.2), later ones take ~20 ms. Asked now, it also ends a watch whose run was
+        # stopped before the trigger started.
+        self.stop = self.airflow_stop()
 
     # -- ledger connection ----------------------------------------------------------------------
     def ledger(self) -> Ledger:
@@ -127,13 +160,109 @@ class RunWatch:
         return self._ledger
 
     def close(self) -> None:
-        """Close the ledger connection (a later call opens a new one)."""
-        self._ledger = None
+        """Close the ledger connection (a later call opens a new one); waits for a call in progress."""
+        with self._lock:
+            self._ledger = None
+            try:
+                self._stack.close()
+            except Exception as error:  # a broken connection may fail to close; it is gone either way
+                log.debug("closing the ledger connection failed: %s", error)
+            self._stack = ExitStack()
+
+    def close_when_idle(self) -> None:
+        """Close the ledger connection once the call in progress (if any) returns, without waiting."""
+        threading.Thread(target=self.close, name=f"sla-watch-close-{self.run_id}", daemon=True).start()
+
+    def locked(self, function: Any, *args: Any) -> Any:
+        """``function(*args)`` while no other call of this watcher runs (the trigger's worker threads)."""
+        with self._lock:
+            return function(*args)
+
+    def halt(self) -> None:
+        """Send and claim nothing more, from now on (any thread; the call in progress sees it)."""
+        self._halt.set()
+
+    @property
+    def halted(self) -> bool:
+        return self._halt.is_set()
+
+    # -- is the run stopped? --------------------------------------------------------------------
+    def stopped(self, *, ask_airflow: bool = True) -> dict[str, Any] | None:
+        """Why this watcher must send nothing more, or ``None``; asked before every send.
+
+        In order: the trigger was cancelled (:meth:`halt`); a stop recorded in the ledger since this
+        watch began (the listener's ``run_stops``); and, if ``ask_airflow``, Airflow having the run
+        failed or success or this watch's task no longer deferred (marked by hand or cleared). Found
+        once, the answer stays.
+        """
+        if self.stop is None and self.halted:
+            self.stop = {
+                "how": "cancelled",
+                "reason": f"Airflow cancelled the SLA watch of {self.dag_id}/{self.run_id}",
+                "at": _iso(datetime.now(UTC)),
+            }
+        if self.stop is None:
+            row = self.ledger().run_stop_since(self.dag_id, self.run_id, self.since)
+            if row is not None:
+                self.stop = {"how": row["how"], "reason": row["reason"], "at": _iso(row["stopped_at"])}
+        if self.stop is None and ask_airflow:
+            self.stop = self.airflow_stop()
+        return self.stop
+
+    def airflow_stop(self) -> dict[str, Any] | None:
+        """A stop only Airflow knows of yet (the listener could not write it), or ``None``.
+
+        Outside a triggerer there is nobody to ask and the answer is ``None``.
+        """
+        from managed_upgrade_airflow import compat
+
+        if self._stop_check_unreachable:
+            return None
+        now = _iso(datetime.now(UTC))
         try:
-            self._stack.close()
-        except Exception as error:  # a broken connection may fail to close; it is gone either way
-            log.debug("closing the ledger connection failed: %s", error)
-        self._stack = ExitStack()
+            deferred = compat.count_task_instances(self.dag_id, self.run_id, [self.task_id], ["deferred"])
+            if deferred == 0:
+                return {
+                    "how": "watch_not_deferred",
+                    "reason": f"Airflow has the task {self.task_id} of {self.dag_id}/{self.run_id} no longer "
+                    "deferred (marked by hand or cleared)",
+                    "at": now,
+                }
+            state = compat.dag_run_state(self.dag_id, self.run_id)
+        except compat.AirflowUnreachable as error:
+            log.debug(
+                "cannot ask Airflow whether %s was stopped (%s); relying on the ledger", self.run_id, error
+            )
+            self._stop_check_unreachable = True
+            return None
+        except Exception as error:
+            log.warning(
+                "asking Airflow whether %s was stopped failed: %s; asking again later", self.run_id, error
+            )
+            return None
+        if state in STOPPED_RUN_STATES:
+            return {
+                "how": f"run_{state}",
+                "reason": f"Airflow has run {self.dag_id}/{self.run_id} {state}",
+                "at": now,
+            }
+        return None
+
+    def airflow_check(self) -> None:
+        """The periodic look at Airflow: was the run stopped, or did its final task end (a lost event)?"""
+        if self.stopped() is None:
+            self.final_ended = self.final_task_ended()
+
+    def poll(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:
+        """One look at the run: its SLA state and events; alerts what fell due unless it was stopped."""
+        with self._lock:
+            state, events = self.read_state(now)
+            if self.stopped(ask_airflow=False) is None:
+                if self.resend_due(now):
+                    self.resend_unnotified(state)
+                self.alert_due(state)
+                self.retry_unsent(now)
+            return state, events
 
     # -- the clock --------------------------------------------------------------------------------
     def read_state(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:
@@ -215,6 +344,8 @@ class RunWatch:
         for unit in state.misses:
             if ("miss", unit.id) in self._claimed:
                 continue
+            if self.stop is not None or self.halted:
+                return sent
             ran_out = unit.ran_out_at or unit.planned_finish or now
             won = ledger.claim_sla_miss(
                 self.dag_id,
@@ -226,16 +357,19 @@ class RunWatch:
                 overrun_days=unit.overrun_days,
                 activity_keys=list(unit.activity_keys),
                 detected_at=now,
+                unless_stopped_since=self.since,
             )
             self._claimed.add(("miss", unit.id))
             if won:
                 alert = self.miss_alert(
                     unit.id, unit.owner, ran_out, unit.overrun_days, now, unit.current_activity
                 )
-                sent += self._deliver("miss", unit.id, alert, due_at=ran_out)
+                sent += self._deliver("miss", unit.id, alert, due_at=ran_out, fresh=True)
         for reminder in state.reminders:
             if ("reminder", (reminder.budget_unit, reminder.number)) in self._claimed:
                 continue
+            if self.stop is not None or self.halted:
+                return sent
             won = ledger.claim_customer_reminder(
                 self.dag_id,
                 self.run_id,
@@ -245,6 +379,7 @@ class RunWatch:
                 wait_started_at=reminder.wait_started_at,
                 due_at=reminder.due_at,
                 detected_at=now,
+                unless_stopped_since=self.since,
             )
             self._claimed.add(("reminder", (reminder.budget_unit, reminder.number)))
             if won:
@@ -257,7 +392,7 @@ class RunWatch:
                     now,
                 )
                 key = (reminder.budget_unit, reminder.number)
-                sent += self._deliver("reminder", key, alert, due_at=reminder.due_at)
+                sent += self._deliver("reminder", key, alert, due_at=reminder.due_at, fresh=True)
         return sent
 
     def resend_due(self, now: datetime) -> bool:
@@ -310,9 +445,26 @@ class RunWatch:
                 sent += self._deliver(kind, key, alert, due_at=alert.planned_finish)
         return sent
 
-    def _deliver(self, kind: str, key: Any, alert: Alert, *, due_at: datetime) -> int:
+    def _deliver(self, kind: str, key: Any, alert: Alert, *, due_at: datetime, fresh: bool = False) -> int:
+        """Send one claimed alert -- unless the run was stopped: then send nothing.
+
+        ``fresh``: this watcher claimed it just now; a stopped watcher withdraws such a claim, so the
+        ledger keeps no miss nobody was told of (an older unsent claim stays as it was).
+        """
         from managed_upgrade_airflow.notifiers.alert_delivery import SENT, send_alert
 
+        stop = self.stopped()
+        if stop is not None:
+            withdrawn = fresh and self.ledger().release_claim(kind, self.dag_id, self.run_id, key)
+            log.info(
+                "%s %s of %s not sent%s: %s",
+                kind,
+                key,
+                self.run_id,
+                " (claim withdrawn)" if withdrawn else "",
+                stop["reason"],
+            )
+            return 0
         channels = send_alert(alert, self.config, smtp_conn_id=self.smtp_conn_id)
         sent_at = datetime.now(UTC)
         if channels and SENT not in channels.values():
@@ -351,19 +503,15 @@ class RunWatch:
         outside a triggerer (tests, a one-off check) there is none and the answer is False.
         """
         from managed_upgrade.sla_clock import final_activity_key
+        from managed_upgrade_airflow import compat
 
         if self._airflow_unreachable:
             return False
         try:
-            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-            count = RuntimeTaskInstance.get_ti_count(
-                dag_id=self.dag_id,
-                task_ids=[final_activity_key(self.model)],
-                run_ids=[self.run_id],
-                states=ENDED_STATES,
+            count = compat.count_task_instances(
+                self.dag_id, self.run_id, [final_activity_key(self.model)], ENDED_STATES
             )
-        except (NameError, AttributeError, ImportError) as error:  # no supervisor to ask: not a triggerer
+        except compat.AirflowUnreachable as error:  # no supervisor to ask: not a triggerer
             log.debug("cannot ask Airflow for task states here (%s); relying on ledger events", error)
             self._airflow_unreachable = True
             return False
@@ -375,15 +523,18 @@ class RunWatch:
     def summary(self, events: list[dict[str, Any]], state: SlaState) -> dict[str, Any]:
         """The run's misses and reminders from the ledger, JSON-ready, and how the run ended.
 
-        ``outcome``: ``finished`` (the final activity's ``finished`` event), ``failed`` (an activity's
-        terminal ``failed`` event) or ``ended`` (Airflow has the final task ended, without either event).
+        ``outcome``: ``stopped`` (the run was stopped; ``stop`` says how, why and when), ``finished``
+        (the final activity's ``finished`` event), ``failed`` (an activity's terminal ``failed`` event)
+        or ``ended`` (Airflow has the final task ended, without either event).
         ``units``: every started budget unit's clock at the end (the ledger keeps a miss's overrun as
         it was when detected; this is the final one).
         """
         from managed_upgrade.sla_clock import final_activity_key
 
         final = final_activity_key(self.model)
-        if any(e["event"] == "finished" and e["activity_key"] == final for e in events):
+        if self.stop is not None:
+            outcome = "stopped"
+        elif any(e["event"] == "finished" and e["activity_key"] == final for e in events):
             outcome = "finished"
         elif any(e["event"] == "failed" and (e.get("detail") or {}).get("terminal") is True for e in events):
             outcome = "failed"
@@ -394,6 +545,7 @@ class RunWatch:
             "dag_id": self.dag_id,
             "run_id": self.run_id,
             "outcome": outcome,
+            "stop": self.stop,
             "misses": [_json_row(row) for row in ledger.sla_misses(self.dag_id, self.run_id)],
             "reminders": [_json_row(row) for row in ledger.customer_reminders(self.dag_id, self.run_id)],
             "units": [
@@ -432,6 +584,9 @@ class SlaWatchTrigger(BaseTrigger):
     :param poll_seconds: longest sleep between two ledger reads (default: 30 s real, <= 1 s rehearsal)
     :param ledger_conn_id: Airflow connection of the ledger
     :param smtp_conn_id: Airflow connection of the SMTP server
+    :param task_id: the watch's own task (Airflow having it no longer deferred means it was stopped)
+    :param watch_started_at: ISO instant this watch's task try began; stops recorded before it belong
+        to an earlier life of the run (default: any stop of the run counts)
     """
 
     def __init__(
@@ -446,10 +601,15 @@ class SlaWatchTrigger(BaseTrigger):
         poll_seconds: float | None = None,
         ledger_conn_id: str = "managed_upgrade_ledger",
         smtp_conn_id: str = "smtp_default",
+        task_id: str = DEFAULT_WATCH_TASK_ID,
+        watch_started_at: str | None = None,
     ) -> None:
         super().__init__()
         self.dag_id = dag_id
         self.run_id = run_id
+        self.task_id = task_id
+        self.watch_started_at = watch_started_at
+        self._watch: RunWatch | None = None
         self.config = config
         self.config_source = config_source
         self.base_url = base_url
@@ -471,6 +631,8 @@ class SlaWatchTrigger(BaseTrigger):
                 "poll_seconds": self.poll_seconds,
                 "ledger_conn_id": self.ledger_conn_id,
                 "smtp_conn_id": self.smtp_conn_id,
+                "task_id": self.task_id,
+                "watch_started_at": self.watch_started_at,
             },
         )
 
@@ -499,10 +661,13 @@ class SlaWatchTrigger(BaseTrigger):
             ledger_conn_id=self.ledger_conn_id,
             smtp_conn_id=self.smtp_conn_id,
             retry_seconds=max(5 * self.poll, 5.0),
+            task_id=self.task_id,
+            since=datetime.fromisoformat(self.watch_started_at) if self.watch_started_at else None,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch = await asyncio.to_thread(self.make_watch)  # imports and parsing stay off the event loop
+        self._watch = watch
         import psycopg2
 
         from managed_upgrade.sla_clock import next_due_at, run_is_over
@@ -515,30 +680,42 @@ class SlaWatchTrigger(BaseTrigger):
             while True:
                 now = datetime.now(UTC)
                 try:
-                    state, events = await asyncio.to_thread(watch.read_state, now)
-                    if watch.resend_due(now):
-                        await asyncio.to_thread(watch.resend_unnotified, state)
-                    await asyncio.to_thread(watch.alert_due, state)
-                    await asyncio.to_thread(watch.retry_unsent, now)
+                    state, events = await asyncio.to_thread(watch.poll, now)
                 except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                     self.log.warning("ledger unreachable (%s); reconnecting in %.3g s", error, poll)
                     watch.close()
                     await asyncio.sleep(poll)
                     continue
                 ended_in_airflow = False
-                if loop.time() >= next_airflow_check:
+                if watch.stop is None and loop.time() >= next_airflow_check:
                     next_airflow_check = loop.time() + self.airflow_check_seconds
-                    ended_in_airflow = await asyncio.to_thread(watch.final_task_ended)
-                if run_is_over(watch.model, events) or ended_in_airflow:
-                    summary = await asyncio.to_thread(watch.summary, events, state)
+                    await asyncio.to_thread(watch.locked, watch.airflow_check)
+                    ended_in_airflow = watch.final_ended
+                if watch.stop is not None or run_is_over(watch.model, events) or ended_in_airflow:
+                    summary = await asyncio.to_thread(watch.locked, watch.summary, events, state)
                     break
                 wake = next_due_at(state, now)
                 delay = poll
                 if wake is not None:
                     delay = min(poll, (wake - datetime.now(UTC)).total_seconds() + WAKE_MARGIN_SECONDS)
                 await asyncio.sleep(max(delay, 0.0))
+        except asyncio.CancelledError:
+            watch.halt()  # the call in progress in its thread (if any) sends nothing after this
+            self.log.info(
+                "SLA watch of %s / %s cancelled (its task was marked or cleared, its run stopped, or the "
+                "triggerer is stopping); nothing more is sent from here",
+                self.dag_id,
+                self.run_id,
+            )
+            raise
         finally:
-            watch.close()
+            watch.close_when_idle()
+        if summary["outcome"] == "stopped":
+            self.log.info(
+                "run %s was stopped: %s; SLA watch ends, nothing more is sent",
+                self.run_id,
+                summary["stop"]["reason"],
+            )
         self.log.info(
             "run %s is over (%s): %d miss(es), %d reminder(s)",
             self.run_id,
@@ -547,3 +724,15 @@ class SlaWatchTrigger(BaseTrigger):
             len(summary["reminders"]),
         )
         yield TriggerEvent(summary)
+
+    async def on_kill(self) -> None:
+        """Airflow cancelled this trigger because a user acted on its task or run: send nothing more."""
+        if self._watch is not None:
+            self._watch.halt()
+        self.log.info(
+            "SLA watch of %s / %s stopped by Airflow: its task %s was marked, cleared or its run stopped; "
+            "no alert is sent for this watch any more",
+            self.dag_id,
+            self.run_id,
+            self.task_id,
+        )

@@ -9,6 +9,11 @@ needed), ``airflow_connections`` (its connections as AIRFLOW_CONN_* variables) a
 Operator tests: ``ledger_dsn`` (a throwaway migrated ledger DB as the ledger connection),
 ``smtp_sink`` (an SMTP server on 127.0.0.1 as ``smtp_default``) and ``task_context`` (a minimal
 task context for ``execute``).
+
+Time: no test reads today's date or the time of day as data. A test whose facts depend on the day
+takes ``fixed_today`` and runs once per :data:`FIXED_TODAYS` case (a weekday, a Saturday, a Sunday,
+the eve of a public holiday, both DST change days of the customer's zone); polling deadlines use
+``time.monotonic``.
 """
 
 from __future__ import annotations
@@ -20,14 +25,17 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, time
+from functools import cache
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 if TYPE_CHECKING:  # imported lazily below, so unit tests never load the estate's dependencies
     from crm_estate import Estate, Installation
+    from managed_upgrade.business_calendar import BusinessCalendar
 
 # ---------------------------------------------------------------------------------- estate
 
@@ -41,6 +49,7 @@ def estate() -> Iterator[Estate]:
     started_here = not crm_estate.is_running()
     healthy = all(component.healthy for component in crm_estate.status())
     running = crm_estate.Estate.load() if healthy else crm_estate.up()
+    running.share_with_service_user()  # run as root: what tests write on the hosts stays the login's
     yield running
     if started_here:
         crm_estate.down()
@@ -103,13 +112,21 @@ def isolated_customer(
             installation = fresh_installation(env, version)
             ssh_conn_id, db_conn_id = airflow_connections.add_installation(installation)
             installations[env] = installation
+            test_db = {}  # the read-only test role's connection follows the config DB
+            if getattr(config.environment(env), "test_db_conn_id", None):
+                test_db["test_db_conn_id"] = airflow_connections.add(
+                    f"{installation.db_name}_test_db",
+                    airflow_connections.estate.test_db_connection(installation.db_name),
+                )
             environments[env] = config.environment(env).model_copy(
                 update={
+                    **test_db,
                     "ssh_conn_id": ssh_conn_id,
                     "db_conn_id": db_conn_id,
                     "install_path": str(installation.install_path),
                     "staging_path": str(installation.staging_path),
                     "backup_path": str(installation.backup_path),
+                    "allowed_roots": (str(airflow_connections.estate.layout.host_dir(env)),),
                 }
             )
         isolated = config.model_copy(
@@ -300,3 +317,103 @@ def make_task_context(
 def task_context() -> Callable[..., dict[str, Any]]:
     """Factory ``task_context(task_id, conf=None, *, run_id=None, run_started_at=None, **xcoms)``."""
     return make_task_context
+
+
+# ------------------------------------------------------------ fixed "today"s instead of the wall clock
+# A test whose facts depend on the day (a run that starts, waits or completes "today") takes
+# ``fixed_today`` and runs once per case below, so it holds on any weekday, weekend, holiday eve or
+# clock change -- and a failure names the case instead of showing up one day a week.
+
+FIXED_TODAY_CALENDAR: dict[str, Any] = {
+    "timezone": "Europe/Berlin",
+    "weekend": ["sat", "sun"],
+    "holiday_country": "DE",
+    "holiday_subdivision": "BY",
+}
+"""The customer calendar the cases are picked in (globex's, without its extra closed days): a zone that
+changes clocks, Saturday/Sunday weekends, Bavaria's public holidays. Tests give it to their customer."""
+
+
+@cache
+def _fixed_today_calendar() -> BusinessCalendar:
+    from managed_upgrade.business_calendar import BusinessCalendar
+
+    return BusinessCalendar.from_settings(FIXED_TODAY_CALENDAR)
+
+
+@dataclass(frozen=True)
+class FixedToday:
+    """A day a time-sensitive test takes as "today": a local date in :data:`FIXED_TODAY_CALENDAR`."""
+
+    id: str
+    date: date
+    why: str
+    one_business_day_later_local: datetime
+    """Local wall-clock time one business day after :attr:`now`, worked out by hand (naive)."""
+
+    @property
+    def calendar_settings(self) -> dict[str, Any]:
+        """The customer config's ``calendar`` section the case is about (a fresh copy)."""
+        return json.loads(json.dumps(FIXED_TODAY_CALENDAR))
+
+    @property
+    def calendar(self) -> BusinessCalendar:
+        return _fixed_today_calendar()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(FIXED_TODAY_CALENDAR["timezone"])
+
+    def at(self, hour: int, minute: int = 0) -> datetime:
+        """Local wall-clock time ``hour:minute`` of this day, as a UTC instant."""
+        return datetime.combine(self.date, time(hour, minute), tzinfo=self.zone).astimezone(UTC)
+
+    @property
+    def now(self) -> datetime:
+        """The test's "now": 10:00 local on this day (in UTC)."""
+        return self.at(10)
+
+    def clock(self) -> datetime:
+        """A clock stuck at :attr:`now`, for code that takes ``clock``/``now`` callables."""
+        return self.now
+
+    @property
+    def one_business_day_later(self) -> datetime:
+        """:attr:`one_business_day_later_local` as a UTC instant."""
+        return self.one_business_day_later_local.replace(tzinfo=self.zone).astimezone(UTC)
+
+
+FIXED_TODAYS: tuple[FixedToday, ...] = (
+    FixedToday("weekday", date(2026, 3, 4), "an ordinary Wednesday", datetime(2026, 3, 5, 10)),
+    FixedToday(
+        "saturday",
+        date(2026, 3, 7),
+        "no business time until Monday; one business day is Monday's, due by its end",
+        datetime(2026, 3, 10, 0),
+    ),
+    FixedToday("sunday", date(2026, 3, 8), "the day before business resumes", datetime(2026, 3, 10, 0)),
+    FixedToday(
+        "eve-of-holiday",
+        date(2026, 4, 2),
+        "Maundy Thursday: Good Friday, the weekend and Easter Monday follow; next business day Tuesday",
+        datetime(2026, 4, 7, 10),
+    ),
+    FixedToday(
+        "dst-spring-forward",
+        date(2026, 3, 29),
+        "Europe/Berlin skips 02:00-03:00: a 23 h Sunday",
+        datetime(2026, 3, 31, 0),
+    ),
+    FixedToday(
+        "dst-fall-back",
+        date(2026, 10, 25),
+        "Europe/Berlin repeats 02:00-03:00: a 25 h Sunday",
+        datetime(2026, 10, 27, 0),
+    ),
+)
+
+
+@pytest.fixture(params=FIXED_TODAYS, ids=lambda today: today.id)
+def fixed_today(request: pytest.FixtureRequest) -> FixedToday:
+    """One of :data:`FIXED_TODAYS` per test run (ids name the case: ``[saturday]``, ...)."""
+    return request.param

@@ -13,6 +13,10 @@ are run by one real Airflow whose global alert webhook is an HTTP receiver of th
   still goes out, exactly once;
 - past deadline: a run triggered with its deadline date already past alerts "[Deadline missed]" at once.
 
+Runs start now (rehearsal mode has no weekends, so the weekday does not matter); their request-case
+dates are set around the customer's today at trigger time, not taken from the config, whose fixed dates
+would one day put a run-level deadline alert inside a story or make the past deadline's request invalid.
+
 The crash comes first, while only its own run is in flight (killing the scheduler kills the tasks it
 runs); the other stories start once the new triggerer has taken its watcher over, and then run side
 by side. While a new triggerer takes over a dead one's triggers, alerts of other runs falling due
@@ -36,6 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -330,13 +335,32 @@ def miss_mail(story: Story, title: str) -> Callable[[EmailMessage], bool]:
     return lambda message: message["Subject"].startswith(f"[SLA miss] {story.name}: {title} ")
 
 
+def customer_today(story: Story) -> date:
+    """Today in the customer's zone (the run-level deadlines read dates there)."""
+    return datetime.now(ZoneInfo(story.customer.config.calendar.timezone)).date()
+
+
+def request_case_dates(today: date, deadline: date) -> dict[str, str]:
+    """Trigger-form dates of a valid request case (earliest <= ideal <= deadline) around ``today``."""
+    start = min(today, deadline)
+    return {
+        "earliest_start": start.isoformat(),
+        "ideal_start": start.isoformat(),
+        "deadline": deadline.isoformat(),
+    }
+
+
 def trigger(api: AirflowClient, story: Story, **conf: Any) -> None:
+    """Triggers the story's run; its deadline is a year away unless ``conf`` says otherwise, so no
+    deadline alert falls due during a story (a year is ~250 business days, over 30 min here)."""
     api.wait_for_dag(story.dag_id, timeout=DAG_PARSE_TIMEOUT)
     api.unpause(story.dag_id)
+    today = customer_today(story)
+    dates = request_case_dates(today, today + timedelta(days=365))
     story.triggered_at = time.time()
     api.trigger(
         story.dag_id,
-        {"seconds_per_business_day": story.seconds_per_day, **conf},
+        {"seconds_per_business_day": story.seconds_per_day, **dates, **conf},
         run_id=story.run_id,
         note="SLA end-to-end test",
     )
@@ -434,9 +458,11 @@ def slow_sign_off(stage: Stage, api: AirflowClient, story: Story) -> None:
 
 
 def past_deadline(stage: Stage, api: AirflowClient, story: Story) -> None:
-    """Ops triggers a run whose deadline date is already over."""
-    story.observed["deadline"] = date.today() - timedelta(days=7)
-    trigger(api, story, deadline=story.observed["deadline"].isoformat())
+    """Ops triggers a run whose deadline date is already over (a week ago in the customer's zone: over
+    in every zone, since local dates differ by 2 days at most), its request case otherwise valid."""
+    today = customer_today(story)
+    story.observed["deadline"] = today - timedelta(days=7)
+    trigger(api, story, **request_case_dates(today, story.observed["deadline"]))
     at, _ = stage.mails.wait_for(
         lambda message: message["Subject"].startswith(f"[Deadline missed] {story.name}:"), timeout=60
     )

@@ -15,6 +15,10 @@ played through the REST API as the users the configs assign, the way they answer
 
 Each scenario's story runs in a thread of its own from the start of the module; each test waits
 for its story and checks what people and systems can see afterwards.
+
+Runs start now; rehearsal mode has no weekends, so the weekday does not matter. The request case's
+dates are set around the customer's today at trigger time (deadline a year away), not taken from the
+config, whose fixed dates would one day pass and put run-level deadline alerts inside the stories.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from scenario_customers import (
@@ -284,6 +290,17 @@ SCRIPTS: dict[str, Script] = {
 }
 
 
+def request_case_dates(customer: ScenarioCustomer) -> dict[str, str]:
+    """Start today in the customer's zone, deadline a year later: ~250 business days, well over an
+    hour at this speed, so no run-level deadline alert falls due during a story, whatever the date."""
+    today = datetime.now(ZoneInfo(customer.config.calendar.timezone)).date()
+    return {
+        "earliest_start": today.isoformat(),
+        "ideal_start": today.isoformat(),
+        "deadline": (today + timedelta(days=365)).isoformat(),
+    }
+
+
 def play(airflow: harness.LocalAirflow, customer: ScenarioCustomer, script: Script) -> Story:
     """Ops triggers the customer's DAG in rehearsal mode; people answer by ``script`` until it ends."""
     story = Story(customer, run_id=f"e2e__{customer.customer_id}")
@@ -293,7 +310,7 @@ def play(airflow: harness.LocalAirflow, customer: ScenarioCustomer, script: Scri
             api.unpause(customer.dag_id)
             api.trigger(
                 customer.dag_id,
-                {"seconds_per_business_day": SECONDS_PER_BUSINESS_DAY},
+                {"seconds_per_business_day": SECONDS_PER_BUSINESS_DAY, **request_case_dates(customer)},
                 run_id=story.run_id,
                 note="end-to-end scenario",
             )

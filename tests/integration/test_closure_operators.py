@@ -4,6 +4,10 @@ Three fresh installations (Dev, UAT, Prod) of 10.2.0 are upgraded by the estate'
 run's target version, 11.1.0 (set at trigger time; the config says 11.0.0). The run's facts that
 other tasks record (backups, test rounds, a fix, sign-offs, activity events) are written to a
 throwaway ledger through the ledger's own API; the completion e-mail goes to a real SMTP server.
+
+No wall clock: the run's facts sit at fixed instants, and the completion is sent on a fixed "today"
+(``fixed_today``: a weekday, a weekend day, a holiday eve, a DST change day) in a customer calendar
+with a DST zone and public holidays, through the operator's ``clock``.
 """
 
 from __future__ import annotations
@@ -39,9 +43,14 @@ pytestmark = pytest.mark.integration
 CUSTOMERS = Path(__file__).resolve().parents[2] / "include" / "customers"
 DAG_ID = "managed_upgrade__acme"
 TARGET = "11.1.0"
-T0 = (datetime.now(UTC) - timedelta(days=40)).replace(minute=0, second=0, microsecond=0)
-"""Start of the run's recorded activity; the sign-offs are 20 days later."""
+T0 = datetime(2026, 1, 12, 7, tzinfo=UTC)
+"""Start of the run's recorded activity: Monday 08:00 in Berlin, weeks before every fixed "today".
+Dev's sign-off waits on the customer from T0 + 20 h to T0 + 30 h, Tuesday 04:00-14:00 there: business
+time in any calendar with Monday-Friday working days. The sign-offs are 20 days after T0."""
+RUN_STARTED = T0 - timedelta(days=14)
 SIGNED_OFF = f"carla, {(T0 + timedelta(days=20)).date().isoformat()}"
+NOW = datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
+"""When the completion is sent in the tests that do not vary "today"."""
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +91,17 @@ def _record_run_facts(ledger: Ledger, run_id: str, settings: dict[str, Any]) -> 
 
 
 def test_all_environments_on_the_target_are_verified_and_the_completion_summarises_the_run(
-    config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context
+    config,
+    isolated_customer,
+    upgrade_installation,
+    ledger_dsn,
+    smtp_sink,
+    settings_xcom,
+    task_context,
+    fixed_today,
 ):
+    calendar = type(config.calendar).model_validate(fixed_today.calendar_settings)
+    config = config.model_copy(update={"calendar": calendar})
     config, installations = isolated_customer(config, dev="10.2.0", uat="10.2.0", prod="10.2.0")
     context = task_context(VERIFY_TASK_ID, **{REQUEST_CASE_TASK_ID: settings_xcom})
     run_id = context["ti"].run_id
@@ -108,12 +126,12 @@ def test_all_environments_on_the_target_are_verified_and_the_completion_summaris
             "problem": None,
         }
 
-    completion = SendCompletionOperator(task_id="send_completion", config=config)
+    completion = SendCompletionOperator(task_id="send_completion", config=config, clock=fixed_today.clock)
     summary = completion.execute(
         task_context(
             "closure.send_completion",
             run_id=run_id,
-            run_started_at=T0 - timedelta(days=14),
+            run_started_at=RUN_STARTED,
             **{REQUEST_CASE_TASK_ID: settings_xcom, VERIFY_TASK_ID: verified},
         )
     )
@@ -147,12 +165,20 @@ def test_all_environments_on_the_target_are_verified_and_the_completion_summaris
     assert dev["duration"]["customer_wait_hours"] == 10.0
     assert summary["environments"]["uat"]["fixes"] == []
     assert [r["round"] for r in summary["environments"]["prod"]["test_rounds"]] == [1]
+    now = fixed_today.now
+    assert summary["completed_at"] == now.isoformat()
     assert summary["duration"]["source"] == "ledger_events"
-    assert summary["duration"]["run_started_at"] == (T0 - timedelta(days=14)).isoformat()
-    assert summary["duration"]["elapsed_hours"] > 14 * 24
+    assert summary["duration"]["run_started_at"] == RUN_STARTED.isoformat()
+    assert summary["duration"]["elapsed_hours"] == round((now - RUN_STARTED).total_seconds() / 3600, 2)
+    # Development is still open (its upgrade and tests have no events here): its clock runs until now,
+    # on the customer's business days; the sign-off wait is the customer's, not the budget's.
     development = next(u for u in summary["schedule"]["units"] if u["budget_unit"] == "development")
-    assert development["actual_start"] is not None and development["consumed_days"] > 0
-    assert development["customer_wait_days"] > 0  # the sign-off wait is the customer's, not the budget's
+    business = fixed_today.calendar
+    waited = business.business_days_between(T0 + timedelta(hours=20), T0 + timedelta(hours=30))
+    assert waited == 10 / 24
+    assert development["actual_start"] == T0.isoformat() and development["status"] == "running"
+    assert development["customer_wait_days"] == round(waited, 2)
+    assert development["consumed_days"] == round(business.business_days_between(T0, now) - waited, 2)
     assert summary["schedule"]["misses"] == [
         u["budget_unit"] for u in summary["schedule"]["units"] if u["missed"]
     ]
@@ -172,7 +198,7 @@ def test_all_environments_on_the_target_are_verified_and_the_completion_summaris
         task_context(
             "closure.send_completion",
             run_id=run_id,
-            run_started_at=T0 - timedelta(days=14),
+            run_started_at=RUN_STARTED,
             **{REQUEST_CASE_TASK_ID: settings_xcom, VERIFY_TASK_ID: verified},
         )
     )
@@ -238,13 +264,14 @@ def test_completion_without_ledger_facts_reports_what_is_known(
     config, _ = isolated_customer(config, dev=TARGET, uat=TARGET, prod=TARGET)
     context = task_context(
         "closure.send_completion",
-        run_started_at=datetime.now(UTC) - timedelta(hours=5),
+        run_started_at=NOW - timedelta(hours=5),
         **{REQUEST_CASE_TASK_ID: settings_xcom},
     )
     with open_ledger() as ledger:
         ledger.record_run(DAG_ID, context["ti"].run_id, "acme", settings_xcom)
 
-    summary = SendCompletionOperator(task_id="send_completion", config=config).execute(context)
+    completion = SendCompletionOperator(task_id="send_completion", config=config, clock=lambda: NOW)
+    summary = completion.execute(context)
 
     assert {env: s["version"] for env, s in summary["environments"].items()} == dict.fromkeys(
         ("dev", "uat", "prod"), TARGET
@@ -253,7 +280,8 @@ def test_completion_without_ledger_facts_reports_what_is_known(
     assert summary["environments"]["uat"]["backups"] == []
     assert summary["environments"]["uat"]["signed_off"] is None
     assert summary["duration"]["source"] == "dag_run"
-    assert 4.99 <= summary["duration"]["elapsed_hours"] <= 5.1
+    assert summary["duration"]["elapsed_hours"] == 5.0
+    assert summary["completed_at"] == NOW.isoformat()
     assert "stages" not in summary["duration"]
     assert len(smtp_sink.messages) == 1
 

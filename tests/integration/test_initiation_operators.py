@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from psycopg2 import sql
 
 from managed_upgrade.config import load_customer_config
 from managed_upgrade.ledger import Ledger
+from managed_upgrade.plan import make_customer_plan
 from managed_upgrade.testcase_report import CaseResult, TestReport
 from managed_upgrade_airflow.initiation_gates import (
     INVENTORY_TASK_ID,
@@ -75,10 +76,14 @@ def _answer(options: list[str], params: dict[str, Any], user: str = "carla") -> 
 
 
 def test_request_case_accepts_config_defaults_records_the_run_and_returns_settings(
-    config, ledger_dsn, task_context
+    config, ledger_dsn, task_context, fixed_today
 ):
+    """Triggered "today" (a fixed day, not the wall clock): the plan starts at the run's start and
+    counts business days in the customer's calendar, whatever kind of day today is."""
+    calendar = type(config.calendar).model_validate(fixed_today.calendar_settings)
+    config = config.model_copy(update={"calendar": calendar})
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
-    context = task_context(REQUEST_CASE_TASK_ID)
+    context = task_context(REQUEST_CASE_TASK_ID, run_started_at=fixed_today.now)
     result = operator.execute(context)
     assert result == {**request_case_defaults(config), "seconds_per_business_day": None}
     assert result["case_id"] == "ACME-1042" and result["target_version"] == "11.0.0"
@@ -93,8 +98,10 @@ def test_request_case_accepts_config_defaults_records_the_run_and_returns_settin
     )
     planned = {key: (start, finish) for key, start, finish in plan}
     assert set(planned) == {activity.key for activity in config.process_model().activities}
-    respond_start, respond_finish = planned["initiation.respond_to_request"]
-    assert respond_finish > respond_start  # one business day in the customer's calendar
+    expected = make_customer_plan(config, fixed_today.now)
+    assert planned == {a.key: (a.planned_start, a.planned_finish) for a in expected.activities}
+    assert planned["initiation.create_request_case"] == (fixed_today.now, fixed_today.now)
+    assert planned["initiation.respond_to_request"] == (fixed_today.now, fixed_today.one_business_day_later)
     assert planned["closure.send_completion"][1] == max(finish for _, finish in planned.values())
 
 
@@ -106,7 +113,8 @@ def test_request_case_takes_trigger_form_overrides(config, ledger_dsn, task_cont
         "seconds_per_business_day": 2,
         "case_id": "",
     }
-    context = task_context(REQUEST_CASE_TASK_ID, conf)
+    started = datetime(2027, 1, 16, 23, 59, 30, tzinfo=UTC)  # a Saturday night: rehearsals have no weekends
+    context = task_context(REQUEST_CASE_TASK_ID, conf, run_started_at=started)
     result = operator.execute(context)
     assert result["target_version"] == "11.1.0"
     assert result["deadline"] == "2027-04-30"
@@ -119,7 +127,7 @@ def test_request_case_takes_trigger_form_overrides(config, ledger_dsn, task_cont
         " WHERE activity_key = 'initiation.respond_to_request' AND run_id = %s",
         context["ti"].run_id,
     )
-    assert (finish - start).total_seconds() == 2.0
+    assert (start, finish) == (started, started + timedelta(seconds=2))
 
 
 def test_request_case_fails_listing_every_problem_and_records_nothing(config, ledger_dsn, task_context):
@@ -136,7 +144,7 @@ def test_request_case_fails_listing_every_problem_and_records_nothing(config, le
 
 def test_request_case_rejects_malformed_values_and_ineligible_customers(config, ledger_dsn, task_context):
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=config)
-    with pytest.raises(AirflowFailException, match=r"case_id: 'acme 1' must match"):
+    with pytest.raises(AirflowFailException, match=r"case_id: not a valid case id: .*\(got 'acme 1'\)"):
         operator.execute(task_context(REQUEST_CASE_TASK_ID, {"case_id": "acme 1"}))
     not_platinum = config.model_copy(update={"platinum_support": False})
     operator = CreateRequestCaseOperator(task_id="create_request_case", config=not_platinum)

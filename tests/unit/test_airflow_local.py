@@ -146,7 +146,9 @@ def test_stopping_a_component_stops_its_children_and_is_idempotent(tmp_path):
         run_dir,
         tmp_path,
     )
-    time.sleep(0.3)
+    deadline = time.monotonic() + 30  # bash starts both sleeps when it gets the CPU: wait for them, untimed
+    while len(psutil.Process(component.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     family = [psutil.Process(component.pid), *psutil.Process(component.pid).children(recursive=True)]
     assert len(family) == 3
 

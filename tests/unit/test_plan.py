@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -144,6 +144,36 @@ def test_globex_bavarian_calendar_skips_epiphany_and_its_overrides_apply():
     )
     # Rosenmontag (8 Feb 2027) is an extra closed day of globex; no activity ends on it.
     assert all(a.planned_finish.astimezone(BERLIN).date() != date(2027, 2, 8) for a in plan.activities)
+
+
+def test_a_plan_started_on_any_day_runs_on_the_customers_business_days(fixed_today):
+    """Triggered "today" (each fixed case): the run starts then, budgets count only business time."""
+    acme = load_customer_config(CUSTOMERS / "acme.yaml")
+    config = acme.model_copy(
+        update={"calendar": type(acme.calendar).model_validate(fixed_today.calendar_settings)}
+    )
+    calendar = fixed_today.calendar
+    plan = make_customer_plan(config, fixed_today.now)
+    assert plan.start == fixed_today.now
+    assert plan.activity("initiation.create_request_case").planned_finish == fixed_today.now
+    respond = plan.activity("initiation.respond_to_request")
+    assert (respond.planned_start, respond.planned_finish) == (
+        fixed_today.now,
+        fixed_today.one_business_day_later,
+    )
+    assert plan.planned_business_days == 56
+    assert calendar.business_days_between(fixed_today.now, plan.planned_finish) == 56
+    for activity in plan.activities:
+        if not activity.budget_days:
+            continue
+        finish = activity.planned_finish.astimezone(calendar.timezone)
+        on_business_time = calendar.is_business_day(finish.date())
+        at_a_business_days_end = finish.time() == time() and calendar.is_business_day(
+            finish.date() - timedelta(days=1)
+        )
+        assert on_business_time or at_a_business_days_end, (activity.key, finish)
+        span = calendar.business_days_between(activity.planned_start, activity.planned_finish)
+        assert span == pytest.approx(activity.budget_days, abs=1e-9), activity.key
 
 
 def test_override_of_development_moves_everything_after_dev_and_nothing_before(model):

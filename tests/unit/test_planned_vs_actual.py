@@ -69,3 +69,26 @@ def test_units_not_started_have_a_plan_and_no_actuals():
         None,
     )
     assert development["missed"] is False
+
+
+def test_on_any_day_the_report_counts_the_customers_business_days_up_to_now(fixed_today):
+    """The run started 3 business days before "today" (each fixed case) on the customer's calendar:
+    Respond to Request took 1.5 of its 1 day, Acknowledge has been running 1.5 days by now."""
+    calendar, now = fixed_today.calendar, fixed_today.now
+    start = calendar.add_business_days(now, -3)
+    responded = calendar.add_business_days(start, 1.5)
+    events = [
+        ev("initiation.create_request_case", "finished", start),
+        ev(RESPOND, "ready", start),
+        ev(RESPOND, "finished", responded),
+        ev(ACKNOWLEDGE, "ready", responded),
+    ]
+    plan = make_plan(MODEL, calendar, start)
+    result = planned_vs_actual(MODEL, calendar, plan.to_rows("d", "r"), events, reminder_days=5, now=now)
+    respond = unit(result, "respond_to_request")
+    assert respond["planned_finish"] == calendar.add_business_days(start, 1).isoformat()
+    assert (respond["consumed_days"], respond["overrun_days"], respond["variance_days"]) == (1.5, 0.5, 0.5)
+    acknowledge = unit(result, "acknowledge_request_formally")
+    assert (acknowledge["status"], acknowledge["consumed_days"]) == ("running", 1.5)
+    assert (acknowledge["missed"], acknowledge["overrun_days"]) == (True, 0.5)
+    assert result["misses"] == ["respond_to_request", "acknowledge_request_formally"]

@@ -246,6 +246,65 @@ def test_naive_instants_and_unknown_events_are_refused_with_the_row():
         state([ev(RESPOND, "paused", day(0))], day(1))
 
 
+# --- on any day: the run's facts fall on a fixed "today" (tests/conftest.py) ------------------------------
+
+
+def test_a_request_ready_today_is_due_one_business_day_later_whatever_the_day(fixed_today):
+    calendar, ready = fixed_today.calendar, fixed_today.now
+    due = fixed_today.one_business_day_later
+    events = [ev(RESPOND, "ready", ready)]
+    at_ready = state(events, ready, clock=calendar)
+    assert (at_ready.unit("respond_to_request").status, at_ready.unit("respond_to_request").due_at) == (
+        "running",
+        due,
+    )
+    assert next_due_at(at_ready, ready) == due
+    before = state(events, due - timedelta(microseconds=1), clock=calendar).unit("respond_to_request")
+    assert not before.missed and before.consumed_days < 1
+    at_due = state(events, due, clock=calendar).unit("respond_to_request")
+    assert at_due.missed and at_due.ran_out_at == due and at_due.overrun_days == 0.0
+    answered = [*events, ev(RESPOND, "finished", due + timedelta(hours=1))]
+    late = state(answered, due + timedelta(days=3), clock=calendar).unit("respond_to_request")
+    overrun = calendar.business_days_between(due, due + timedelta(hours=1))
+    assert late.missed and late.overrun_days == pytest.approx(overrun)
+    assert late.planned_finish == due
+
+
+def test_a_sign_off_wait_from_today_pauses_development_and_reminds_on_business_days(fixed_today):
+    """Development's consultant work took 5 business days up to "today"; the customer signs off 3
+    business days later. Whatever today is, the budget counts 5, the wait 3, one reminder (every 2)."""
+    calendar, today = fixed_today.calendar, fixed_today.now
+    began = calendar.add_business_days(today, -5)
+    consultant_keys = [key for key in DEV_KEYS if key != "dev.customer_sign_off"]
+    steps = [
+        calendar.add_business_days(began, i * 5 / len(consultant_keys)) for i in range(len(consultant_keys))
+    ]
+    events = []
+    for key, start, end in zip(consultant_keys, steps, [*steps[1:], today], strict=True):
+        events += [ev(key, "ready", start), ev(key, "finished", end)]
+    events.append(ev("dev.customer_sign_off", "ready", today))
+
+    waiting = state(events, today, clock=calendar, reminder_days=2)
+    development = waiting.unit("development")
+    assert development.status == "paused_on_customer" and not development.missed
+    assert development.consumed_days == pytest.approx(5) and development.paused_days == 0
+    first_reminder = calendar.add_business_days(today, 2)
+    assert next_due_at(waiting, today) == first_reminder
+
+    signed_at = calendar.add_business_days(today, 3)
+    done = state(
+        [*events, ev("dev.customer_sign_off", "finished", signed_at)],
+        signed_at + timedelta(days=1),
+        clock=calendar,
+        reminder_days=2,
+    )
+    development = done.unit("development")
+    assert development.status == "finished" and not development.missed
+    assert development.consumed_days == pytest.approx(5) and development.paused_days == pytest.approx(3)
+    assert development.planned_finish == calendar.add_business_days(began, 12 + 3)
+    assert [(r.number, r.due_at) for r in done.reminders] == [(1, first_reminder)]
+
+
 # --- properties ------------------------------------------------------------------------------------------
 
 EIGHTHS = st.integers(min_value=0, max_value=24).map(lambda n: n / 8)

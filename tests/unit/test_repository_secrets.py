@@ -51,7 +51,9 @@ def test_no_tracked_file_holds_a_secret() -> None:
 
 def test_the_scan_detects_a_planted_secret(tmp_path: Path) -> None:
     planted = tmp_path / "settings.py"
-    planted.write_text('AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n')
+    planted.write_text(
+        'AWS_SECRET_ACCESS_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"\n'  # pragma: allowlist secret
+    )
     found = SecretsCollection(root=str(tmp_path))
     with default_settings():
         found.scan_file("settings.py")

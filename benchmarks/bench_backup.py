@@ -29,9 +29,9 @@ for sub in ("include", "scripts"):
     sys.path.insert(0, str(ROOT / sub))
 
 import crm_estate  # noqa: E402
-from managed_upgrade.backup import BackupTarget, create_backup  # noqa: E402
-from managed_upgrade.database import DbTarget  # noqa: E402
-from managed_upgrade.remote import RemoteHost, SshEndpoint, connect  # noqa: E402
+from managed_upgrade.operations.backup import BackupTarget, create_backup  # noqa: E402
+from managed_upgrade.transport.database import DbTarget  # noqa: E402
+from managed_upgrade.transport.remote import RemoteHost, SshEndpoint, connect  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work"
 

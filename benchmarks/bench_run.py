@@ -42,12 +42,13 @@ from airflow_local import harness  # noqa: E402
 from airflow_local.client import AirflowClient  # noqa: E402
 from airflow_local.settings import HarnessOverrides, HarnessSettings  # noqa: E402
 from managed_upgrade.config import CustomerConfig, load_customer_config  # noqa: E402
+from managed_upgrade.dag_ids import dag_id_for  # noqa: E402
 from upgrade_demo import mail_sink  # noqa: E402
 from upgrade_demo.autopilot import Answer, AnsweredGate, GatePolicy, drive_run  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "run"
 CUSTOMER = "acme"
-PRODUCT_DAG = f"managed_upgrade__{CUSTOMER}"
+PRODUCT_DAG = dag_id_for(CUSTOMER)
 BASELINE_DAG = f"bench_noop__{CUSTOMER}"
 RATIO_GOAL = 1.2
 RUN_TIMEOUT = 900.0

@@ -21,7 +21,7 @@ another triggerer). Each run ends with its final activity's ``finished`` event.
 
 Latency of an alert = its arrival at the sink - its due instant from the ledger
 (``sla_misses.planned_finish``, ``customer_reminders.due_at``), checked against the instants the
-SLA clock (``managed_upgrade.sla_clock``) computes from the events written. Duplicates = arrivals
+SLA clock (``managed_upgrade.sla.clock``) computes from the events written. Duplicates = arrivals
 beyond one per (run, unit[, reminder number]) per channel. Baseline, in the same loop and the same
 run: a bare ``asyncio.sleep`` until each alert's due instant (what a perfect scheduler achieves under
 this load). Prints both distributions and their ratios (goal: p95 <= 5 s, no duplicate).
@@ -60,11 +60,11 @@ os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")  # the trigg
 import psycopg2  # noqa: E402
 from psycopg2 import sql  # noqa: E402
 
-from managed_upgrade.business_calendar import calendar_for  # noqa: E402
 from managed_upgrade.config import load_customer_config  # noqa: E402
 from managed_upgrade.config.models import CustomerWait  # noqa: E402
 from managed_upgrade.ledger import Ledger, migrate  # noqa: E402
-from managed_upgrade.sla_clock import final_activity_key, sla_state  # noqa: E402
+from managed_upgrade.sla.calendar import calendar_for  # noqa: E402
+from managed_upgrade.sla.clock import final_activity_key, sla_state  # noqa: E402
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 CUSTOMER = "acme"

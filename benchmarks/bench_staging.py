@@ -29,10 +29,10 @@ for sub in ("include", "scripts"):
     sys.path.insert(0, str(ROOT / sub))
 
 import crm_estate  # noqa: E402
-from managed_upgrade.release_source import DirectoryReleaseSource, fetch_release  # noqa: E402
-from managed_upgrade.remote import RemoteHost, SshEndpoint, connect  # noqa: E402
-from managed_upgrade.staging import StagingTarget, stage_release  # noqa: E402
-from managed_upgrade.transfer import OpenSshSender, ParamikoSender  # noqa: E402
+from managed_upgrade.operations.release_source import DirectoryReleaseSource, fetch_release  # noqa: E402
+from managed_upgrade.operations.staging import StagingTarget, stage_release  # noqa: E402
+from managed_upgrade.transport.remote import RemoteHost, SshEndpoint, connect  # noqa: E402
+from managed_upgrade.transport.transfer import OpenSshSender, ParamikoSender  # noqa: E402
 
 PRODUCT = "aurea-crm"
 ENVS = ("dev", "uat", "prod")

@@ -4,6 +4,6 @@ The fix-and-retest and customer sign-off tasks of the customer DAGs create these
 the consultant something; answer them under "Required actions". Do not trigger this DAG by hand.
 """
 
-from managed_upgrade_airflow.review_questions import build_review_dag
+from managed_upgrade_airflow.gates.questions import build_review_dag
 
 dag = build_review_dag(__doc__)

@@ -35,7 +35,7 @@ import pytest
 
 if TYPE_CHECKING:  # imported lazily below, so unit tests never load the estate's dependencies
     from crm_estate import Estate, Installation
-    from managed_upgrade.business_calendar import BusinessCalendar
+    from managed_upgrade.sla.calendar import BusinessCalendar
 
 # ---------------------------------------------------------------------------------- estate
 
@@ -161,9 +161,10 @@ def upgrade_installation(estate: Estate) -> Callable[[Installation, str], None]:
 
 @pytest.fixture
 def remote_host(estate: Estate) -> Iterator[Callable[..., Any]]:
-    """Factory ``remote_host(env="dev")``: a connected :class:`managed_upgrade.remote.RemoteHost` to an
-    estate host, its host key pinned (RejectPolicy); closed after the test."""
-    from managed_upgrade.remote import RemoteHost, SshEndpoint, connect
+    """Factory ``remote_host(env="dev")``: a connected
+    :class:`managed_upgrade.transport.remote.RemoteHost` to an estate host, its host key pinned
+    (RejectPolicy); closed after the test."""
+    from managed_upgrade.transport.remote import RemoteHost, SshEndpoint, connect
 
     opened: list[Any] = []
 
@@ -186,8 +187,9 @@ def remote_host(estate: Estate) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def db_target(estate: Estate) -> Callable[[str], Any]:
-    """Factory ``db_target(dbname)``: a :class:`managed_upgrade.database.DbTarget` on the estate's server."""
-    from managed_upgrade.database import DbTarget
+    """Factory ``db_target(dbname)``: a :class:`managed_upgrade.transport.database.DbTarget` on the
+    estate's server."""
+    from managed_upgrade.transport.database import DbTarget
 
     def make(dbname: str) -> Any:
         connection = estate.db_connection(dbname)
@@ -336,7 +338,7 @@ changes clocks, Saturday/Sunday weekends, Bavaria's public holidays. Tests give 
 
 @cache
 def _fixed_today_calendar() -> BusinessCalendar:
-    from managed_upgrade.business_calendar import BusinessCalendar
+    from managed_upgrade.sla.calendar import BusinessCalendar
 
     return BusinessCalendar.from_settings(FIXED_TODAY_CALENDAR)
 

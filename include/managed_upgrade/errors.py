@@ -2,6 +2,9 @@
 
 Every message names the host, file or database involved and what was expected, because the person
 reading it is a consultant looking at a failed task in the Airflow UI, not at this code.
+
+A command failing on a host raises :class:`managed_upgrade.transport.remote.RemoteCommandError` (an
+:class:`OperationError` too), defined where command lines are built and described.
 """
 
 from __future__ import annotations
@@ -20,20 +23,6 @@ def describe_error(error: Any) -> str | None:
 
 class OperationError(RuntimeError):
     """Base class: an operation on an environment (staging, backup, upgrade, settings) failed."""
-
-
-class RemoteCommandError(OperationError):
-    """A command on a host exited non-zero (or could not be started)."""
-
-    def __init__(self, host: str, argv: Sequence[str], exit_code: int, stderr: str) -> None:
-        self.host = host
-        self.argv = tuple(argv)
-        self.exit_code = exit_code
-        self.stderr = stderr
-        detail = stderr.strip()[-2000:] or "(no error output)"
-        from managed_upgrade.remote import describe_command  # remote imports this module
-
-        super().__init__(f"{host}: `{describe_command(self.argv)}` exited {exit_code}: {detail}")
 
 
 class ManifestError(OperationError):

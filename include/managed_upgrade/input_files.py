@@ -28,7 +28,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -36,13 +36,14 @@ from yaml.events import (
     AliasEvent,
     CollectionStartEvent,
     DocumentEndEvent,
+    Event,
     MappingEndEvent,
     ScalarEvent,
     SequenceEndEvent,
     SequenceStartEvent,
     StreamEndEvent,
 )
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import CollectionNode, MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
 from yaml.resolver import Resolver
@@ -241,6 +242,12 @@ def _decode(raw: bytes, source: str, error: type[InputFileError]) -> str:
 # --- parsing: events -> nodes (bounded) -> Python objects ----------------------------------------------
 
 
+def _line(event: Event) -> int:
+    """The 1-based line where ``event`` starts (both parsers mark every event)."""
+    assert event.start_mark is not None
+    return event.start_mark.line + 1
+
+
 class _Refusal(Exception):
     """A structural limit or rule of the composer broken; ``where`` is a field path."""
 
@@ -274,7 +281,8 @@ class _StrictConstructor(SafeConstructor):
 
 def _construct_mapping_without_duplicates(loader: _StrictConstructor, node: MappingNode) -> Any:
     seen: dict[Any, yaml.Mark] = {}
-    for key_node, _ in loader.explicit_pairs.get(id(node), node.value):
+    pairs: list[tuple[Node, Node]] = node.value
+    for key_node, _ in loader.explicit_pairs.get(id(node), pairs):
         if key_node.tag == _MERGE:
             continue
         key = loader.construct_object(key_node, deep=True)
@@ -289,7 +297,8 @@ def _construct_mapping_without_duplicates(loader: _StrictConstructor, node: Mapp
     return SafeConstructor.construct_yaml_map(loader, node)
 
 
-_StrictConstructor.add_constructor(f"{_TAG}map", _construct_mapping_without_duplicates)
+# The stubs accept only yaml's own loader classes here; any constructor class works.
+_StrictConstructor.add_constructor(f"{_TAG}map", _construct_mapping_without_duplicates)  # type: ignore[type-var]
 
 
 class _PyEventParser(Reader, Scanner, Parser):
@@ -304,13 +313,24 @@ class _PyEventParser(Reader, Scanner, Parser):
         """Nothing to free (libyaml's parser has C memory to free)."""
 
 
-try:
-    from yaml.cyaml import CParser as _LibyamlParser
-except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    _LibyamlParser = None
+class _EventParser(Protocol):
+    """What the composer uses of a parser: its events."""
 
-_parser: Callable[[str], Any] = _LibyamlParser or _PyEventParser
+    def get_event(self) -> Event | None: ...
+
+    def check_event(self, *choices: type[Event]) -> bool: ...
+
+    def dispose(self) -> None: ...
+
+
+_parser: Callable[[str], _EventParser]
 """The event parser: libyaml's if PyYAML has it; only its events are used (its composer recurses in C)."""
+try:
+    from yaml._yaml import CParser as _LibyamlParser
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    _parser = _PyEventParser
+else:
+    _parser = _LibyamlParser
 
 
 class _Loader(_StrictConstructor, Resolver):
@@ -318,6 +338,10 @@ class _Loader(_StrictConstructor, Resolver):
         _StrictConstructor.__init__(self)
         Resolver.__init__(self)
         self.explicit_pairs = {}
+
+    if TYPE_CHECKING:  # untyped in the stubs
+
+        def resolve(self, kind: type[Node], value: str | None, implicit: bool | tuple[bool, bool]) -> str: ...
 
 
 def _load_single_document(text: str) -> Any:
@@ -333,9 +357,10 @@ def _load_single_document(text: str) -> Any:
         parser.get_event()  # document end
         if not parser.check_event(StreamEndEvent):
             second = parser.get_event()
+            assert second is not None  # check_event saw it
             raise _Refusal(
                 "(top level)",
-                f"a second YAML document starts on line {second.start_mark.line + 1}; "
+                f"a second YAML document starts on line {_line(second)}; "
                 "an input file holds exactly one (remove the '---' or '...' line)",
             )
         return loader.construct_document(node)
@@ -355,7 +380,7 @@ class _Frame:
 class _Composer:
     """Builds the node graph of one document from parser events, iteratively and within the limits."""
 
-    def __init__(self, parser: Any, loader: _Loader) -> None:
+    def __init__(self, parser: _EventParser, loader: _Loader) -> None:
         self.parser, self.loader = parser, loader
         self.anchors: dict[str, Node] = {}
         self.expanded: dict[str, int] = {}  # anchor -> values under it, once its node is complete
@@ -388,24 +413,24 @@ class _Composer:
                 return node
             self._attach(node, size, event)
 
-    def _count(self, size: int, event: Any) -> None:
+    def _count(self, size: int, event: Event) -> None:
         self.total += size
         if self.total > MAX_VALUES:
             expanded = " with aliases expanded" if self.anchors else ""
             raise _Refusal(
                 self._where(),
-                f"more than {MAX_VALUES} values{expanded} (line {event.start_mark.line + 1}); "
+                f"more than {MAX_VALUES} values{expanded} (line {_line(event)}); "
                 "an input file holds far fewer",
             )
 
-    def _register(self, anchor: str | None, node: Node, event: Any) -> None:
+    def _register(self, anchor: str | None, node: Node, event: Event) -> None:
         if anchor is None:
             return
         if anchor in self.anchors:
             first = self.anchors[anchor].start_mark.line + 1
             raise _Refusal(
                 self._where(),
-                f"anchor &{shorten(anchor)} defined twice (lines {first} and {event.start_mark.line + 1})",
+                f"anchor &{shorten(anchor)} defined twice (lines {first} and {_line(event)})",
             )
         self.anchors[anchor] = node
 
@@ -416,7 +441,8 @@ class _Composer:
             if tag == _VALUE or (tag == _MERGE and not self._is_key_position()):
                 tag = _STR  # "=" and a "<<" that is not a key are plain text, not YAML oddities
         self._check_tag(tag, event)
-        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        # The stubs type node marks as yaml.Mark; libyaml's events carry its own, equivalent Mark.
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)  # type: ignore[arg-type]
         self._register(event.anchor, node, event)
         if event.anchor is not None:
             self.expanded[event.anchor] = 1
@@ -425,6 +451,7 @@ class _Composer:
 
     def _alias(self, event: AliasEvent) -> tuple[Node, int]:
         anchor = event.anchor
+        assert anchor is not None  # an alias always names its anchor
         if anchor not in self.anchors:
             raise _Refusal(
                 self._where(), f"alias *{shorten(anchor)} has no anchor &{shorten(anchor)} before it"
@@ -433,7 +460,7 @@ class _Composer:
             raise _Refusal(
                 self._where(),
                 f"alias *{shorten(anchor)} is inside the value it refers to (line "
-                f"{event.start_mark.line + 1}); recursive structures are not allowed",
+                f"{_line(event)}); recursive structures are not allowed",
             )
         size = self.expanded[anchor]
         self._count(size, event)
@@ -443,7 +470,7 @@ class _Composer:
         if len(self.stack) >= MAX_DEPTH:
             raise _Refusal(
                 self._where(),
-                f"nested more than {MAX_DEPTH} levels deep (line {event.start_mark.line + 1}); "
+                f"nested more than {MAX_DEPTH} levels deep (line {_line(event)}); "
                 "an input file needs far fewer",
             )
         if self._is_key_position():
@@ -451,19 +478,19 @@ class _Composer:
                 self._where(),
                 f"a mapping key must be a single value, not a "
                 f"{'list' if isinstance(event, SequenceStartEvent) else 'mapping'} "
-                f"(line {event.start_mark.line + 1})",
+                f"(line {_line(event)})",
             )
-        kind: type[Node] = SequenceNode if isinstance(event, SequenceStartEvent) else MappingNode
+        kind: type[CollectionNode] = SequenceNode if isinstance(event, SequenceStartEvent) else MappingNode
         tag = event.tag
         if tag is None or tag == "!":
             tag = self.loader.resolve(kind, None, event.implicit)
         self._check_tag(tag, event)
-        node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+        node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)  # type: ignore[arg-type]  # as above
         self._register(event.anchor, node, event)
         self._count(1, event)
         self.stack.append(_Frame(node, anchor=event.anchor))
 
-    def _attach(self, node: Node, size: int, event: Any) -> None:
+    def _attach(self, node: Node, size: int, event: Event) -> None:
         parent = self.stack[-1]
         parent.expanded += size
         if isinstance(parent.node, SequenceNode):
@@ -473,7 +500,7 @@ class _Composer:
                 raise _Refusal(
                     self._where(),
                     f"a mapping key must be a single value, not an alias of a list or mapping "
-                    f"(line {event.start_mark.line + 1})",
+                    f"(line {_line(event)})",
                 )
             if node.tag not in (_STR, _MERGE):
                 text = "an empty key" if node.value == "" else f"key {shorten(repr(node.value))}"
@@ -492,13 +519,13 @@ class _Composer:
             bool(self.stack) and isinstance(self.stack[-1].node, MappingNode) and self.stack[-1].key is None
         )
 
-    def _check_tag(self, tag: str, event: Any) -> None:
+    def _check_tag(self, tag: str, event: Event) -> None:
         if tag in _PLAIN_TAGS or (tag == _MERGE and self._is_key_position()):
             return
         shown = shorten(tag.replace(_TAG, "!!", 1) if tag.startswith(_TAG) else tag)
         raise _Refusal(
             self._where(),
-            f"unsupported YAML tag {shown} (line {event.start_mark.line + 1}); values are plain "
+            f"unsupported YAML tag {shown} (line {_line(event)}); values are plain "
             "text, numbers, booleans, dates, lists and mappings",
         )
 

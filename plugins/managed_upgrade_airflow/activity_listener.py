@@ -55,12 +55,10 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+from managed_upgrade.dag_ids import DAG_ID_PREFIX
+from managed_upgrade.review.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
 
 log = logging.getLogger(__name__)
-
-DAG_ID_PREFIX = "managed_upgrade__"
-"""Customer DAG ids (``managed_upgrade.config.DAG_ID_PREFIX``, repeated to keep this import cheap)."""
 
 
 ERROR_MAX_CHARS = 500
@@ -128,17 +126,16 @@ def _now() -> datetime:
 
 def _activity(task_id: str) -> Any:
     """The process model's activity for ``task_id``, or ``None`` for other tasks."""
-    from managed_upgrade.process import load_process_model  # cached after the first call
+    from managed_upgrade.process.model import load_process_model  # cached after the first call
 
     return load_process_model().activities_by_key.get(task_id)
 
 
 def _dag_run(task_instance: Any) -> Any:
     """The task instance's run: the ORM relationship (scheduler, api-server) or the runner's context."""
-    dag_run = getattr(task_instance, "dag_run", None)
-    if dag_run is None and hasattr(task_instance, "get_template_context"):
-        dag_run = task_instance.get_template_context().get("dag_run")  # cached by the task runner
-    return dag_run
+    from managed_upgrade_airflow import compat
+
+    return compat.dag_run_of(task_instance)
 
 
 def _conf(task_instance: Any) -> Mapping[str, Any]:
@@ -358,7 +355,7 @@ def _close_run_questions(
     session: Any, dag_id: str, run_id: str, reason: str, at: datetime, *, task_id: str | None = None
 ) -> list[Closed]:
     """Close the open questions of a customer run (or of one of its tasks): its gates' and review runs'."""
-    from managed_upgrade.review_runs import parse_review_run_id, review_run_suffix
+    from managed_upgrade.review.review_runs import parse_review_run_id, review_run_suffix
     from managed_upgrade_airflow import compat
 
     suffix = review_run_suffix(dag_id, run_id)

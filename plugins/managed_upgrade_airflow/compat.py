@@ -1,10 +1,14 @@
 """Every Airflow internal the managed upgrade relies on, in one place, with the version and the reason.
 
-Written against **Apache Airflow 3.3.2** (task SDK 1.3.2). Nothing here is part of Airflow's public
-interface (``airflow.sdk`` and the REST API are); each function says what it uses, why nothing public
-does the job, and what to check on an upgrade. Callers never import these Airflow modules themselves.
+Written against **Apache Airflow 3.3.2** (task SDK 1.3.2, standard provider 1.21, SMTP provider 3.2).
+Nothing here is part of Airflow's public interface (``airflow.sdk`` exports, the providers' documented
+hooks, operators and triggers, ``AirflowPlugin``, listener ``hookimpl`` and the REST API are). Each use
+is an entry of :data:`INTERNALS` -- what it uses, what it works around, why nothing public does the job,
+the upstream issue -- and ``tests/unit/test_compat.py`` checks every entry against the installed Airflow,
+naming the entry that broke. Nothing else in ``plugins/`` or ``dags/`` imports a non-public Airflow
+module (checked by the same tests). On an upgrade: run those tests, then re-read the entries they name.
 
-Two kinds of callers:
+The callers:
 
 * **the SLA watch trigger** (in the triggerer) asks Airflow for states through the triggerer's process
   supervisor -- the same requests a task's ``context["ti"].get_dagrun_state(...)`` sends. A trigger has
@@ -19,6 +23,10 @@ Two kinds of callers:
   with it, rolled back with it). Never from a task: tasks cannot use the ORM in Airflow 3
   (``create_session()`` raises there), and these functions are only reached with ORM objects, which a
   task runner never hands to a listener.
+* **the review questions** (a task asks by creating a run of the review DAG and waiting deferred:
+  :func:`trigger_dag_run_and_wait`; the review DAG's HITL task takes its form from the run's conf:
+  :class:`AcceptAnyParamsInput`), **the run deadline reference** (Airflow calls its ``_evaluate_with``:
+  :func:`dag_run_conf_and_start`) and **the customer e-mail sender** (:func:`smtp_client_of`).
 
 Why the listener closes questions at all -- upstream behaviour of 3.3.2: marking a run failed (``PATCH
 /api/v2/dags/{dag}/dagRuns/{run}`` with ``state=failed``, ``services/public/dag_run.py
@@ -37,14 +45,199 @@ options, and it would *resume* the task with that answer.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import smtplib
 
 AIRFLOW_VERSION = "3.3.2"
-"""The Airflow release every function below was written and verified against."""
+"""The Airflow release every entry below was written and verified against."""
+
+
+@dataclass(frozen=True)
+class Internal:
+    """One Airflow internal the managed upgrade uses.
+
+    ``symbols`` are ``"module:qualified.name"`` paths that must resolve in the installed Airflow;
+    ``functions`` are the functions (or classes) of this module through which the rest of the code
+    uses it; ``upstream`` is an apache/airflow issue or PR, or says that none was found.
+    """
+
+    name: str
+    uses: str
+    works_around: str
+    why_not_public: str
+    upstream: str
+    symbols: tuple[str, ...]
+    functions: tuple[str, ...]
+    airflow_version: str = AIRFLOW_VERSION
+
+
+INTERNALS: tuple[Internal, ...] = (
+    Internal(
+        name="supervisor_queries",
+        uses="RuntimeTaskInstance.get_ti_count / get_dagrun_state (static methods) and the module global "
+        "SUPERVISOR_COMMS of airflow.sdk.execution_time.task_runner, called from a trigger",
+        works_around="a trigger has no context['ti'] to ask whether its task still waits or its run ended",
+        why_not_public="the task SDK exposes these queries only on the task's own context['ti']; triggers "
+        "get no equivalent (Airflow's own DagStateTrigger calls the same static methods)",
+        upstream="no upstream issue found (related: apache/airflow#51085, a closed PR for async versions "
+        "of these calls for triggers)",
+        symbols=(
+            "airflow.sdk.execution_time.task_runner:RuntimeTaskInstance.get_ti_count",
+            "airflow.sdk.execution_time.task_runner:RuntimeTaskInstance.get_dagrun_state",
+        ),
+        functions=("count_task_instances", "dag_run_state", "AirflowUnreachable"),
+    ),
+    Internal(
+        name="listener_task_instance",
+        uses="what a listener hook receives: an ORM TaskInstance/DagRun attached to the session of the "
+        "ongoing state change (TaskInstance.dag_run relationship) in the api-server and scheduler, a "
+        "RuntimeTaskInstance (get_template_context()['dag_run']) in the task runner",
+        works_around="the hooks get no session and no run; the listener needs the run's conf and state, and "
+        "must change rows in the same transaction as the state change",
+        why_not_public="the listener spec types the argument as TaskInstance | RuntimeTaskInstance without "
+        "promising its attributes or its session",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.models.taskinstance:TaskInstance.dag_run",
+            "airflow.sdk.execution_time.task_runner:RuntimeTaskInstance.get_template_context",
+        ),
+        functions=("orm_session_of", "savepoint", "run_state_of", "dag_run_of"),
+    ),
+    Internal(
+        name="manual_state_message",
+        uses="the msg text the api-server passes to on_dag_run_failed/on_dag_run_success "
+        "(patch_dag_run_state: 'Dag Run's state was manually set to ...')",
+        works_around="a run a user stopped must be told from one the scheduler ended",
+        why_not_public="the hooks carry no 'who' or 'why' besides this free text",
+        upstream="apache/airflow#21252 (closed feature request to tell a user's mark from the scheduler's)",
+        symbols=("airflow.api_fastapi.core_api.services.public.dag_run:patch_dag_run_state",),
+        functions=("is_manual_state_change", "MANUAL_STATE_MESSAGE"),
+    ),
+    Internal(
+        name="dag_run_orm",
+        uses="ORM DagRun (columns dag_id, run_id, state, conf, queued_at, start_date, run_after) and "
+        "airflow.utils.state.DagRunState, queried in the caller's session",
+        works_around="the listener lists a customer run's open review runs; the deadline reference reads "
+        "the conf and start of the run being created",
+        why_not_public="both run inside Airflow's own transaction (listener, run creation) where the REST "
+        "API would deadlock on the caller's locks or not see the uncommitted run",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.models.dagrun:DagRun.dag_id",
+            "airflow.models.dagrun:DagRun.run_id",
+            "airflow.models.dagrun:DagRun.state",
+            "airflow.models.dagrun:DagRun.conf",
+            "airflow.models.dagrun:DagRun.queued_at",
+            "airflow.models.dagrun:DagRun.start_date",
+            "airflow.models.dagrun:DagRun.run_after",
+            "airflow.utils.state:DagRunState.QUEUED",
+            "airflow.utils.state:DagRunState.RUNNING",
+        ),
+        functions=("open_run_ids", "dag_run_conf_and_start"),
+    ),
+    Internal(
+        name="fail_dag_run",
+        uses="airflow.api.common.mark_tasks.set_dag_run_state_to_failed on the run's serialized DAG "
+        "(airflow.models.dagbag.DBDagBag.get_dag_for_run)",
+        works_around="a stopped customer run leaves its review runs running (see the module docstring)",
+        why_not_public="PATCH .../dagRuns/{run} state=failed does this, but from a listener it would be a "
+        "second transaction waiting on the one that fired the hook, and it would fire the hooks again",
+        upstream="no upstream issue found (the pending questions it leads to: apache/airflow#55053)",
+        symbols=(
+            "airflow.api.common.mark_tasks:set_dag_run_state_to_failed",
+            "airflow.models.dagbag:DBDagBag.get_dag_for_run",
+        ),
+        functions=("fail_dag_run",),
+    ),
+    Internal(
+        name="hitl_detail_orm",
+        uses="ORM HITLDetail (ti_id, responded_at, responded_by, chosen_options, params_input) joined to "
+        "TaskInstance (id, dag_id, run_id, task_id)",
+        works_around="questions of a stopped run stay pending in Required Actions (module docstring)",
+        why_not_public="PATCH .../hitlDetails answers only as an assigned user with one of the options, "
+        "and resumes the task with that answer",
+        upstream="apache/airflow#55053 (closed by filtering the UI's pending count only)",
+        symbols=(
+            "airflow.models.hitl:HITLDetail.ti_id",
+            "airflow.models.hitl:HITLDetail.responded_at",
+            "airflow.models.hitl:HITLDetail.responded_by",
+            "airflow.models.hitl:HITLDetail.chosen_options",
+            "airflow.models.hitl:HITLDetail.params_input",
+            "airflow.models.taskinstance:TaskInstance.id",
+            "airflow.models.taskinstance:TaskInstance.task_id",
+        ),
+        functions=("close_pending_hitl", "pending_hitl_run_ids", "CLOSED_BY", "ClosedQuestion"),
+    ),
+    Internal(
+        name="dag_run_trigger",
+        uses="raising airflow.sdk.exceptions.DagRunTriggerException from a task (the task runner creates "
+        "the run and defers the task on DagStateTrigger, resuming execute_complete with its event)",
+        works_around="each review question must be a fresh task instance (a run of the review DAG) asked "
+        "from inside a running loop task, without a worker slot while it waits",
+        why_not_public="TriggerDagRunOperator is the public face, but it is a whole task and cannot be "
+        "called from another operator's execute; a task has no public 'trigger a run' call, and "
+        "DagRunTriggerException is not exported by airflow.sdk",
+        upstream="apache/airflow#47882 (introduced the exception for TriggerDagRunOperator as a stop-gap "
+        "until tasks can call the API with their own identity)",
+        symbols=(
+            "airflow.sdk.exceptions:DagRunTriggerException",
+            "airflow.sdk.execution_time.task_runner:_handle_trigger_dag_run",
+            "airflow.providers.standard.triggers.external_task:DagStateTrigger",
+        ),
+        functions=("trigger_dag_run_and_wait", "triggered_run_outcome"),
+    ),
+    Internal(
+        name="hitl_params_input",
+        uses="overriding HITLOperator.validate_params_input, which execute_complete calls with the form "
+        "input before returning the answer",
+        works_around="the review DAG's one task asks a different form every run (from the run's conf); "
+        "an input the form's schema rejects would fail the question instead of letting the asking "
+        "task refuse it and ask again",
+        why_not_public="HITLOperator has no option to keep unvalidated input; the method is public but "
+        "that execute_complete routes the input through it is not documented",
+        upstream="no upstream issue found (the input check itself came with apache/airflow#57547)",
+        symbols=(
+            "airflow.providers.standard.operators.hitl:HITLOperator.validate_params_input",
+            "airflow.providers.standard.operators.hitl:HITLOperator.execute_complete",
+        ),
+        functions=("AcceptAnyParamsInput",),
+    ),
+    Internal(
+        name="deadline_reference_evaluate_with",
+        uses="the method _evaluate_with(self, *, session, **kwargs) of a custom deadline reference, "
+        "called by SerializedReferenceModels.SerializedCustomReference.evaluate_with with the "
+        "reference's required_kwargs and an ORM session",
+        works_around="the run deadlines depend on the run's conf (deadline, rehearsal speed)",
+        why_not_public="it is the documented extension point of airflow.sdk.BaseDeadlineReference, but "
+        "private by name and not declared on the SDK class; there is no public alternative",
+        upstream="apache/airflow#57222 (documents _evaluate_with as the method custom references implement)",
+        symbols=(
+            "airflow.serialization.definitions.deadline:SerializedReferenceModels.SerializedCustomReference"
+            ".evaluate_with",
+            "airflow.serialization.definitions.deadline:SerializedReferenceModels.SerializedBaseDeadlineReference"
+            "._evaluate_with",
+        ),
+        functions=("EVALUATE_WITH", "dag_run_conf_and_start"),
+    ),
+    Internal(
+        name="smtp_client",
+        uses="SmtpHook._smtp_client, the smtplib client SmtpHook.get_conn (the hook's __enter__) logs in",
+        works_around="SmtpHook.send_email_smtp sends an HTML-only body; customer mail must be "
+        "multipart/alternative (text + HTML)",
+        why_not_public="the hook exposes no client and no 'send this EmailMessage' method, and "
+        "get_conn returns the hook itself",
+        upstream="no upstream issue found",
+        symbols=("airflow.providers.smtp.hooks.smtp:SmtpHook.get_conn",),
+        functions=("smtp_client_of",),
+    ),
+)
+"""The registry ``tests/unit/test_compat.py`` iterates: one entry per internal, by name."""
 
 CLOSED_BY = {"id": "managed_upgrade", "name": "managed_upgrade (question closed, run stopped)"}
 """``responded_by`` of a question the listener closed: shown as the responder in Required Actions."""
@@ -53,6 +246,15 @@ MANUAL_STATE_MESSAGE = "manually set"
 """In 3.3.2 the api-server calls ``on_dag_run_failed``/``on_dag_run_success`` with
 ``msg="Dag Run's state was manually set to `failed`."`` (``services/public/dag_run.py``); the
 scheduler passes ``task_failure``, ``success``, ``all_tasks_deadlocked`` (``models/dagrun.py``)."""
+
+EVALUATE_WITH = "_evaluate_with"
+"""The method Airflow calls on a custom deadline reference (entry ``deadline_reference_evaluate_with``).
+
+``ManagedUpgradeDeadline`` must define a method of this very name, keyword-only ``session`` plus the
+reference's ``required_kwargs``: in 3.3.2 ``SerializedCustomReference.evaluate_with`` (in
+``airflow/serialization/definitions/deadline.py``) calls ``inner_ref._evaluate_with(session=session,
+**filtered_kwargs)`` once while the run is created, and adds the alert's interval to the result (no
+alert when it returns ``None``)."""
 
 
 class AirflowUnreachable(RuntimeError):
@@ -141,6 +343,19 @@ def run_state_of(task_instance: Any) -> str | None:
     return None if state is None else str(getattr(state, "value", state))
 
 
+def dag_run_of(task_instance: Any) -> Any | None:
+    """The run of a task instance a listener hook received, or ``None``.
+
+    An ORM ``TaskInstance`` (scheduler, api-server) has the ``dag_run`` relationship; the task runner's
+    ``RuntimeTaskInstance`` has none, but its ``get_template_context()`` (built once and cached by the
+    runner in 3.3.2) holds the run as ``dag_run``, with ``conf`` and ``start_date``.
+    """
+    dag_run = getattr(task_instance, "dag_run", None)
+    if dag_run is None and hasattr(task_instance, "get_template_context"):
+        dag_run = task_instance.get_template_context().get("dag_run")
+    return dag_run
+
+
 def is_manual_state_change(msg: str | None) -> bool:
     """Whether an ``on_dag_run_*`` hook was fired by a user setting the run's state (see the constant)."""
     return MANUAL_STATE_MESSAGE in (msg or "")
@@ -170,6 +385,35 @@ def open_run_ids(session: Any, dag_id: str, run_id_suffix: str) -> list[str]:
         DagRun.state.in_([DagRunState.QUEUED, DagRunState.RUNNING]),
     )
     return list(session.scalars(query).all())
+
+
+@dataclass(frozen=True)
+class RunConfAndStart:
+    """What a run deadline is computed from: the run's conf and when it started (``None``: not yet)."""
+
+    conf: Mapping[str, Any] | None
+    started: Any
+
+
+def dag_run_conf_and_start(session: Any, dag_id: str, run_id: str) -> RunConfAndStart | None:
+    """The conf and start of run ``dag_id``/``run_id`` in ``session``, ``None`` if there is no such run.
+
+    Called from a deadline reference's ``_evaluate_with`` (see :data:`EVALUATE_WITH`) while Airflow
+    creates the run, in that transaction. The start is the first of ``queued_at``, ``start_date``,
+    ``run_after`` that is set (3.3.2 columns of ``airflow.models.dagrun.DagRun``): a new run is queued,
+    a run created by the scheduler may already carry its start.
+    """
+    from airflow.models.dagrun import DagRun
+    from sqlalchemy import select
+
+    row = session.execute(
+        select(DagRun.conf, DagRun.queued_at, DagRun.start_date, DagRun.run_after).where(
+            DagRun.dag_id == dag_id, DagRun.run_id == run_id
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return RunConfAndStart(conf=row.conf, started=row.queued_at or row.start_date or row.run_after)
 
 
 def fail_dag_run(session: Any, dag_id: str, run_id: str) -> None:
@@ -261,3 +505,71 @@ def pending_hitl_run_ids(session: Any, dag_id: str, run_id_suffix: str) -> Itera
         .distinct()
     )
     yield from session.scalars(query).all()
+
+
+# ------------------------------------------------------------------------------------- task side
+
+
+def trigger_dag_run_and_wait(
+    *, dag_id: str, run_id: str, conf: dict[str, Any], note: str | None, poll_seconds: int
+) -> Exception:
+    """What a task raises to create run ``run_id`` of ``dag_id`` and wait for it, deferred.
+
+    ``TriggerDagRunOperator``'s mechanism in 3.3.2: the task runner catches
+    ``airflow.sdk.exceptions.DagRunTriggerException`` (``task_runner._handle_trigger_dag_run``), asks the
+    API server to create the run -- reset (cleared) if it already exists, so asking the same question
+    again re-opens it -- and defers the task on ``DagStateTrigger`` until the run is ``success`` or
+    ``failed``. The task resumes in ``execute_complete`` with the trigger's event
+    (:func:`triggered_run_outcome`).
+    """
+    from airflow.sdk.exceptions import DagRunTriggerException
+
+    return DagRunTriggerException(
+        trigger_dag_id=dag_id,
+        dag_run_id=run_id,
+        conf=conf,
+        reset_dag_run=True,
+        skip_when_already_exists=False,
+        wait_for_completion=True,
+        allowed_states=["success"],
+        failed_states=["failed"],
+        poke_interval=poll_seconds,
+        deferrable=True,
+        note=note,
+    )
+
+
+def triggered_run_outcome(event: Any) -> tuple[str, str | None]:
+    """``(run id, run state)`` from the event a task resumes with after :func:`trigger_dag_run_and_wait`.
+
+    3.3.2's ``DagStateTrigger`` fires ``(classpath, data)``: its serialized kwargs (``run_ids``, ...)
+    plus ``{run_id: state}`` for each run; a test may hand the ``data`` alone.
+    """
+    _, data = event if isinstance(event, (tuple, list)) else (None, event)
+    (run_id,) = data["run_ids"]
+    state = data.get(run_id)
+    return run_id, None if state is None else str(getattr(state, "value", state))
+
+
+class AcceptAnyParamsInput:
+    """Mixin (listed before ``HITLOperator``) for a gate whose form is set at run time: keeps any input.
+
+    In 3.3.2 (standard provider 1.21) ``HITLOperator.execute_complete`` passes the submitted form to
+    ``validate_params_input``, which rejects keys the operator's ``params`` do not have and writes each
+    value into ``params`` (schema check: ``ParamValidationError`` fails the task). A gate that judges
+    the input itself, and asks again when it cannot use it, must not fail on it; the answer still
+    carries ``params_input`` unchanged.
+    """
+
+    def validate_params_input(self, params_input: Mapping[str, Any]) -> None:
+        """Keep the input as submitted: the task that asked the question judges it."""
+
+
+def smtp_client_of(hook: Any) -> smtplib.SMTP | smtplib.SMTP_SSL | None:
+    """The logged-in ``smtplib`` client of an entered ``SmtpHook``, ``None`` if it is not connected.
+
+    3.3.2 (SMTP provider 3.2): ``SmtpHook.get_conn`` -- what ``with SmtpHook(...) as hook`` calls --
+    builds, STARTTLS-upgrades and logs in ``hook._smtp_client`` (with the connection's retries) and
+    returns the hook; ``__exit__`` closes it and sets it back to ``None``.
+    """
+    return hook._smtp_client

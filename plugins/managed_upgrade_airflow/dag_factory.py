@@ -14,8 +14,8 @@ from typing import Any
 from airflow.sdk import DAG, BaseOperator, TaskGroup
 
 from managed_upgrade.config import CustomerConfig
-from managed_upgrade.process import Activity, ProcessModel
-from managed_upgrade_airflow.initiation_gates import (
+from managed_upgrade.process.model import Activity, ProcessModel
+from managed_upgrade_airflow.gates.initiation import (
     AcknowledgeRequestGate,
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
@@ -32,13 +32,15 @@ from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOpera
 from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator
 from managed_upgrade_airflow.operators.questionnaire_analysis import QuestionnaireAnalysisOperator
 from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOperator
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, CreateRequestCaseOperator
+from managed_upgrade_airflow.operators.request_case import CreateRequestCaseOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
 from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID, SlaWatchOperator
 from managed_upgrade_airflow.operators.stage_release import StageReleaseOperator
 from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
 from managed_upgrade_airflow.operators.upgrade_environment import UpgradeEnvironmentOperator
+from managed_upgrade_airflow.run_config import adopt_run_config
 from managed_upgrade_airflow.run_deadlines import run_deadlines
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 from managed_upgrade_airflow.trigger_params import trigger_params
 
 TARGET_VERSION = "{{ ti.xcom_pull(task_ids='" + REQUEST_CASE_TASK_ID + "')['target_version'] }}"
@@ -201,6 +203,8 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
             "owner": owner,
             "retries": 0,
             "on_failure_callback": [ActivityFailureNotifier(config, model)],
+            # every task works with the config the run started with, not the file's latest
+            "pre_execute": adopt_run_config,
         },
         render_template_as_native_obj=False,
         deadline=run_deadlines(config),

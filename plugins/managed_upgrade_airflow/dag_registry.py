@@ -14,31 +14,25 @@ A customer's shard never changes (CRC-32 of its id), so its DAG never moves betw
 
 from __future__ import annotations
 
-import os
 import zlib
 from pathlib import Path
 
 from managed_upgrade.config import (
     CustomerConfigError,
     customer_config_paths,
+    customers_dir,
     load_customer_config,
     load_customer_configs,
 )
+from managed_upgrade.dag_ids import dag_id_for
 from managed_upgrade.input_files import display_path
 
-CUSTOMERS_DIR_VARIABLE = "MANAGED_UPGRADE_CUSTOMERS_DIR"
-DEFAULT_CUSTOMERS_DIR = Path(__file__).resolve().parents[2] / "include" / "customers"
 SHARDS = 16
 """Number of ``dags/managed_upgrade_shard_<k>.py`` files; changing it means adding/removing files."""
 
 
 class CustomerConfigsInvalid(Exception):
     """Raised at parse time by the errors file: its message is what the UI's import errors show."""
-
-
-def customers_dir() -> Path:
-    """``$MANAGED_UPGRADE_CUSTOMERS_DIR`` or ``include/customers`` of this project."""
-    return Path(os.environ.get(CUSTOMERS_DIR_VARIABLE) or DEFAULT_CUSTOMERS_DIR)
 
 
 def shard_of(customer_id: str, shards: int = SHARDS) -> int:
@@ -65,7 +59,7 @@ def register_customer_dags(namespace: dict, shard: int, shards: int = SHARDS) ->
     for path in customer_config_paths(customers_dir()):
         if shard_of(path.stem, shards) != shard:
             continue
-        if wanted is not None and wanted != f"managed_upgrade__{path.stem}":
+        if wanted is not None and wanted != dag_id_for(path.stem):
             continue
         try:
             config = load_customer_config(path)
@@ -91,8 +85,6 @@ def describe_errors(errors: dict[Path, CustomerConfigError]) -> str:
         "`python -m managed_upgrade.config validate FILE`."
     ]
     for path, error in sorted(errors.items()):
-        blocks.append(
-            f"\n{display_path(path.name)} (DAG managed_upgrade__{display_path(path.stem)} not loaded):"
-        )
+        blocks.append(f"\n{display_path(path.name)} (DAG {dag_id_for(display_path(path.stem))} not loaded):")
         blocks.extend(f"  {problem}" for problem in error.problems)
     return "\n".join(blocks)

@@ -3,20 +3,21 @@
 The SMTP provider's ``send_email_smtp`` sends an HTML-only body; customers' mail clients and archives
 deserve a ``multipart/alternative`` message with a plain-text part. The provider's hook still does
 what it is good at (reading the Airflow connection, TLS, login, connect retries); this module only
-builds the MIME message and hands it to the hook's client. The sending task's XCom gets the
-Message-ID and recipients, so an audit can match the task to the mail server's log.
+builds the MIME message and hands it to the hook's client (``compat.smtp_client_of``: the hook has no
+public accessor for it). The sending task's XCom gets the Message-ID and recipients, so an audit can
+match the task to the mail server's log.
 """
 
 from __future__ import annotations
 
-import smtplib
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 
 from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-from managed_upgrade.customer_emails import CustomerEmail
+from managed_upgrade.messages.customer_emails import CustomerEmail
+from managed_upgrade_airflow.compat import smtp_client_of
 
 DEFAULT_SMTP_CONN_ID = "smtp_default"
 
@@ -29,9 +30,9 @@ class _MultipartSmtpHook(SmtpHook):
     """:class:`SmtpHook` that can send a ready-made :class:`EmailMessage` (text + HTML alternatives)."""
 
     def send_message(self, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
-        if self._smtp_client is None:
+        client = smtp_client_of(self)
+        if client is None:
             raise EmailDeliveryError(f"SMTP connection {self.smtp_conn_id} is not open")
-        client: smtplib.SMTP = self._smtp_client  # type: ignore[assignment]
         return client.send_message(message)
 
 

@@ -1,14 +1,17 @@
 """Run-level Deadline Alerts: the customer's deadline date and the timeline ceiling, as Airflow 3.3 deadlines.
 
-``DAG(deadline=run_deadlines(config))`` gives each run three alerts (``managed_upgrade.run_deadline_times``):
+``DAG(deadline=run_deadlines(config))`` gives each run three alerts (``managed_upgrade.sla.deadlines``):
 a warning ``warning_days`` business days before the customer's deadline, the deadline itself (end of
 that day in the customer's zone), and the 10-week ceiling (50 business days after the run's start).
 
 The instants depend on the run's conf (``deadline``, ``seconds_per_business_day``), so they come from a
 custom reference, :class:`ManagedUpgradeDeadline`: Airflow evaluates it once when the run is created
 (in the api-server or the scheduler, where reading the run's row is the reference's job), with the
-customer's calendar serialized into the reference at parse time. It must be listed in the plugin's
-``deadline_references`` (``plugins/managed_upgrade_plugin.py``), else triggering answers 400.
+customer's calendar serialized into the reference by the DAG version the run is created with -- the
+config the run starts with. It must be listed in the plugin's ``deadline_references``
+(``plugins/managed_upgrade_plugin.py``), else triggering answers 400. When an alert fires, its
+recipients and wording come from the run's config snapshot in the ledger
+(:mod:`managed_upgrade_airflow.run_config`), the file only for a run none of whose tasks ever started.
 
 The callback is an :class:`~airflow.sdk.AsyncCallback`, run by the triggerer: it works with any
 executor (Airflow 3.3.2's ``SyncCallback`` needs an executor with ``supports_callbacks``, which only
@@ -31,7 +34,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import AsyncCallback, BaseDeadlineReference, DeadlineAlert, deadline_reference
 
-from managed_upgrade.run_deadline_times import (
+from managed_upgrade.dag_ids import dag_id_for
+from managed_upgrade.sla.deadlines import (
     DEFAULT_WARNING_DAYS,
     RUN_DEADLINE_KINDS,
     TIMELINE_CEILING_DAYS,
@@ -105,22 +109,20 @@ class ManagedUpgradeDeadline(BaseDeadlineReference):
         )
 
     def _evaluate_with(self, *, session: Any, **kwargs: Any) -> datetime | None:
-        """Airflow calls this once while it creates the run (api-server or scheduler, ORM allowed)."""
-        from airflow.models import DagRun
-        from sqlalchemy import select
+        """Airflow calls this once while it creates the run (api-server or scheduler, ORM allowed).
+
+        The name and signature are Airflow's (``compat.EVALUATE_WITH``, entry
+        ``deadline_reference_evaluate_with``); the run's row is read by ``compat.dag_run_conf_and_start``.
+        """
+        from managed_upgrade_airflow.compat import dag_run_conf_and_start
 
         dag_id, run_id = kwargs["dag_id"], kwargs["run_id"]
         try:
-            row = session.execute(
-                select(DagRun.conf, DagRun.queued_at, DagRun.start_date, DagRun.run_after).where(
-                    DagRun.dag_id == dag_id, DagRun.run_id == run_id
-                )
-            ).one_or_none()
-            if row is None:
+            run = dag_run_conf_and_start(session, dag_id, run_id)
+            if run is None:
                 log.warning("run deadline %s: no run %s/%s; no alert set", self.kind, dag_id, run_id)
                 return None
-            start = row.queued_at or row.start_date or row.run_after or datetime.now(UTC)
-            return self.instant(row.conf, start)
+            return self.instant(run.conf, run.started or datetime.now(UTC))
         except Exception:
             # Raising here would make triggering the run fail; a run without this alert is better.
             log.exception(
@@ -178,15 +180,17 @@ def deliver_run_deadline_alert(
     """
     from managed_upgrade_airflow.ledger_access import open_ledger
     from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
+    from managed_upgrade_airflow.run_config import stored_run_config
 
     now = now or datetime.now(UTC)
     dag_run = dict(context.get("dag_run") or {})
-    dag_id, run_id = _run_key(dag_run, f"managed_upgrade__{customer_id}")
+    dag_id, run_id = _run_key(dag_run, dag_id_for(customer_id))
     if not run_id:
         raise ValueError(
             f"run deadline {kind} of {customer_id}: the callback context names no run: {context!r}"
         )
-    config = config or _load_config(customer_id)
+    # the config the run started with; the file only if no task of the run ever started
+    config = config or stored_run_config(dag_id, run_id) or _load_config(customer_id)
     due = _as_datetime((context.get("deadline") or {}).get("deadline_time")) or now
     with open_ledger() as ledger:
         stop = _stopped_by_ops(ledger, dag_id, run_id, dag_run)
@@ -225,7 +229,7 @@ def _stopped_by_ops(
 
 
 def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Any:
-    """The :class:`~managed_upgrade.sla_alerts.Alert` of a run deadline, owned by the project managers.
+    """The :class:`~managed_upgrade.sla.alerts.Alert` of a run deadline, owned by the project managers.
 
     The run's state at the miss goes into the message (a failed run's deadline still fires: Airflow
     drops a run's pending deadlines only when it succeeds, and a failed upgrade is not complete;
@@ -234,9 +238,9 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     show the customer's date) or the ceiling, on the real calendar also in a rehearsal; ``overrun_days``
     counts business days from the alert's due instant to ``now`` on the run's clock (negative: days left).
     """
-    from managed_upgrade.business_calendar import calendar_for
-    from managed_upgrade.sla_alerts import Alert, run_url
-    from managed_upgrade_airflow.operators.sla_watch import api_base_url
+    from managed_upgrade.sla.alerts import Alert, run_url
+    from managed_upgrade.sla.calendar import calendar_for
+    from managed_upgrade_airflow.api_server import api_base_url
 
     conf = dag_run.get("conf") or {}
     seconds = rehearsal_seconds(conf)
@@ -300,7 +304,6 @@ def _as_datetime(value: Any) -> datetime | None:
 
 
 def _load_config(customer_id: str) -> CustomerConfig:
-    from managed_upgrade.config import load_customer_config
-    from managed_upgrade_airflow.dag_registry import customers_dir
+    from managed_upgrade.config import customers_dir, load_customer_config
 
     return load_customer_config(customers_dir() / f"{customer_id}.yaml")

@@ -1,6 +1,6 @@
 """Runs a customer's test cases on a real environment and keeps every round's report in the ledger.
 
-:mod:`managed_upgrade.testcase_runner` judges test cases without knowing how they reach an
+:mod:`managed_upgrade.verification.runner` judges test cases without knowing how they reach an
 environment; this module is the production side of that contract:
 
 - :class:`SshCommandExecutor` runs a case's argv over the environment's SSH connection as
@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 import psycopg2
 import psycopg2.errors
 
-from managed_upgrade.database import DbTarget
 from managed_upgrade.errors import OperationError
-from managed_upgrade.readonly_sql import require_single_select
-from managed_upgrade.remote import RemoteHost
-from managed_upgrade.testcase_report import TestReport
-from managed_upgrade.testcase_runner import (
+from managed_upgrade.sandbox.readonly_sql import require_single_select
+from managed_upgrade.transport.database import DbTarget
+from managed_upgrade.transport.remote import RemoteHost
+from managed_upgrade.verification.report import TestReport
+from managed_upgrade.verification.runner import (
     DEFAULT_TIMEOUT,
     CommandResult,
     Confinement,
@@ -95,7 +95,7 @@ class EnvironmentUnreachableError(OperationError):
 
 
 class SshCommandExecutor:
-    """:class:`~managed_upgrade.testcase_runner.CommandExecutor` on a :class:`RemoteHost`'s SSH session.
+    """:class:`~managed_upgrade.verification.runner.CommandExecutor` on a :class:`RemoteHost`'s SSH session.
 
     The remote command line is ``cd <quoted cwd> && exec [setpriv ...] [timeout ...] <shlex.join(argv)>``:
     relative programs such as ``bin/crm`` resolve in the installation, no argument is read as shell
@@ -232,9 +232,9 @@ class _Capped:
 
 
 class PostgresSqlExecutor:
-    """:class:`~managed_upgrade.testcase_runner.SqlExecutor` on an environment's config database.
+    """:class:`~managed_upgrade.verification.runner.SqlExecutor` on an environment's config database.
 
-    Each query is checked again by :func:`~managed_upgrade.readonly_sql.require_single_select` and
+    Each query is checked again by :func:`~managed_upgrade.sandbox.readonly_sql.require_single_select` and
     runs in its own ``READ ONLY`` transaction, rolled back afterwards, with ``SET LOCAL
     statement_timeout`` from the case's timeout, a short ``lock_timeout``, ``pg_catalog`` first on the
     search path and ``standard_conforming_strings`` on (so the server reads the text as the parser
@@ -341,7 +341,7 @@ def _refuse_privileged_login(connection: Any) -> None:
 
 
 class RefusingSqlExecutor:
-    """:class:`~managed_upgrade.testcase_runner.SqlExecutor` that runs nothing and says why."""
+    """:class:`~managed_upgrade.verification.runner.SqlExecutor` that runs nothing and says why."""
 
     def __init__(self, reason: str) -> None:
         self.reason = reason

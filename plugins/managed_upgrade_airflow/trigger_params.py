@@ -1,9 +1,9 @@
 """The trigger form: one Param per value ops may set, with a JSON schema the form and API enforce.
 
 Defaults come from the customer config, so triggering with no changes runs the request case as the
-customer filed it. Every schema is the one vocabulary of :mod:`managed_upgrade.safe` -- the pattern and
+customer filed it. Every schema is the one vocabulary of :mod:`managed_upgrade.vocabulary` -- the pattern and
 length bound the config and the first task check (``json_schema(kind)``, and
-:data:`~managed_upgrade.run_settings.REHEARSAL_SECONDS` for the rehearsal speed) -- so the form refuses
+:data:`~managed_upgrade.config.run_settings.REHEARSAL_SECONDS` for the rehearsal speed) -- so the form refuses
 exactly what the run would refuse, before any task runs. Cross-field rules (dates in order, target
 newer than installed) need several fields at once and are checked by the first task.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from airflow.sdk import Param
 
 from managed_upgrade.config import CustomerConfig
-from managed_upgrade.run_settings import REHEARSAL_SECONDS
-from managed_upgrade.safe import json_schema
+from managed_upgrade.config.run_settings import REHEARSAL_SECONDS
+from managed_upgrade.vocabulary import json_schema
 from managed_upgrade_airflow.operators.request_case import request_case_defaults
 
 _SECTION = "Request case"

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from managed_upgrade.review_runs import REVIEW_DAG_ID, parse_review_run_id
+from managed_upgrade.review.review_runs import REVIEW_DAG_ID, parse_review_run_id
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 PAGE_SIZE = 100  # [api] maximum_page_limit default: larger limits are silently cut to it

@@ -16,7 +16,7 @@ from pathlib import Path
 from crm_estate.catalogue import release_content, render_properties
 from crm_estate.database import PgServer, check_db_name
 from crm_estate.releases import PAYLOAD
-from managed_upgrade.settings_snapshot import parse_properties
+from managed_upgrade.operations.settings_files import parse_properties
 
 ACCOUNTS = 20
 CONTACTS_PER_ACCOUNT = 2

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import crm_estate
 from airflow_local import harness
 from airflow_local.settings import HarnessSettings
+from managed_upgrade.dag_ids import dag_id_for
 from upgrade_demo import mail_sink
 from upgrade_demo.autopilot import drive_run
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     print("== local Airflow")
     settings = HarnessSettings.from_environment()
     running = harness.up(settings)
-    dag_id = f"managed_upgrade__{args.customer}"
+    dag_id = dag_id_for(args.customer)
     with running.client() as api:
         api.wait_for_dag(dag_id, timeout=180)
         api.unpause(dag_id)

@@ -57,10 +57,10 @@ from airflow_local import harness
 from airflow_local.client import AirflowClient
 from airflow_local.settings import HarnessOverrides
 from crm_estate import Estate
-from managed_upgrade.business_calendar import calendar_for
 from managed_upgrade.config import load_customer_config
 from managed_upgrade.ledger import Ledger
-from managed_upgrade.sla_clock import sla_state
+from managed_upgrade.sla.calendar import calendar_for
+from managed_upgrade.sla.clock import sla_state
 from upgrade_demo.autopilot import DEFAULT_ANSWERS, Answer, AnsweredGate, GatePolicy, drive_run, params_input
 
 TOKEN = uuid.uuid4().hex[:8]

@@ -33,10 +33,10 @@ from scenario_customers import diagnostics, open_ledger
 
 from airflow_local import harness
 from airflow_local.client import AirflowClient
-from managed_upgrade.business_calendar import calendar_for
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.review_runs import REVIEW_DAG_ID
-from managed_upgrade.sla_clock import sla_state
+from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade.sla.calendar import calendar_for
+from managed_upgrade.sla.clock import sla_state
 from upgrade_demo.autopilot import DEFAULT_ANSWERS, params_input
 
 pytestmark = pytest.mark.e2e

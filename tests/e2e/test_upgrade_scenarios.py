@@ -56,10 +56,10 @@ from airflow_local.settings import HarnessOverrides
 from crm_estate import Estate
 from crm_estate.installation import customer_file_settings
 from managed_upgrade.config import ENVIRONMENT_NAMES
-from managed_upgrade.review_loop import REJECTED, RETEST, SIGNED_OFF
-from managed_upgrade.review_runs import REVIEW_DAG_ID, review_run_id
-from managed_upgrade.settings_snapshot import parse_properties
-from managed_upgrade.testcase_report import TestReport
+from managed_upgrade.operations.settings_files import parse_properties
+from managed_upgrade.review.review_loop import REJECTED, RETEST, SIGNED_OFF
+from managed_upgrade.review.review_runs import REVIEW_DAG_ID, review_run_id
+from managed_upgrade.verification.report import TestReport
 from upgrade_demo.autopilot import Answer, AnsweredGate, GatePolicy, drive_run
 
 TOKEN = uuid.uuid4().hex[:8]

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import DagRunTriggerException
 
-from managed_upgrade.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
-from managed_upgrade_airflow.review_questions import ReviewQuestion, ReviewQuestionOperator
+from managed_upgrade.review.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+from managed_upgrade_airflow.gates.questions import ReviewQuestion, ReviewQuestionOperator
 
 
 @dataclass

@@ -346,7 +346,7 @@ def orm_ti(task_id: str, *, state: str, run_state: str = "running", dag_id: str 
 
 
 def review_run(task_id: str, number: int, run_id: str = RUN) -> str:
-    from managed_upgrade.review_runs import review_run_id
+    from managed_upgrade.review.review_runs import review_run_id
 
     return review_run_id(CUSTOMER_DAG, run_id, task_id, number)
 

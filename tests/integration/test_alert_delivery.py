@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from managed_upgrade.config import CustomerConfig, load_customer_config
-from managed_upgrade.sla_alerts import Alert, email_subject
+from managed_upgrade.sla.alerts import Alert, email_subject
 from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
 from managed_upgrade_airflow.notifiers.webhook_notifier import ATTEMPTS, GLOBAL_WEBHOOK_CONN_ID
 

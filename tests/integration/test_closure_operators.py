@@ -31,7 +31,8 @@ from managed_upgrade_airflow.operators.closure import (
     VerifyTargetVersionsOperator,
     stage_durations,
 )
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, request_case_defaults
+from managed_upgrade_airflow.operators.request_case import request_case_defaults
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 from managed_upgrade_airflow.testcase_executors import (
     EnvironmentUnreachableError,
     load_baseline,

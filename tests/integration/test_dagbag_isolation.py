@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from managed_upgrade.review_runs import REVIEW_DAG_ID
-from managed_upgrade_airflow.dag_registry import CUSTOMERS_DIR_VARIABLE, SHARDS
+from managed_upgrade.config import CUSTOMERS_DIR_VARIABLE
+from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade_airflow.dag_registry import SHARDS
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "include" / "customers"

@@ -15,8 +15,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.customer_emails import CustomerEmail, request_received_email
-from managed_upgrade.run_settings import settings_from_conf
+from managed_upgrade.config.run_settings import settings_from_conf
+from managed_upgrade.messages.customer_emails import CustomerEmail, request_received_email
 from managed_upgrade_airflow.email_sender import EmailDeliveryError, send_customer_email
 
 pytestmark = pytest.mark.integration

@@ -26,9 +26,10 @@ from pydantic import TypeAdapter
 from question_driver import ReviewTask
 
 from managed_upgrade.config import TestCase, load_customer_config
-from managed_upgrade.fix_bundle import BundleFile, FixBundle, SqlScript, new_provenance
 from managed_upgrade.ledger import Ledger
-from managed_upgrade.review_loop import (
+from managed_upgrade.operations.fix_bundle import BundleFile, FixBundle, SqlScript, new_provenance
+from managed_upgrade.operations.settings_snapshot import ReapplyReport, merge_settings
+from managed_upgrade.review.review_loop import (
     ABORT,
     ACCEPT,
     EXHAUSTED_OPTIONS,
@@ -38,14 +39,13 @@ from managed_upgrade.review_loop import (
     SIGN_OFF_OPTIONS,
     SIGNED_OFF,
 )
-from managed_upgrade.review_runs import QUESTION_TASK_ID
-from managed_upgrade.settings_snapshot import ReapplyReport, merge_settings
+from managed_upgrade.review.review_runs import QUESTION_TASK_ID
+from managed_upgrade_airflow.gates.questions import ReviewQuestion, ReviewQuestionOperator
 from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
 from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
-from managed_upgrade_airflow.review_questions import ReviewQuestion, ReviewQuestionOperator
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from pydantic import TypeAdapter
 
 from managed_upgrade.config import TestCase, load_customer_config
 from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOperator
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, request_case_defaults
+from managed_upgrade_airflow.operators.request_case import request_case_defaults
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
 
 pytestmark = pytest.mark.integration

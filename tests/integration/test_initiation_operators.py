@@ -21,9 +21,9 @@ from psycopg2 import sql
 
 from managed_upgrade.config import load_customer_config
 from managed_upgrade.ledger import Ledger
-from managed_upgrade.plan import make_customer_plan
-from managed_upgrade.testcase_report import CaseResult, TestReport
-from managed_upgrade_airflow.initiation_gates import (
+from managed_upgrade.sla.plan import make_customer_plan
+from managed_upgrade.verification.report import CaseResult, TestReport
+from managed_upgrade_airflow.gates.initiation import (
     INVENTORY_TASK_ID,
     VERIFY_TEST_CASES_TASK_ID,
     AcknowledgeRequestGate,
@@ -32,11 +32,8 @@ from managed_upgrade_airflow.initiation_gates import (
     fenced,
 )
 from managed_upgrade_airflow.operators.inventory import InventoryDevSystemOperator, collect_database_facts
-from managed_upgrade_airflow.operators.request_case import (
-    REQUEST_CASE_TASK_ID,
-    CreateRequestCaseOperator,
-    request_case_defaults,
-)
+from managed_upgrade_airflow.operators.request_case import CreateRequestCaseOperator, request_case_defaults
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 
 pytestmark = pytest.mark.integration
 

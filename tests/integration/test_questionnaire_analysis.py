@@ -12,7 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from question_driver import ReviewTask
 
 from managed_upgrade.config import load_customer_config
-from managed_upgrade_airflow.initiation_gates import INVENTORY_TASK_ID
+from managed_upgrade_airflow.gates.initiation import INVENTORY_TASK_ID
 from managed_upgrade_airflow.operators.questionnaire_analysis import (
     ABORT,
     ANALYSIS_OPTIONS,
@@ -22,7 +22,8 @@ from managed_upgrade_airflow.operators.questionnaire_analysis import (
     WAIT_OPTIONS,
     QuestionnaireAnalysisOperator,
 )
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, request_case_defaults
+from managed_upgrade_airflow.operators.request_case import request_case_defaults
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 
 pytestmark = pytest.mark.integration
 

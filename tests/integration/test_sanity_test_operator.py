@@ -17,7 +17,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from managed_upgrade.config import TestCase, load_customer_config
-from managed_upgrade.testcase_report import BaselineOutcome, TestReport
+from managed_upgrade.verification.report import BaselineOutcome, TestReport
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
 from managed_upgrade_airflow.testcase_executors import EnvironmentUnreachableError, load_baseline, load_report

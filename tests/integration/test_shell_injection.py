@@ -19,24 +19,24 @@ from types import SimpleNamespace
 import pytest
 
 from crm_estate import Estate
-from managed_upgrade.backup import BackupTarget, create_backup
-from managed_upgrade.database import DbTarget
 from managed_upgrade.errors import ManifestError
-from managed_upgrade.installation import read_version
-from managed_upgrade.manifest import Manifest
-from managed_upgrade.release_source import DirectoryReleaseSource, fetch_release
-from managed_upgrade.restore import restore_backup
-from managed_upgrade.settings_snapshot import (
+from managed_upgrade.operations.backup import BackupTarget, create_backup
+from managed_upgrade.operations.installation import read_version
+from managed_upgrade.operations.release_source import DirectoryReleaseSource, fetch_release
+from managed_upgrade.operations.restore import restore_backup
+from managed_upgrade.operations.settings_files import parse_properties
+from managed_upgrade.operations.settings_snapshot import (
     SettingsError,
     SettingsSnapshot,
     capture_settings,
-    parse_properties,
     read_db_settings,
     reapply_settings,
 )
-from managed_upgrade.staging import release_directory
-from managed_upgrade.transfer import OpenSshSender, ParamikoSender
-from managed_upgrade.upgrade import UpgradePlan
+from managed_upgrade.operations.staging import release_directory
+from managed_upgrade.operations.upgrade import UpgradePlan
+from managed_upgrade.transport.database import DbTarget
+from managed_upgrade.transport.manifest import Manifest
+from managed_upgrade.transport.transfer import OpenSshSender, ParamikoSender
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import TaskDeferred
 from managed_upgrade.config import load_customer_config
 from managed_upgrade.config.models import CustomerWait
 from managed_upgrade.ledger import Ledger
-from managed_upgrade.sla_clock import final_activity_key
+from managed_upgrade.sla.clock import final_activity_key
 from managed_upgrade_airflow.operators.sla_watch import SlaWatchOperator
 from managed_upgrade_airflow.triggers.sla_watch_trigger import (
     CLAIM_LEASE_SECONDS,

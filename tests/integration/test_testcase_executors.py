@@ -21,10 +21,10 @@ import pytest
 from pydantic import TypeAdapter
 
 from managed_upgrade.config import TestCase, load_customer_config
-from managed_upgrade.database import DbTarget
-from managed_upgrade.readonly_sql import UnsafeQueryError
-from managed_upgrade.testcase_report import CaseStatus
-from managed_upgrade.testcase_runner import Confinement, RefusedCaseError, run_test_case
+from managed_upgrade.sandbox.readonly_sql import UnsafeQueryError
+from managed_upgrade.transport.database import DbTarget
+from managed_upgrade.verification.report import CaseStatus
+from managed_upgrade.verification.runner import Confinement, RefusedCaseError, run_test_case
 from managed_upgrade_airflow.testcase_executors import (
     PostgresSqlExecutor,
     SshCommandExecutor,

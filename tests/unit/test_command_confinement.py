@@ -13,7 +13,7 @@ import pytest
 from managed_upgrade.config import CustomerConfigError, parse_customer_config
 from managed_upgrade.config.test_cases import program_problem, refused_program
 from managed_upgrade.input_files import read_yaml_mapping
-from managed_upgrade.testcase_runner import RefusedCaseError
+from managed_upgrade.verification.runner import RefusedCaseError
 from managed_upgrade_airflow.testcase_executors import _PROBE, SshCommandExecutor
 
 ACME = Path(__file__).resolve().parents[2] / "include" / "customers" / "acme.yaml"
@@ -183,7 +183,7 @@ class FakeChannel:
 
 @dataclass
 class FakeHost:
-    """A :class:`~managed_upgrade.remote.RemoteHost` whose SSH sessions answer from a table."""
+    """A :class:`~managed_upgrade.transport.remote.RemoteHost` whose SSH sessions answer from a table."""
 
     answers: dict[str, tuple[int, str]]
     commands: list[str] = field(default_factory=list)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
-from managed_upgrade.config import load_customer_configs
-from managed_upgrade.process import load_process_model
-from managed_upgrade.review_runs import REVIEW_DAG_ID
+from managed_upgrade.config import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR, load_customer_configs
+from managed_upgrade.process.model import load_process_model
+from managed_upgrade.review.review_runs import REVIEW_DAG_ID
 from managed_upgrade_airflow.dag_factory import BUILDERS, build_dag, builder_for
-from managed_upgrade_airflow.dag_registry import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR
 from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -143,4 +146,24 @@ def test_one_shard_file_per_shard_and_each_customer_in_exactly_one():
         seen += register_customer_dags(namespace, shard=k)
         assert all(shard_of(dag_id.removeprefix("managed_upgrade__")) == k for dag_id in namespace)
     assert sorted(seen) == sorted(config.dag_id for config in configs.values())
-    assert shard_of("acme") == shard_of("acme")  # stable, not Python's randomized hash()
+
+
+# CRC-32 of the customer id modulo 16 (acme: 0x05c4ba3e), pinned: a change of the scheme moves
+# customers' DAGs to other files, so it must be a decision, not an accident.
+PINNED_SHARDS = {"acme": 14, "globex": 10, "initech": 0, "a": 3, "zz-top": 1}
+
+
+def test_a_customer_keeps_its_shard_in_every_process_whatever_the_hash_seed():
+    from managed_upgrade_airflow.dag_registry import shard_of
+
+    assert {customer: shard_of(customer) for customer in PINNED_SHARDS} == PINNED_SHARDS
+    program = (
+        "import json; from managed_upgrade_airflow.dag_registry import shard_of; "
+        f"print(json.dumps({{c: shard_of(c) for c in {sorted(PINNED_SHARDS)!r}}}))"
+    )
+    for seed in ("0", "1", "4242"):  # Python's own hash() of a str differs between these
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", program], env=env, capture_output=True, text=True, check=True
+        )
+        assert json.loads(done.stdout) == PINNED_SHARDS, (seed, done.stderr)

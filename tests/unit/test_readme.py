@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from managed_upgrade.diagram import mermaid
-from managed_upgrade.process import load_process_model
+from managed_upgrade.process.diagram import mermaid
+from managed_upgrade.process.model import load_process_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -15,7 +15,9 @@ def test_readme_diagram_matches_the_process_model():
         r"<!-- process-diagram:start -->\n```mermaid\n(.*?)```\n<!-- process-diagram:end -->", text, re.S
     )
     assert match, "README.md lost its process-diagram markers"
-    assert match[1] == mermaid(load_process_model()), "run: python -m managed_upgrade.diagram and paste it"
+    assert match[1] == mermaid(load_process_model()), (
+        "run: python -m managed_upgrade.process.diagram and paste it"
+    )
 
 
 def test_diagram_shows_every_activity_and_gate_shape():

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, AsyncCallback
 
-from managed_upgrade.business_calendar import BusinessCalendar
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.run_deadline_times import deadline_date, due_at, rehearsal_seconds
+from managed_upgrade.sla.calendar import BusinessCalendar
+from managed_upgrade.sla.deadlines import deadline_date, due_at, rehearsal_seconds
 from managed_upgrade_airflow.run_deadlines import ManagedUpgradeDeadline, alert_run_deadline, run_deadlines
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,8 +23,8 @@ from airflow.sdk.definitions.param import ParamsDict, ParamValidationError
 
 from managed_upgrade.config import CustomerConfigError, load_customer_config, parse_customer_config
 from managed_upgrade.config.__main__ import main as lint
-from managed_upgrade.run_settings import REHEARSAL_SECONDS, settings_from_conf
-from managed_upgrade.safe import (
+from managed_upgrade.config.run_settings import REHEARSAL_SECONDS, settings_from_conf
+from managed_upgrade.vocabulary import (
     REFUSED_IN_FREE_TEXT,
     SAFE_KINDS,
     NumberRange,

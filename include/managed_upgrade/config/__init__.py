@@ -5,14 +5,16 @@
 
 from managed_upgrade.config.base import ENVIRONMENT_NAMES, EnvironmentName
 from managed_upgrade.config.loader import (
+    CUSTOMERS_DIR_VARIABLE,
+    DEFAULT_CUSTOMERS_DIR,
     CustomerConfigError,
     customer_config_paths,
+    customers_dir,
     load_customer_config,
     load_customer_configs,
     parse_customer_config,
 )
 from managed_upgrade.config.models import (
-    DAG_ID_PREFIX,
     Alerts,
     Calendar,
     Contact,
@@ -37,10 +39,15 @@ from managed_upgrade.config.test_cases import (
     SqlTestCase,
     TestCase,
 )
+from managed_upgrade.dag_ids import DAG_ID_PREFIX, dag_id_for
+from managed_upgrade.process.model import USER_ROLES, Role
 
 __all__ = [
+    "CUSTOMERS_DIR_VARIABLE",
     "DAG_ID_PREFIX",
+    "DEFAULT_CUSTOMERS_DIR",
     "ENVIRONMENT_NAMES",
+    "USER_ROLES",
     "Alerts",
     "Calendar",
     "CommandExpect",
@@ -59,12 +66,15 @@ __all__ = [
     "Questionnaire",
     "ReleaseSource",
     "RequestCase",
+    "Role",
     "SqlExpect",
     "SqlTestCase",
     "TestCase",
     "Users",
     "Versions",
     "customer_config_paths",
+    "customers_dir",
+    "dag_id_for",
     "load_customer_config",
     "load_customer_configs",
     "parse_customer_config",

@@ -13,6 +13,7 @@ most :data:`~managed_upgrade.input_files.MAX_SHOWN` characters of a value, a fil
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,8 +24,8 @@ from pydantic import ValidationError
 from managed_upgrade.config.models import CustomerConfig
 from managed_upgrade.config.test_cases import TEST_CASE_KINDS
 from managed_upgrade.input_files import MAX_SHOWN, InputFileError, display_path, read_yaml_mapping, shorten
-from managed_upgrade.process import ProcessModel, ProcessModelError
-from managed_upgrade.safe import format_errors
+from managed_upgrade.process.model import ProcessModel, ProcessModelError
+from managed_upgrade.vocabulary import format_errors
 
 CONFIG_SUFFIX = ".yaml"
 MAX_PROBLEMS = 30
@@ -76,6 +77,17 @@ def load_customer_config(path: Path | str, *, process: ProcessModel | None = Non
         raise
     except Exception as exc:  # whatever else goes wrong stays this file's problem
         raise CustomerConfigError(source, [_unexpected(source, exc)]) from None
+
+
+CUSTOMERS_DIR_VARIABLE = "MANAGED_UPGRADE_CUSTOMERS_DIR"
+DEFAULT_CUSTOMERS_DIR = Path(__file__).resolve().parents[2] / "customers"
+"""``include/customers`` of this project."""
+
+
+def customers_dir() -> Path:
+    """Where the deployment keeps the customer configs: ``$MANAGED_UPGRADE_CUSTOMERS_DIR`` or
+    ``include/customers`` of this project."""
+    return Path(os.environ.get(CUSTOMERS_DIR_VARIABLE) or DEFAULT_CUSTOMERS_DIR)
 
 
 def customer_config_paths(directory: Path | str) -> list[Path]:

@@ -1,11 +1,11 @@
 """The customer config contract: what ops write in ``include/customers/<customer_id>.yaml``.
 
 Every model forbids unknown fields; every string is a kind of the one vocabulary of
-:mod:`managed_upgrade.safe` (strict ASCII patterns for what may reach a shell, a file name, SQL or a mail
-header; bounded free text without control characters for names, reasons and answers), every number a
-bounded :class:`~managed_upgrade.safe.NumberRange`, every list bounded; an environment's folders lie
-under its ``allowed_roots`` (:mod:`managed_upgrade.path_policy`); and cross-field rules live in model
-validators so a config that loads is one the DAG can run.
+:mod:`managed_upgrade.vocabulary` (strict ASCII patterns for what may reach a shell, a file name, SQL or
+a mail header; bounded free text without control characters for names, reasons and answers), every
+number a bounded :class:`~managed_upgrade.vocabulary.NumberRange`, every list bounded; an environment's
+folders lie under its ``allowed_roots`` (:mod:`managed_upgrade.transport.path_policy`); and cross-field
+rules live in model validators so a config that loads is one the DAG can run.
 """
 
 from __future__ import annotations
@@ -38,9 +38,14 @@ from managed_upgrade.config.test_cases import (
     TestCase,
     environment_problems,
 )
-from managed_upgrade.path_policy import DEFAULT_ALLOWED_ROOTS, MAX_ALLOWED_ROOTS, environment_path_problems
-from managed_upgrade.process import ProcessModel, load_process_model
-from managed_upgrade.safe import (
+from managed_upgrade.dag_ids import dag_id_for
+from managed_upgrade.process.model import USER_ROLES, ProcessModel, Role, load_process_model
+from managed_upgrade.transport.path_policy import (
+    DEFAULT_ALLOWED_ROOTS,
+    MAX_ALLOWED_ROOTS,
+    environment_path_problems,
+)
+from managed_upgrade.vocabulary import (
     AbsolutePath,
     CaseId,
     ConnId,
@@ -61,8 +66,6 @@ from managed_upgrade.safe import (
 
 WEEKDAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-
-DAG_ID_PREFIX = "managed_upgrade__"
 
 
 def _iso_date(value: Any) -> Any:
@@ -416,7 +419,7 @@ class CustomerConfig(StrictModel):
     @model_validator(mode="after")
     def _users_have_addresses(self) -> CustomerConfig:
         problems = []
-        for role in ("consultant", "project_manager"):
+        for role in USER_ROLES:
             known = {contact.user for contact in getattr(self.contacts, role)}
             for index, user in enumerate(getattr(self.users, role)):
                 if user not in known:
@@ -466,8 +469,8 @@ class CustomerConfig(StrictModel):
 
     @property
     def dag_id(self) -> str:
-        """``managed_upgrade__<customer_id>``."""
-        return f"{DAG_ID_PREFIX}{self.customer_id}"
+        """``managed_upgrade__<customer_id>`` (:func:`managed_upgrade.dag_ids.dag_id_for`)."""
+        return dag_id_for(self.customer_id)
 
     @property
     def source(self) -> str | None:
@@ -478,7 +481,8 @@ class CustomerConfig(StrictModel):
         """The ``dev``, ``uat`` or ``prod`` environment."""
         if name not in ENVIRONMENT_NAMES:
             raise KeyError(f"unknown environment {name!r}; use one of {', '.join(ENVIRONMENT_NAMES)}")
-        return getattr(self.environments, name)
+        environment: Environment = getattr(self.environments, name)
+        return environment
 
     def test_cases_for(self, name: str) -> tuple[CommandTestCase | SqlTestCase | HttpTestCase, ...]:
         """The test cases that run on environment ``name``, in file order."""
@@ -489,7 +493,7 @@ class CustomerConfig(StrictModel):
         """The process model (default: ``include/process.yaml``) with this customer's duration overrides."""
         return (base or load_process_model()).with_overrides(self.duration_overrides)
 
-    def contact_emails(self, role: str) -> tuple[str, ...]:
+    def contact_emails(self, role: Role) -> tuple[str, ...]:
         """E-mail addresses of the ``customer``, ``consultant`` or ``project_manager`` contacts."""
         return tuple(contact.email for contact in getattr(self.contacts, role))
 
@@ -500,7 +504,7 @@ class CustomerConfig(StrictModel):
         """
         by_user = {
             contact.user: contact.email
-            for role in ("consultant", "project_manager")
+            for role in USER_ROLES
             for contact in getattr(self.contacts, role)
             if contact.user
         }

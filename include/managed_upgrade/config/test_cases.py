@@ -1,14 +1,15 @@
 """Customer test cases: declarative checks (remote command, SQL query, HTTP request) and what they expect.
 
 Test cases come from the customer, so each kind is confined here, when the config is loaded, and
-again where it runs (:mod:`managed_upgrade.testcase_runner`):
+again where it runs (:mod:`managed_upgrade.verification.runner`):
 
 - ``command``: the program is one of the installation (a relative path such as ``bin/crm``, no ``..``)
   or one the environment lists in ``allowed_programs``; shells and programs that run other programs
   or code (``sh``, ``bash``, ``env``, ``python``, ``perl``, ``busybox``, ``xargs`` ...) never, even listed;
 - ``sql``: one plain SELECT over allowed functions, read by PostgreSQL's parser
-  (:mod:`managed_upgrade.readonly_sql`);
-- ``http``: only to hosts the environment declares in ``http_hosts`` (:mod:`managed_upgrade.http_policy`);
+  (:mod:`managed_upgrade.sandbox.readonly_sql`);
+- ``http``: only to hosts the environment declares in ``http_hosts``
+  (:mod:`managed_upgrade.sandbox.http_policy`);
 - ``stdout_regex``: an RE2 expression (linear time: no backreferences, no lookaround).
 
 The checks that need the environment (allowed programs, declared hosts) are made for every environment
@@ -20,24 +21,21 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable
 from functools import cache
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import re2
 from pydantic import AfterValidator, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from managed_upgrade.config.base import ENVIRONMENT_NAMES, EnvironmentName, Scalar, StrictModel
-from managed_upgrade.http_policy import (
+from managed_upgrade.sandbox.http_policy import (
     HttpPolicy,
     HttpPolicyError,
     literal_never_allowed,
     parse_http_host,
     split_url,
 )
-from managed_upgrade.readonly_sql import UnsafeQueryError, require_single_select
-from managed_upgrade.safe import SAFE_KINDS, Argument, Line, Slug, field_error, is_safe
-
-if TYPE_CHECKING:
-    from managed_upgrade.config.models import Environment
+from managed_upgrade.sandbox.readonly_sql import UnsafeQueryError, require_single_select
+from managed_upgrade.vocabulary import SAFE_KINDS, Argument, Line, Slug, field_error, is_safe
 
 # --- programs -------------------------------------------------------------------------------------
 
@@ -239,8 +237,8 @@ class SqlExpect(StrictModel):
 class SqlTestCase(_TestCaseBase):
     """Run one read-only query on the environment's config database and compare its result.
 
-    The query is one plain SELECT over allowed functions (:mod:`managed_upgrade.readonly_sql`); it runs
-    as the environment's read-only test role (``test_db_conn_id``) in a READ ONLY transaction.
+    The query is one plain SELECT over allowed functions (:mod:`managed_upgrade.sandbox.readonly_sql`); it
+    runs as the environment's read-only test role (``test_db_conn_id``) in a READ ONLY transaction.
     """
 
     kind: Literal["sql"]
@@ -293,9 +291,18 @@ TEST_CASE_KINDS = ("command", "sql", "http")
 # --- against the environments a case runs on --------------------------------------------------------
 
 
+class _Environment(Protocol):
+    """What :func:`environment_problems` reads of a :class:`~managed_upgrade.config.models.Environment`
+    (described, not imported: ``models`` imports this module); ``test_db_conn_id``, ``allowed_programs``
+    and ``http_hosts`` are read with a default."""
+
+    @property
+    def db_conn_id(self) -> str: ...
+
+
 def environment_problems(
     cases: Iterable[CommandTestCase | SqlTestCase | HttpTestCase],
-    environments: Iterable[tuple[str, Environment]],
+    environments: Iterable[tuple[str, _Environment]],
 ) -> list[tuple[str, str]]:
     """``(field path, message)`` for every case that its environments do not allow.
 
@@ -303,9 +310,9 @@ def environment_problems(
     http case's host must be in its ``http_hosts``. Paths are relative to the customer config
     (``test_cases[2].argv[0]``); one message per problem names the environments it applies to.
     """
-    environments = dict(environments)
+    by_name = dict(environments)
     problems: list[tuple[str, str]] = []
-    for name, env in environments.items():
+    for name, env in by_name.items():
         test_db = getattr(env, "test_db_conn_id", None)
         if test_db is not None and test_db == env.db_conn_id:
             problems.append(
@@ -317,17 +324,19 @@ def environment_problems(
     for index, case in enumerate(cases):
         found: dict[tuple[str, str], list[str]] = {}
         for env_name in case.environments:
-            env = environments.get(env_name)
-            if env is None:
+            environment = by_name.get(env_name)
+            if environment is None:
                 continue
-            for field, problem in _case_problems(case, env):
+            for field, problem in _case_problems(case, environment):
                 found.setdefault((f"test_cases[{index}].{field}", problem), []).append(env_name)
         for (path, problem), names in found.items():
             problems.append((path, f"{problem} (on {', '.join(names)})"))
     return problems
 
 
-def _case_problems(case: Any, env: Environment) -> list[tuple[str, str]]:
+def _case_problems(
+    case: CommandTestCase | SqlTestCase | HttpTestCase, env: _Environment
+) -> list[tuple[str, str]]:
     if case.kind == "command":
         problem = program_problem(case.argv[0], tuple(getattr(env, "allowed_programs", ())))
         return [("argv[0]", problem)] if problem else []

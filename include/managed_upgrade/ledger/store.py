@@ -29,6 +29,11 @@ _UNLESS_STOPPED = (
 )
 """Guard of a claim: parameters ``(since, dag_id, run_id, since)``; no guard when ``since`` is NULL."""
 
+_RUN_CONFIG_SELECT = (
+    "SELECT customer_id, source, digest, document, taken_at, taken_by FROM run_configs"
+    " WHERE dag_id = %s AND run_id = %s"
+)
+
 
 class Ledger:
     """A ledger bound to one open psycopg2 connection and schema."""
@@ -71,9 +76,44 @@ class Ledger:
                 (Json(summary), dag_id, run_id),
             )
 
+    # -- the run's config snapshot ----------------------------------------------------------------
+    def keep_run_config(
+        self, dag_id: str, run_id: str, snapshot: dict[str, Any], *, taken_by: str
+    ) -> dict[str, Any]:
+        """Store ``snapshot`` as the run's config unless one is stored already; returns the stored one.
+
+        The first caller wins, whichever task it is (tasks start in parallel): ``snapshot`` has the
+        keys of :meth:`managed_upgrade.config.snapshot.ConfigSnapshot.as_row`.
+        """
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO run_configs (dag_id, run_id, customer_id, source, digest, document, taken_by)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dag_id, run_id) DO NOTHING",
+                (
+                    dag_id,
+                    run_id,
+                    snapshot["customer_id"],
+                    snapshot["source"],
+                    snapshot["digest"],
+                    Json(snapshot["document"]),
+                    taken_by,
+                ),
+            )
+            cur.execute(_RUN_CONFIG_SELECT, (dag_id, run_id))
+            row = cur.fetchone()
+        assert row is not None  # inserted above or by the caller that won
+        return dict(row)
+
+    def run_config(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+        """The run's config snapshot row, ``None`` before any of its tasks has started."""
+        with self._cursor() as cur:
+            cur.execute(_RUN_CONFIG_SELECT, (dag_id, run_id))
+            row = cur.fetchone()
+        return dict(row) if row else None
+
     # -- the plan -----------------------------------------------------------------------------
     def save_plan(self, dag_id: str, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """Replace the run's planned activities (rows as :meth:`managed_upgrade.plan.Plan.to_rows`)."""
+        """Replace the run's planned activities (rows as :meth:`managed_upgrade.sla.plan.Plan.to_rows`)."""
         with self._cursor() as cur:
             cur.execute("DELETE FROM planned_activities WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
             for row in rows:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from managed_upgrade.database import DbTarget
-from managed_upgrade.remote import RemoteHost, SshEndpoint
+from managed_upgrade.transport.database import DbTarget
+from managed_upgrade.transport.remote import RemoteHost, SshEndpoint
 
 if TYPE_CHECKING:
     from airflow.providers.ssh.hooks.ssh import SSHHook

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from managed_upgrade.sla_alerts import Alert, alert_recipients, webhook_payload
+from managed_upgrade.sla.alerts import Alert, alert_recipients, webhook_payload
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID
 from managed_upgrade_airflow.notifiers.sla_email_notifier import SlaEmailNotifier
 from managed_upgrade_airflow.notifiers.webhook_notifier import GLOBAL_WEBHOOK_CONN_ID, WebhookNotifier

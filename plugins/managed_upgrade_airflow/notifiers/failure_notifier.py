@@ -27,8 +27,8 @@ from airflow.sdk import BaseNotifier
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
-    from managed_upgrade.process import ProcessModel
-    from managed_upgrade.sla_alerts import Alert
+    from managed_upgrade.process.model import ProcessModel
+    from managed_upgrade.sla.alerts import Alert
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,16 @@ class ActivityFailureNotifier(BaseNotifier):
         self.config = config
         self.model = model
 
-    def alert(self, context: Mapping[str, Any], now: datetime | None = None) -> Alert:
-        """The alert for the failed task instance of ``context``."""
+    def alert(
+        self, context: Mapping[str, Any], now: datetime | None = None, config: CustomerConfig | None = None
+    ) -> Alert:
+        """The alert for the failed task instance of ``context`` (``config``: the run's, default ours)."""
         from managed_upgrade.errors import describe_error
-        from managed_upgrade.sla_alerts import Alert, task_url
-        from managed_upgrade_airflow.operators.sla_watch import api_base_url
+        from managed_upgrade.sla.alerts import Alert, task_url
+        from managed_upgrade_airflow.api_server import api_base_url
 
         now = now or datetime.now(UTC)
+        config = config or self.config
         ti = context["ti"]
         task_id = str(ti.task_id)
         activity = self.model.activities_by_key.get(task_id)
@@ -65,19 +68,19 @@ class ActivityFailureNotifier(BaseNotifier):
             title = f"{title} [{map_index}]"
         return Alert(
             kind="activity_failed",
-            customer_id=self.config.customer_id,
-            customer_name=self.config.name,
+            customer_id=config.customer_id,
+            customer_name=config.name,
             dag_id=str(ti.dag_id),
             run_id=str(ti.run_id),
             budget_unit="",
             title=title,
             owner_role=owner,
-            owner_users=tuple(getattr(self.config.users, owner)),
+            owner_users=tuple(getattr(config.users, owner)),
             planned_finish=now,
             now=now,
             overrun_days=0.0,
             task_url=task_url(api_base_url(), str(ti.dag_id), str(ti.run_id), task_id),
-            timezone=self.config.calendar.timezone,
+            timezone=config.calendar.timezone,
             error=describe_error(context.get("exception")),
         )
 
@@ -99,6 +102,13 @@ class ActivityFailureNotifier(BaseNotifier):
             return None
         return None if stop is None else str(stop["reason"])
 
+    def run_config(self, context: Mapping[str, Any]) -> CustomerConfig:
+        """The config the run started with (its ledger snapshot); ours if it has none or it is unreadable."""
+        from managed_upgrade_airflow.run_config import stored_run_config
+
+        ti = context["ti"]
+        return stored_run_config(str(ti.dag_id), str(ti.run_id)) or self.config
+
     def notify(self, context: Any) -> None:
         from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
 
@@ -107,8 +117,9 @@ class ActivityFailureNotifier(BaseNotifier):
             log.info("failure of %s not alerted: %s", context["ti"].task_id, stopped)
             return
         try:
-            alert = self.alert(context)
-            outcomes = send_alert(alert, self.config)
+            config = self.run_config(context)
+            alert = self.alert(context, config=config)
+            outcomes = send_alert(alert, config)
         except Exception:  # never mask the task's own failure
             log.exception("the failure alert of %s could not be built or sent", self.config.customer_id)
             return

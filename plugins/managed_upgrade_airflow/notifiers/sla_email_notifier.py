@@ -1,7 +1,7 @@
 """Sends an SLA alert as a plain-text e-mail through the SMTP provider's connection.
 
 Alerts are read in mail clients, pagers and ticket systems that all handle plain text; the wording
-comes from :mod:`managed_upgrade.sla_alerts`, the delivery (connection, TLS, login) from the SMTP
+comes from :mod:`managed_upgrade.sla.alerts`, the delivery (connection, TLS, login) from the SMTP
 provider's hook, as the customer messages of :mod:`managed_upgrade_airflow.email_sender` do.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.sdk import BaseNotifier
 
-from managed_upgrade.sla_alerts import Alert, email_body, email_subject
+from managed_upgrade.sla.alerts import Alert, email_body, email_subject
 from managed_upgrade_airflow.email_sender import (
     DEFAULT_SMTP_CONN_ID,
     EmailDeliveryError,

@@ -1,6 +1,6 @@
 """<Environment> > Backup: install folder and config DB of one environment, verified, kept with retention.
 
-The work is :func:`managed_upgrade.backup.create_backup`; this operator adds the Airflow side: the
+The work is :func:`managed_upgrade.operations.backup.create_backup`; this operator adds the Airflow side: the
 connections, the ledger record (every backup and every pruned one is recorded, so managers can see
 what exists where) and a compact XCom (backup id, version, location, checksums) that the upgrade
 task takes as the backup protecting it.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from managed_upgrade.backup import BackupTarget, create_backup
+from managed_upgrade.operations.backup import BackupTarget, create_backup
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
 

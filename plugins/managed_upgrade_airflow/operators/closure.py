@@ -18,17 +18,17 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from managed_upgrade.business_calendar import calendar_for
 from managed_upgrade.config import ENVIRONMENT_NAMES
-from managed_upgrade.customer_emails import EnvironmentOutcome, upgrade_complete_email
 from managed_upgrade.errors import OperationError
-from managed_upgrade.installation import crm_status, read_version
-from managed_upgrade.planned_vs_actual import planned_vs_actual
-from managed_upgrade.testcase_report import TestReport
+from managed_upgrade.messages.customer_emails import EnvironmentOutcome, upgrade_complete_email
+from managed_upgrade.operations.installation import crm_status, read_version
+from managed_upgrade.sla.calendar import calendar_for
+from managed_upgrade.sla.planned_vs_actual import planned_vs_actual
+from managed_upgrade.verification.report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, run_settings_from_xcom
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 from managed_upgrade_airflow.testcase_executors import EnvironmentUnreachableError
 
 if TYPE_CHECKING:
@@ -292,7 +292,7 @@ class SendCompletionOperator(BaseOperator):
     XCom (and ledger ``runs.summary``): ``{customer_id, case_id, dag_id, run_id, target_version,
     completed_at, duration: {source, run_started_at, elapsed_hours, stages?}, environments: {env:
     {version, previous_version, backups, test_rounds, fixes, signed_off, duration}}, schedule:
-    planned vs actual per budget (see :func:`managed_upgrade.planned_vs_actual.planned_vs_actual`),
+    planned vs actual per budget (see :func:`managed_upgrade.sla.planned_vs_actual.planned_vs_actual`),
     email: {message_id, subject, to, cc}}``.
 
     ``clock`` (default: the real UTC time) says when the run completes: ``completed_at``, the run's

@@ -3,7 +3,7 @@
 The customer tests the handed-over environment and signs off or rejects; the consultant answers the
 gate on their behalf ("Signed off", "Rejected: fix and retest", "Abort and restore"). A rejection
 makes the next question a fix round with the same machinery as "Fix Issues and Retest"
-(:class:`~managed_upgrade_airflow.review_gates.ReviewGate`), and after a green retest the question
+(:class:`~managed_upgrade_airflow.gates.review.ReviewGate`), and after a green retest the question
 after it asks for the sign-off again. While the sign-off question is open the ball is with the
 customer (the consultant's SLA clock pauses); during a fix round it is with the consultant.
 Production is only touched after UAT's sign-off, so this task's success is what lets the run move on.
@@ -17,8 +17,9 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
-from managed_upgrade.installation import read_version
-from managed_upgrade.review_loop import (
+from managed_upgrade.operations.installation import read_version
+from managed_upgrade.operations.settings_snapshot import reapply_review_markdown
+from managed_upgrade.review.review_loop import (
     REJECTED,
     SIGNED_OFF,
     Decision,
@@ -28,9 +29,8 @@ from managed_upgrade.review_loop import (
     decide_sign_off,
     sign_off_body,
 )
-from managed_upgrade.settings_snapshot import reapply_review_markdown
+from managed_upgrade_airflow.gates.review import ReviewGate, sign_off_form_fields
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
-from managed_upgrade_airflow.review_gates import ReviewGate, sign_off_form_fields
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig

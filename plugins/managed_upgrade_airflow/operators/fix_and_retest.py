@@ -1,19 +1,19 @@
 """<Environment> > Fix Issues and Retest: the consultant fixes failures until the environment is green.
 
-One task runs all fix rounds (see :mod:`managed_upgrade.review_loop` for why). It reads the
+One task runs all fix rounds (see :mod:`managed_upgrade.review.review_loop` for why). It reads the
 environment's latest test report from the ledger: with no blocking failure it succeeds at once
 ("no fixes needed"); otherwise it asks the consultant, with the report and the rounds so far, to fix
 on the host and answer "Retest" (the fix is captured, its SQL run, the tests run again, and the next
 round asked if failures remain), "Accept with known issues" (reason required) or "Abort and restore".
-The shared machinery is :class:`~managed_upgrade_airflow.review_gates.ReviewGate`.
+The shared machinery is :class:`~managed_upgrade_airflow.gates.review.ReviewGate`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from managed_upgrade.review_loop import Decision, GateAnswer, LoopHistory, decide_fix_and_retest
-from managed_upgrade_airflow.review_gates import ReviewGate
+from managed_upgrade.review.review_loop import Decision, GateAnswer, LoopHistory, decide_fix_and_retest
+from managed_upgrade_airflow.gates.review import ReviewGate
 
 
 def _when(value: Any) -> str | None:
@@ -29,7 +29,7 @@ class FixAndRetestOperator(ReviewGate):
     after restoring the backup of ``<env>.backup_environment``.
 
     :param config: / :param environment: / :param backup_task_id: / :param case_timeout: see
-        :class:`~managed_upgrade_airflow.review_gates.ReviewGate`
+        :class:`~managed_upgrade_airflow.gates.review.ReviewGate`
     """
 
     ui_color = "#fce8e6"

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from managed_upgrade.customer_emails import environment_handover_email
 from managed_upgrade.errors import OperationError
-from managed_upgrade.installation import verify_running_version
+from managed_upgrade.messages.customer_emails import environment_handover_email
+from managed_upgrade.operations.installation import verify_running_version
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, run_settings_from_xcom
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 from managed_upgrade_airflow.testcase_executors import load_report
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ It reads the installation over SSH (files through SFTP; ``du``, ``df`` and ``bin
 lists, never shell strings) and the config database in a READ ONLY transaction, so analysing a
 customer's system can never change it. Both come from the environment's connections through
 :class:`CrmEnvironmentHook` (pinned host keys enforced). Parsing and rendering live in
-:mod:`managed_upgrade.inventory`.
+:mod:`managed_upgrade.operations.inventory`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from managed_upgrade.config import CustomerConfig
-from managed_upgrade.inventory import DatabaseFacts, HostFacts, build_inventory, render_markdown
-from managed_upgrade.remote import RemoteHost
+from managed_upgrade.operations.inventory import DatabaseFacts, HostFacts, build_inventory, render_markdown
+from managed_upgrade.transport.remote import RemoteHost
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 CRM_STATUS_TIMEOUT = 120.0
@@ -109,7 +109,7 @@ def collect_database_facts(connection: Any) -> DatabaseFacts:
 class InventoryDevSystemOperator(BaseOperator):
     """Collect the inventory of one environment (the Dev system by default).
 
-    XCom: ``{"inventory": <dict of managed_upgrade.inventory.build_inventory>, "markdown": str}``.
+    XCom: ``{"inventory": <dict of managed_upgrade.operations.inventory.build_inventory>, "markdown": str}``.
     """
 
     ui_color = "#e6f4ea"

@@ -7,7 +7,7 @@ then the ball is with the customer -- the analysis budget's clock pauses and the
 reminders -- until the consultant records the customer's answers, and the analysis question comes
 back with every question and answer so far.
 
-It is a question loop (:mod:`managed_upgrade_airflow.question_loop`), like the fix and sign-off
+It is a question loop (:mod:`managed_upgrade_airflow.gates.question_loop`), like the fix and sign-off
 reviews: each question is a run of the review DAG, waited for deferred, so every question shows its
 own facts; the loop's state is the ledger's answers to this task, so a cleared task continues where
 it stood.
@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from managed_upgrade.customer_emails import questionnaire_follow_up_email
 from managed_upgrade.markdown import md
-from managed_upgrade.review_loop import GateAnswer
+from managed_upgrade.messages.customer_emails import questionnaire_follow_up_email
+from managed_upgrade.review.review_loop import GateAnswer
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
-from managed_upgrade_airflow.initiation_gates import ABORT, INVENTORY_TASK_ID, fenced
+from managed_upgrade_airflow.gates.initiation import ABORT, INVENTORY_TASK_ID, fenced
+from managed_upgrade_airflow.gates.question_loop import QuestionLoopOperator
+from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs
 from managed_upgrade_airflow.ledger_access import open_ledger
-from managed_upgrade_airflow.operators.request_case import REQUEST_CASE_TASK_ID, run_settings_from_xcom
-from managed_upgrade_airflow.question_loop import QuestionLoopOperator
-from managed_upgrade_airflow.review_questions import ReviewQuestion, form_field_specs
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig

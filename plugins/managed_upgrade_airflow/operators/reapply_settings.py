@@ -1,10 +1,10 @@
 """<Environment> > Re-apply settings: every customer setting the installer reset is put back.
 
 The snapshot was captured by the upgrade task just before the installer ran and lives in the backup
-directory (:func:`managed_upgrade.settings_snapshot.snapshot_path`); the work is
-:func:`managed_upgrade.settings_snapshot.reapply_settings`, a three-way merge whose common ancestor
+directory (:func:`managed_upgrade.operations.settings_snapshot.snapshot_path`); the work is
+:func:`managed_upgrade.operations.settings_snapshot.reapply_settings`, a three-way merge whose common ancestor
 is the default settings of the release the snapshot was taken on, read from the release repository
-(:mod:`managed_upgrade.release_defaults`). When that release cannot be read, every differing value
+(:mod:`managed_upgrade.operations.release_defaults`). When that release cannot be read, every differing value
 is restored and the report asks for a review rather than the task failing: the upgrade has already
 happened, and restoring the customer's values is the safe direction. The report (restored, new
 defaults kept, conflicts, vanished-but-kept, added by the release) is written beside the snapshot,
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from managed_upgrade.errors import OperationError
-from managed_upgrade.path_policy import confine
-from managed_upgrade.release_defaults import ReleaseDefaults, read_release_defaults
-from managed_upgrade.release_source import DirectoryReleaseSource
-from managed_upgrade.settings_snapshot import load_snapshot, reapply_settings, snapshot_path
+from managed_upgrade.operations.release_defaults import ReleaseDefaults, read_release_defaults
+from managed_upgrade.operations.release_source import DirectoryReleaseSource
+from managed_upgrade.operations.settings_snapshot import load_snapshot, reapply_settings, snapshot_path
+from managed_upgrade.transport.path_policy import confine
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 if TYPE_CHECKING:

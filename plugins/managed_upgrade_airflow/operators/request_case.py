@@ -18,12 +18,9 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import CustomerConfig
-from managed_upgrade.plan import make_customer_plan
-from managed_upgrade.run_settings import RunSettings, request_case_problems, settings_from_conf
+from managed_upgrade.config.run_settings import RunSettings, request_case_problems, settings_from_conf
+from managed_upgrade.sla.plan import make_customer_plan
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
-
-REQUEST_CASE_TASK_ID = "initiation.create_request_case"
-"""Task id (inside the ``initiation`` group) whose XCom holds the run's settings."""
 
 SETTING_NAMES = tuple(f.name for f in fields(RunSettings))
 
@@ -54,19 +51,6 @@ def merged_conf(config: CustomerConfig, *layers: Mapping[str, Any] | None) -> di
             if key in SETTING_NAMES and value is not None and value != "":
                 merged[key] = value
     return merged
-
-
-def run_settings_from_xcom(context: Any, task_id: str = REQUEST_CASE_TASK_ID) -> RunSettings:
-    """The settings ``create_request_case`` accepted, read back from its XCom."""
-    data = context["ti"].xcom_pull(task_ids=task_id)
-    if not data:
-        raise AirflowFailException(f"no run settings in the XCom of {task_id}; did that task run?")
-    settings, problems = settings_from_conf(data)
-    if settings is None:
-        raise AirflowFailException(
-            f"run settings in the XCom of {task_id} are invalid: {'; '.join(problems)}"
-        )
-    return settings
 
 
 def _run_start(context: Any) -> datetime:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from managed_upgrade.testcase_runner import DEFAULT_TIMEOUT
+from managed_upgrade.verification.runner import DEFAULT_TIMEOUT
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID
 from managed_upgrade_airflow.testcase_executors import (
     BASELINE_ENVIRONMENT,

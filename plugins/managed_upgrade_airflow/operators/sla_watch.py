@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from managed_upgrade.run_deadline_times import rehearsal_seconds
+from managed_upgrade.sla.deadlines import rehearsal_seconds
+from managed_upgrade_airflow.api_server import api_base_url
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID
 
@@ -30,18 +31,6 @@ if TYPE_CHECKING:
 
 SLA_WATCH_TASK_ID = "sla_watch"
 """Suggested task id (outside every stage group: the watcher is not an activity)."""
-
-
-def api_base_url() -> str:
-    """``[api] base_url``, else ``http://<[api] host>:<[api] port>`` (localhost for a wildcard host)."""
-    from airflow.sdk.configuration import conf
-
-    base_url = conf.get("api", "base_url", fallback=None)
-    if base_url:
-        return base_url.rstrip("/")
-    host = conf.get("api", "host", fallback="localhost") or "localhost"
-    port = conf.get("api", "port", fallback="8080") or "8080"
-    return f"http://{'localhost' if host in ('0.0.0.0', '::') else host}:{port}"  # noqa: S104
 
 
 class SlaWatchOperator(BaseOperator):

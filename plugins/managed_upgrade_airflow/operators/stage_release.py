@@ -1,8 +1,9 @@
 """Preparation > Stage Upgrade Files: the release fetched once, verified, and put on every environment host.
 
-The work is :func:`managed_upgrade.release_source.fetch_release` (worker cache, sha256 per file)
-and :func:`managed_upgrade.staging.stage_release` (parallel, resumable, idempotent, verified on each
-host). XCom gets the compact per-host, per-file outcome (``sent`` / ``skipped`` / ``resumed``).
+The work is :func:`managed_upgrade.operations.release_source.fetch_release` (worker cache, sha256 per
+file) and :func:`managed_upgrade.operations.staging.stage_release` (parallel, resumable, idempotent,
+verified on each host). XCom gets the compact per-host, per-file outcome (``sent`` / ``skipped`` /
+``resumed``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from managed_upgrade.release_source import DirectoryReleaseSource, fetch_release
-from managed_upgrade.safe import require
-from managed_upgrade.staging import StagingTarget, stage_release
+from managed_upgrade.operations.release_source import DirectoryReleaseSource, fetch_release
+from managed_upgrade.operations.staging import StagingTarget, stage_release
+from managed_upgrade.vocabulary import require
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ Runs after the upgrade and the settings re-apply and before the sanity test, so 
 the environment as it will be handed over. Every fix recorded in this run on the source
 environments is read from the ledger, verified (each bundle's checksums), merged in round order (a
 later round's file wins, every round's SQL runs in order) and applied all or nothing by
-:func:`managed_upgrade.fix_bundle.apply_fix_bundle`. A bundle that fails to verify or apply stops
+:func:`managed_upgrade.operations.fix_bundle.apply_fix_bundle`. A bundle that fails to verify or apply stops
 this environment with a message naming the file or SQL line and the environment.
 
 The source environments default to every environment upgraded before this one: Dev for UAT, Dev and
@@ -20,8 +20,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import ENVIRONMENT_NAMES
-from managed_upgrade.fix_bundle import FixBundle, FixBundleError, apply_fix_bundle, merge_bundles
-from managed_upgrade.review_loop import environment_title
+from managed_upgrade.operations.fix_bundle import FixBundle, FixBundleError, apply_fix_bundle, merge_bundles
+from managed_upgrade.review.review_loop import environment_title
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import open_ledger
 

@@ -4,7 +4,7 @@ Deferrable by default, on the SSH provider's own machinery: the installer is sta
 host with the provider's POSIX job wrapper (``setsid``, output to a log, exit code written
 atomically) and :class:`~airflow.providers.ssh.triggers.ssh_remote_job.SSHRemoteJobTrigger` polls it
 from the triggerer (asyncssh, same pinned host key), streaming the installer's output into the task
-log. When it ends, :func:`managed_upgrade.upgrade.conclude_upgrade` checks exit code, ``VERSION``
+log. When it ends, :func:`managed_upgrade.operations.upgrade.conclude_upgrade` checks exit code, ``VERSION``
 and ``bin/crm status``; on failure the backup taken just before is restored and the task fails with
 what failed and whether the restore worked. Neither failure is retried: the environment either
 runs its old version again (a person decides what next) or needs a person now.
@@ -23,9 +23,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import InstallerFailedError, RollbackFailedError, UpgradeRolledBackError
-from managed_upgrade.installation import crm_status
-from managed_upgrade.path_policy import confine
-from managed_upgrade.upgrade import (
+from managed_upgrade.operations.installation import crm_status
+from managed_upgrade.operations.upgrade import (
     UpgradePlan,
     UpgradeResult,
     conclude_upgrade,
@@ -34,6 +33,7 @@ from managed_upgrade.upgrade import (
     roll_back,
     run_installer,
 )
+from managed_upgrade.transport.path_policy import confine
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 if TYPE_CHECKING:

@@ -4,7 +4,7 @@ One :class:`SlaWatchTrigger` per run (deferred to by
 :class:`~managed_upgrade_airflow.operators.sla_watch.SlaWatchOperator`) loops until the run is over:
 
 1. read the run's activity events from the ledger and replay them
-   (:func:`managed_upgrade.sla_clock.sla_state`);
+   (:func:`managed_upgrade.sla.clock.sla_state`);
 2. for every miss and reminder that has fallen due, claim it in the ledger and, only when this claim
    won, send it (:func:`~managed_upgrade_airflow.notifiers.alert_delivery.send_alert`) and mark it
    notified -- so retries, restarts and a second watcher never send it twice;
@@ -52,8 +52,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from managed_upgrade.ledger import Ledger
-    from managed_upgrade.sla_alerts import Alert
-    from managed_upgrade.sla_clock import SlaState
+    from managed_upgrade.sla.alerts import Alert
+    from managed_upgrade.sla.clock import SlaState
 
 log = logging.getLogger(__name__)
 
@@ -108,9 +108,9 @@ class RunWatch:
     ) -> None:
         import psycopg2  # noqa: F401  (loaded here, in a thread, for the trigger's error handling)
 
-        from managed_upgrade.business_calendar import calendar_for
         from managed_upgrade.config import parse_customer_config
-        from managed_upgrade.sla_clock import sla_state  # noqa: F401  (idem: the loop's clock)
+        from managed_upgrade.sla.calendar import calendar_for
+        from managed_upgrade.sla.clock import sla_state  # noqa: F401  (idem: the loop's clock)
         from managed_upgrade_airflow.notifiers.alert_delivery import webhook_conn_id_for
 
         self.dag_id, self.run_id, self.task_id = dag_id, run_id, task_id
@@ -267,7 +267,7 @@ class RunWatch:
     # -- the clock --------------------------------------------------------------------------------
     def read_state(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:
         """The run's SLA state at ``now`` and the events it was computed from."""
-        from managed_upgrade.sla_clock import sla_state
+        from managed_upgrade.sla.clock import sla_state
 
         events = self.ledger().events(self.dag_id, self.run_id)
         state = sla_state(
@@ -281,7 +281,7 @@ class RunWatch:
 
     # -- alerts -----------------------------------------------------------------------------------
     def task_url(self, task_id: str) -> str:
-        from managed_upgrade.sla_alerts import task_url
+        from managed_upgrade.sla.alerts import task_url
 
         return task_url(self.base_url, self.dag_id, self.run_id, task_id)
 
@@ -289,7 +289,7 @@ class RunWatch:
         return tuple(getattr(self.config.users, role, ()) or ())
 
     def _alert(self, **facts: Any) -> Alert:
-        from managed_upgrade.sla_alerts import Alert
+        from managed_upgrade.sla.alerts import Alert
 
         return Alert(
             customer_id=self.config.customer_id,
@@ -502,7 +502,7 @@ class RunWatch:
         the watcher -- and with it the run -- going forever. Asked through the triggerer's supervisor;
         outside a triggerer (tests, a one-off check) there is none and the answer is False.
         """
-        from managed_upgrade.sla_clock import final_activity_key
+        from managed_upgrade.sla.clock import final_activity_key
         from managed_upgrade_airflow import compat
 
         if self._airflow_unreachable:
@@ -529,7 +529,7 @@ class RunWatch:
         ``units``: every started budget unit's clock at the end (the ledger keeps a miss's overrun as
         it was when detected; this is the final one).
         """
-        from managed_upgrade.sla_clock import final_activity_key
+        from managed_upgrade.sla.clock import final_activity_key
 
         final = final_activity_key(self.model)
         if self.stop is not None:
@@ -670,7 +670,7 @@ class SlaWatchTrigger(BaseTrigger):
         self._watch = watch
         import psycopg2
 
-        from managed_upgrade.sla_clock import next_due_at, run_is_over
+        from managed_upgrade.sla.clock import next_due_at, run_is_over
 
         poll = self.poll
         loop = asyncio.get_running_loop()

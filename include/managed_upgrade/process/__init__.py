@@ -1,0 +1,1 @@
+"""The managed-upgrade process as data: the model read from ``process.yaml`` and its Mermaid diagram."""

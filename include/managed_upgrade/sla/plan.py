@@ -1,0 +1,397 @@
+"""The run's schedule, so managers see when each activity should start and finish and how late the run is.
+
+:func:`make_plan` lays the process model out on the customer's business clock by critical path;
+:func:`reforecast` replays it with what actually happened and measures the schedule variance.
+
+Rules (the contract the tests check):
+
+* **Earliest start.** An activity starts when the latest of its ``after`` activities finishes; roots
+  start at the run's start instant. Nothing waits for a business day to begin: the clock's
+  ``add_business_days`` already counts from the next business time.
+* **Own budget.** An activity with its own ``duration_days`` lasts that many business days.
+* **No budget** (``create_request_case``, closure): zero planned time, finish = start.
+* **Budget groups.** A group's days are split in whole business days over its members that do not wait
+  on the customer, in process order: each gets ``days // n``; the first ``days % n`` members get one
+  day more (Development, 12 days over 6 members: 2 each; UAT, 8 over 7: 2, 1, 1, 1, 1, 1, 1). Whole days
+  keep the arithmetic exact (no drift in rehearsal seconds or microseconds) and, because the model's
+  groups are chains, the group's consultant members end exactly ``days`` after the group starts.
+* **Customer waits** (``waits_on_customer``, e.g. ``customer_sign_off``) are planned with their own
+  reminder budget ``customer_wait_days`` (the config's ``customer_wait.reminder_days``), whatever
+  budget unit they belong to. They never take a share of a group's days: the consultant's group
+  clock pauses while the customer has the ball. A group's window is [earliest member start, latest
+  member finish], so for a chain it is ``days + customer_wait_days`` business days long, of which
+  :attr:`BudgetUnitPlan.customer_wait_days` are the pause.
+* **Critical path.** From the activity that finishes last (ties: the last in process order, so
+  zero-time closure steps are included) back through the upstream that finished last (ties: first in
+  ``after`` order) to a root.
+* **Re-forecast.** Finished activities take their actual times; running ones finish at the later of
+  ``actual start + budget`` and ``now``; activities not started yet start at the later of their
+  earliest start and ``now`` and last their budget. Everything downstream moves accordingly. The
+  baseline (``planned_*``) never changes; ``forecast_*`` carries the new times.
+* **Variance** is business days from planned to forecast finish, by the clock: positive = late.
+
+All instants are UTC datetimes (what the clock returns); the start may be given in any zone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from managed_upgrade.process.model import Activity, BudgetUnit, ProcessModel, Role
+from managed_upgrade.sla.calendar import BusinessClock, calendar_for
+
+if TYPE_CHECKING:
+    from managed_upgrade.config import CustomerConfig
+
+__all__ = [
+    "DEFAULT_CUSTOMER_WAIT_DAYS",
+    "ActivityPlan",
+    "BudgetUnitPlan",
+    "Plan",
+    "PlanError",
+    "Progress",
+    "make_customer_plan",
+    "make_plan",
+    "member_budget_days",
+    "reforecast",
+]
+
+DEFAULT_CUSTOMER_WAIT_DAYS = 5
+"""Reminder budget of a customer-owned wait when the config does not say (``customer_wait.reminder_days``)."""
+
+Progress = Literal["not_started", "running", "finished"]
+
+
+class PlanError(ValueError):
+    """A plan input is invalid (naive instant, unknown activity, finish before start); says which."""
+
+
+@dataclass(frozen=True)
+class ActivityPlan:
+    """One activity's baseline and forecast window.
+
+    ``budget_days`` is the business time the plan gives it (its own days, its share of a group, the
+    customer-wait budget, or ``None`` for an activity without budget, planned as zero time).
+    """
+
+    key: str
+    owner: Role
+    budget_unit: str | None
+    budget_days: float | None
+    waits_on_customer: bool
+    planned_start: datetime
+    planned_finish: datetime
+    forecast_start: datetime
+    forecast_finish: datetime
+    progress: Progress
+    variance_days: float
+    """Business days from planned to forecast finish; positive = late."""
+
+
+@dataclass(frozen=True)
+class BudgetUnitPlan:
+    """One budget's window: the span of its activities, customer waits included (see module rules)."""
+
+    id: str
+    owner: Role
+    days: int
+    is_group: bool
+    activity_keys: tuple[str, ...]
+    customer_wait_days: float
+    """Business days of the window the customer has the ball; the unit's own clock pauses there."""
+    planned_start: datetime
+    planned_finish: datetime
+    forecast_start: datetime
+    forecast_finish: datetime
+    variance_days: float
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A run's schedule: activities in dependency order, budget units, critical path and variance."""
+
+    model: ProcessModel
+    clock: BusinessClock
+    start: datetime
+    customer_wait_days: float
+    activities: tuple[ActivityPlan, ...]
+    budget_units: tuple[BudgetUnitPlan, ...]
+    critical_path: tuple[str, ...]
+    """Keys from a root to the activity that finishes last, by forecast times (= planned in a new plan)."""
+
+    def activity(self, key: str) -> ActivityPlan:
+        for activity in self.activities:
+            if activity.key == key:
+                return activity
+        raise KeyError(f"no activity {key!r} in the plan; known: {', '.join(a.key for a in self.activities)}")
+
+    def budget_unit(self, unit_id: str) -> BudgetUnitPlan:
+        for unit in self.budget_units:
+            if unit.id == unit_id:
+                return unit
+        raise KeyError(
+            f"no budget {unit_id!r} in the plan; known: {', '.join(u.id for u in self.budget_units)}"
+        )
+
+    @property
+    def planned_finish(self) -> datetime:
+        """When the whole run should finish (baseline)."""
+        return max(activity.planned_finish for activity in self.activities)
+
+    @property
+    def forecast_finish(self) -> datetime:
+        """When the whole run is now expected to finish."""
+        return max(activity.forecast_finish for activity in self.activities)
+
+    @property
+    def planned_business_days(self) -> float:
+        """Business days from the run's start to its planned finish."""
+        return self.clock.business_days_between(self.start, self.planned_finish)
+
+    @property
+    def variance_days(self) -> float:
+        """Run-level schedule variance: business days from planned to forecast finish; positive = late."""
+        return self.clock.business_days_between(self.planned_finish, self.forecast_finish)
+
+    def to_rows(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """Rows for the ledger table ``planned_activities`` (baseline times), one per activity."""
+        return [
+            {
+                "dag_id": dag_id,
+                "run_id": run_id,
+                "activity_key": activity.key,
+                "budget_unit": activity.budget_unit,
+                "owner": activity.owner,
+                "planned_start": activity.planned_start,
+                "planned_finish": activity.planned_finish,
+                "budget_days": None if activity.budget_days is None else float(activity.budget_days),
+            }
+            for activity in self.activities
+        ]
+
+
+def member_budget_days(model: ProcessModel, customer_wait_days: float) -> dict[str, float | None]:
+    """Business days the plan gives each activity (see the module rules); ``None`` means no budget."""
+    _check_wait_days(customer_wait_days)
+    days: dict[str, float | None] = {}
+    for activity in model.activities:
+        if activity.waits_on_customer:
+            days[activity.key] = customer_wait_days
+        elif activity.budget_group is None:
+            days[activity.key] = activity.duration_days
+    for unit in model.budget_units:
+        if not unit.is_group:
+            continue
+        sharing = [key for key in unit.activity_keys if not model.activity(key).waits_on_customer]
+        if not sharing:
+            continue
+        base, extra = divmod(unit.days, len(sharing))
+        for index, key in enumerate(sharing):
+            days[key] = base + 1 if index < extra else base
+    return days
+
+
+def make_plan(
+    model: ProcessModel,
+    clock: BusinessClock,
+    start: datetime,
+    *,
+    customer_wait_days: float = DEFAULT_CUSTOMER_WAIT_DAYS,
+) -> Plan:
+    """Every activity's planned start and finish by critical path from ``start`` on ``clock``."""
+    return _schedule(
+        model, clock, _utc(start, "start"), customer_wait_days, baseline=None, actuals={}, now=None
+    )
+
+
+def make_customer_plan(
+    config: CustomerConfig,
+    start: datetime,
+    *,
+    seconds_per_business_day: float | None = None,
+    model: ProcessModel | None = None,
+) -> Plan:
+    """A customer's plan: its overrides, its calendar (or a rehearsal clock) and its customer-wait budget."""
+    return make_plan(
+        config.process_model(model),
+        calendar_for(config.calendar, seconds_per_business_day),
+        start,
+        customer_wait_days=config.customer_wait.reminder_days,
+    )
+
+
+def reforecast(
+    plan: Plan,
+    actuals: Mapping[str, tuple[datetime | None, datetime | None]],
+    now: datetime,
+) -> Plan:
+    """The plan replayed with actual ``(start, finish)`` per activity key at ``now``; baseline kept."""
+    checked = _checked_actuals(plan, actuals)
+    return _schedule(
+        plan.model,
+        plan.clock,
+        plan.start,
+        plan.customer_wait_days,
+        baseline=plan,
+        actuals=checked,
+        now=_utc(now, "now"),
+    )
+
+
+# -- internals ------------------------------------------------------------------------------------------
+
+
+def _schedule(
+    model: ProcessModel,
+    clock: BusinessClock,
+    start: datetime,
+    customer_wait_days: float,
+    *,
+    baseline: Plan | None,
+    actuals: Mapping[str, tuple[datetime | None, datetime | None]],
+    now: datetime | None,
+) -> Plan:
+    budgets = member_budget_days(model, customer_wait_days)
+    order = model.topological_order()
+    windows: dict[str, tuple[datetime, datetime]] = {}
+    progress: dict[str, Progress] = {}
+    for activity in order:
+        earliest = max((windows[upstream][1] for upstream in activity.after), default=start)
+        days = budgets[activity.key] or 0
+        actual_start, actual_finish = actuals.get(activity.key, (None, None))
+        if actual_finish is not None:
+            begun = actual_start if actual_start is not None else min(earliest, actual_finish)
+            windows[activity.key] = (begun, actual_finish)
+            progress[activity.key] = "finished"
+        elif actual_start is not None:
+            finish = clock.add_business_days(actual_start, days)
+            windows[activity.key] = (actual_start, max(finish, now) if now is not None else finish)
+            progress[activity.key] = "running"
+        else:
+            begin = max(earliest, now) if now is not None else earliest
+            windows[activity.key] = (begin, clock.add_business_days(begin, days))
+            progress[activity.key] = "not_started"
+
+    activities = tuple(
+        _activity_plan(activity, budgets[activity.key], windows, progress, baseline, clock)
+        for activity in order
+    )
+    by_key = {activity.key: activity for activity in activities}
+    units = tuple(_unit_plan(unit, by_key, baseline, clock) for unit in model.budget_units)
+    return Plan(
+        model=model,
+        clock=clock,
+        start=start,
+        customer_wait_days=customer_wait_days,
+        activities=activities,
+        budget_units=units,
+        critical_path=_critical_path(order, windows),
+    )
+
+
+def _activity_plan(
+    activity: Activity,
+    budget_days: float | None,
+    windows: Mapping[str, tuple[datetime, datetime]],
+    progress: Mapping[str, Progress],
+    baseline: Plan | None,
+    clock: BusinessClock,
+) -> ActivityPlan:
+    forecast_start, forecast_finish = windows[activity.key]
+    if baseline is None:
+        planned_start, planned_finish = forecast_start, forecast_finish
+    else:
+        planned = baseline.activity(activity.key)
+        planned_start, planned_finish = planned.planned_start, planned.planned_finish
+    return ActivityPlan(
+        key=activity.key,
+        owner=activity.owner,
+        budget_unit=activity.budget_unit_id,
+        budget_days=budget_days,
+        waits_on_customer=activity.waits_on_customer,
+        planned_start=planned_start,
+        planned_finish=planned_finish,
+        forecast_start=forecast_start,
+        forecast_finish=forecast_finish,
+        progress=progress[activity.key],
+        variance_days=clock.business_days_between(planned_finish, forecast_finish),
+    )
+
+
+def _unit_plan(
+    unit: BudgetUnit,
+    by_key: Mapping[str, ActivityPlan],
+    baseline: Plan | None,
+    clock: BusinessClock,
+) -> BudgetUnitPlan:
+    members = [by_key[key] for key in unit.activity_keys]
+    forecast_start = min(member.forecast_start for member in members)
+    forecast_finish = max(member.forecast_finish for member in members)
+    if baseline is None:
+        planned_start, planned_finish = forecast_start, forecast_finish
+    else:
+        planned = baseline.budget_unit(unit.id)
+        planned_start, planned_finish = planned.planned_start, planned.planned_finish
+    wait_days = sum(member.budget_days or 0 for member in members if member.waits_on_customer)
+    return BudgetUnitPlan(
+        id=unit.id,
+        owner=unit.owner,
+        days=unit.days,
+        is_group=unit.is_group,
+        activity_keys=unit.activity_keys,
+        customer_wait_days=wait_days,
+        planned_start=planned_start,
+        planned_finish=planned_finish,
+        forecast_start=forecast_start,
+        forecast_finish=forecast_finish,
+        variance_days=clock.business_days_between(planned_finish, forecast_finish),
+    )
+
+
+def _critical_path(
+    order: tuple[Activity, ...], windows: Mapping[str, tuple[datetime, datetime]]
+) -> tuple[str, ...]:
+    position = {activity.key: index for index, activity in enumerate(order)}
+    last = max(order, key=lambda activity: (windows[activity.key][1], position[activity.key]))
+    by_key = {activity.key: activity for activity in order}
+    path = [last.key]
+    current = last
+    while current.after:
+        latest = max(windows[upstream][1] for upstream in current.after)
+        upstream_key = next(key for key in current.after if windows[key][1] == latest)
+        path.append(upstream_key)
+        current = by_key[upstream_key]
+    return tuple(reversed(path))
+
+
+def _utc(moment: datetime, argument: str) -> datetime:
+    if not isinstance(moment, datetime) or moment.tzinfo is None or moment.utcoffset() is None:
+        raise PlanError(f"{argument}={moment!r} must be a timezone-aware datetime")
+    return moment.astimezone(UTC)
+
+
+def _check_wait_days(days: float) -> None:
+    if isinstance(days, bool) or not isinstance(days, int | float) or not math.isfinite(days) or days < 0:
+        raise PlanError(f"customer_wait_days={days!r} must be a finite number of business days >= 0")
+
+
+def _checked_actuals(
+    plan: Plan, actuals: Mapping[str, tuple[datetime | None, datetime | None]]
+) -> dict[str, tuple[datetime | None, datetime | None]]:
+    known = {activity.key for activity in plan.activities}
+    checked: dict[str, tuple[datetime | None, datetime | None]] = {}
+    for key, (actual_start, actual_finish) in actuals.items():
+        if key not in known:
+            raise PlanError(f"actuals: unknown activity {key!r}; known: {', '.join(sorted(known))}")
+        begun = None if actual_start is None else _utc(actual_start, f"actuals[{key!r}] start")
+        done = None if actual_finish is None else _utc(actual_finish, f"actuals[{key!r}] finish")
+        if begun is not None and done is not None and done < begun:
+            raise PlanError(
+                f"actuals[{key!r}]: finish {done.isoformat()} is before start {begun.isoformat()}"
+            )
+        checked[key] = (begun, done)
+    return checked

@@ -1,0 +1,1 @@
+"""Customer test cases: run against an environment and judged against the pre-upgrade baseline."""

@@ -1,0 +1,1 @@
+"""Gates: the human-in-the-loop operators, and the question loops that ask one question after another."""

@@ -1,0 +1,288 @@
+"""Human gates of Initiation and the test-case review: what the consultant or PM sees, what answering does.
+
+Each gate shows the facts the decision needs (the request case, the draft e-mail, the questionnaire
+and Dev inventory, the baseline test report) and its answer sets the next step in motion: the two
+customer e-mails of the process document are sent by answering "Respond to Request" and "Acknowledge
+Request Formally", and an "Abort upgrade" answer fails the run there, naming who aborted and why.
+Answers are mirrored into the ledger by :class:`FactsGate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from airflow.sdk import Param, ParamsDict
+from airflow.sdk.exceptions import AirflowFailException
+
+from managed_upgrade.config import CustomerConfig
+from managed_upgrade.config.run_settings import RunSettings
+from managed_upgrade.markdown import md
+from managed_upgrade.messages.customer_emails import (
+    CustomerEmail,
+    request_acknowledged_email,
+    request_received_email,
+)
+from managed_upgrade.verification.report import TestReport
+from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
+from managed_upgrade_airflow.gates.base import FactsGate, hitl_users
+from managed_upgrade_airflow.ledger_access import open_ledger
+from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
+
+INVENTORY_TASK_ID = "initiation.inventory_dev_system"
+VERIFY_TEST_CASES_TASK_ID = "preparation.verify_test_cases_dev"
+ABORT = "Abort upgrade"
+
+
+def fenced(text: str) -> str:
+    """``text`` verbatim in a markdown code fence longer than any backtick run inside it."""
+    run, longest = 0, 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text.rstrip()}\n{fence}"
+
+
+def with_form_fields(given: Any, fields: dict[str, Param]) -> ParamsDict:
+    """The gate's form fields added to the ``params`` Airflow already put in the operator's kwargs.
+
+    Airflow's operator wrapper fills ``params`` with the DAG's params (the trigger form) before the
+    gate's ``__init__`` runs, so a ``setdefault`` would never add the gate's own fields, and the HITL
+    operator then keeps only task-level params: the form would show no fields. Fields the caller
+    passed explicitly (source ``task``) win; otherwise the gate's fields are added as task params.
+    """
+    merged = ParamsDict()
+    if given:
+        merged.update(given if isinstance(given, ParamsDict) else ParamsDict(given))
+    if not any(merged.get_param(key).source == "task" for key in merged):
+        for key, param in fields.items():
+            param.source = "task"
+            merged[key] = param
+    return merged
+
+
+def _request_facts(config: CustomerConfig, settings: RunSettings) -> str:
+    rows = [
+        ("Customer", f"{config.name} ({config.customer_id})"),
+        ("Case", settings.case_id),
+        ("Upgrade", f"{config.versions.current} → {settings.target_version}"),
+        ("Earliest / ideal start", f"{settings.earliest_start} / {settings.ideal_start}"),
+        ("Deadline", f"{settings.deadline}: {settings.deadline_reason}"),
+        ("Customizations", "; ".join(config.request_case.customizations) or "none listed"),
+        ("Access acknowledged", "yes" if config.request_case.access_acknowledged else "NO"),
+    ]
+    if settings.rehearsal:
+        rows.append(("Rehearsal", f"1 business day = {settings.seconds_per_business_day:g} s"))
+    lines = ["| Request case | |", "|---|---|"]
+    lines += [f"| {label} | {md(value)} |" for label, value in rows]
+    return "\n".join(lines)
+
+
+def _email_preview(email: CustomerEmail, action: str) -> str:
+    return (
+        f"**{action}** sends this e-mail to {md(', '.join(email.to))}"
+        f" (cc {md(', '.join(email.cc))}):\n\n"
+        f"Subject: {md(email.subject)}\n\n{fenced(email.text)}"
+    )
+
+
+def _responder(answer: dict[str, Any]) -> str:
+    user = answer.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id") or "unknown")
+
+
+def _abort(gate: str, answer: dict[str, Any], reason: str) -> AirflowFailException:
+    at = answer.get("responded_at")
+    when = at.isoformat() if hasattr(at, "isoformat") else str(at)
+    return AirflowFailException(
+        f"upgrade aborted at {gate} by {_responder(answer)} at {when}: "
+        f"{reason.strip() or '(no reason given)'}"
+    )
+
+
+class _InitiationGate(FactsGate):
+    """Common wiring: the customer config, the run settings' XCom, mail settings, default assignees.
+
+    ``template_fields`` is empty on purpose: bodies are rendered from facts at execute time, and a
+    Jinja pass over a subject built from config text would evaluate any ``{{`` in a customer's name.
+    """
+
+    template_fields: Sequence[str] = ()
+    assignee_role: ClassVar[str] = "consultant"
+
+    def __init__(
+        self,
+        *,
+        config: CustomerConfig,
+        settings_task_id: str = REQUEST_CASE_TASK_ID,
+        smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
+        from_email: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("assigned_users", hitl_users(getattr(config.users, self.assignee_role)))
+        super().__init__(**kwargs)
+        self.config = config
+        self.settings_task_id = settings_task_id
+        self.smtp_conn_id = smtp_conn_id
+        self.from_email = from_email
+
+    def settings(self, context: Any) -> RunSettings:
+        return run_settings_from_xcom(context, self.settings_task_id)
+
+    def send(self, email: CustomerEmail) -> dict[str, Any]:
+        sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
+        self.log.info(
+            "Sent %s e-mail %s to %s, cc %s", email.kind, sent["message_id"], sent["to"], sent["cc"]
+        )
+        return sent
+
+
+class RespondToRequestGate(_InitiationGate):
+    """``initiation.respond_to_request`` (consultant): answering sends the receipt (e-mail 1).
+
+    Param ``information_gathered`` (text) goes into the e-mail. XCom: the answer plus ``email``
+    (``send_customer_email``'s result).
+    """
+
+    OPTION = "Send receipt to customer"
+
+    def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("subject", f"Respond to the Managed Upgrade request of {config.name}")
+        kwargs.setdefault("options", [self.OPTION])
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
+            {
+                "information_gathered": Param(
+                    "",
+                    type="string",
+                    title="Information gathered",
+                    description="What you gathered with the customer about the request; quoted in the mail.",
+                    format="multiline",
+                )
+            },
+        )
+        super().__init__(config=config, **kwargs)
+
+    def draft(self, context: Any, information_gathered: str = "") -> CustomerEmail:
+        return request_received_email(
+            self.config, self.settings(context), information_gathered=information_gathered
+        )
+
+    def render_body(self, context: Any) -> str:
+        settings = self.settings(context)
+        return (
+            "Acknowledge receipt of the request, gather the required upgrade request information with the "
+            "customer, and tell them the Platinum Project Manager will be in touch within 1 business day.\n\n"
+            f"{_request_facts(self.config, settings)}\n\n"
+            f"{_email_preview(self.draft(context), self.OPTION)}\n\n"
+            "_What you enter as information gathered is added to the e-mail._"
+        )
+
+    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+        notes = str((answer.get("params_input") or {}).get("information_gathered") or "")
+        result = super().on_answer(context, answer)
+        result["email"] = self.send(self.draft(context, notes))
+        return result
+
+
+class AcknowledgeRequestGate(_InitiationGate):
+    """``initiation.acknowledge_request_formally`` (project manager): answering sends e-mail 2.
+
+    Param ``kickoff_note`` (text) is added to the acknowledgement. XCom: the answer plus ``email``.
+    """
+
+    OPTION = "Send formal acknowledgement"
+    assignee_role: ClassVar[str] = "project_manager"
+
+    def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("subject", f"Acknowledge the Platinum Service Request of {config.name} formally")
+        kwargs.setdefault("options", [self.OPTION])
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
+            {
+                "kickoff_note": Param(
+                    "",
+                    type="string",
+                    title="Kick-off note",
+                    description="Optional note (e.g. the kick-off call) added to the acknowledgement.",
+                    format="multiline",
+                )
+            },
+        )
+        super().__init__(config=config, **kwargs)
+
+    def draft(self, context: Any, kickoff_note: str = "") -> CustomerEmail:
+        return request_acknowledged_email(self.config, self.settings(context), kickoff_note=kickoff_note)
+
+    def render_body(self, context: Any) -> str:
+        return (
+            "Acknowledge the customer's Platinum Service Request formally and give the high-level next "
+            "steps. Review the draft below; your kick-off note is added to it.\n\n"
+            f"{_email_preview(self.draft(context), self.OPTION)}"
+        )
+
+    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+        note = str((answer.get("params_input") or {}).get("kickoff_note") or "")
+        result = super().on_answer(context, answer)
+        result["email"] = self.send(self.draft(context, note))
+        return result
+
+
+class ReviewTestCaseVerificationGate(_InitiationGate):
+    """``preparation.review_test_case_verification`` (consultant): approve the Dev baseline report.
+
+    The body is the baseline report (ledger ``test_reports`` of env ``dev`` round 0, else the XCom of
+    ``verify_test_cases_dev``: a dict with ``markdown`` or a :class:`TestReport` dict). Options
+    "Approve baseline" / "Abort upgrade"; param ``review_notes``.
+    """
+
+    APPROVE = "Approve baseline"
+
+    def __init__(
+        self, *, config: CustomerConfig, verification_task_id: str = VERIFY_TEST_CASES_TASK_ID, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("subject", f"Review the test case verification on the Dev system of {config.name}")
+        kwargs.setdefault("options", [self.APPROVE, ABORT])
+        kwargs["params"] = with_form_fields(
+            kwargs.get("params"),
+            {
+                "review_notes": Param(
+                    "", type="string", title="Review notes", format="multiline",
+                    description="Remarks on the baseline (e.g. known failures); the reason when you abort.",
+                )
+            },
+        )  # fmt: skip
+        super().__init__(config=config, **kwargs)
+        self.verification_task_id = verification_task_id
+
+    def baseline_markdown(self, context: Any) -> str | None:
+        ti = context["ti"]
+        with open_ledger() as ledger:
+            for report in ledger.test_reports(ti.dag_id, ti.run_id, "dev"):
+                if report["round"] == 0:
+                    return report["markdown"]
+        data = ti.xcom_pull(task_ids=self.verification_task_id)
+        if isinstance(data, dict) and isinstance(data.get("markdown"), str):
+            return data["markdown"]
+        if isinstance(data, dict) and "results" in data:
+            return TestReport.from_dict(data).to_markdown()
+        return None
+
+    def render_body(self, context: Any) -> str:
+        markdown = self.baseline_markdown(context)
+        intro = (
+            "The customer's test cases ran on the Development environment before anything changed. "
+            "Approve this report as the baseline every later test round is compared with: cases failing "
+            "here count as pre-existing, not as regressions of the upgrade.\n\n"
+        )
+        return intro + (
+            markdown
+            or f"_No baseline report found (ledger dev round 0, or XCom of {self.verification_task_id})._"
+        )
+
+    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+        params = answer.get("params_input") or {}
+        if ABORT in (answer.get("chosen_options") or []):
+            raise _abort("the test case verification review", answer, str(params.get("review_notes") or ""))
+        return super().on_answer(context, answer)

@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(VENV)/bin/mypy include/managed_upgrade
+	$(VENV)/bin/mypy plugins/managed_upgrade_airflow
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def api_base_url() -> str:
     """``[api] base_url``, else ``http://<[api] host>:<[api] port>`` (localhost for a wildcard host)."""
-    from airflow.sdk.configuration import conf
+    from airflow.sdk import conf
 
     base_url = conf.get("api", "base_url", fallback=None)
     if base_url:

@@ -236,6 +236,23 @@ INTERNALS: tuple[Internal, ...] = (
         symbols=("airflow.providers.smtp.hooks.smtp:SmtpHook.get_conn",),
         functions=("smtp_client_of",),
     ),
+    Internal(
+        name="ssh_remote_job_wrapper",
+        uses="airflow.providers.ssh.utils.remote_job: generate_job_id, RemoteJobPaths and "
+        "build_posix_wrapper_command, the helpers SSHRemoteJobOperator starts its detached job with",
+        works_around="the installer must run detached on the host (it outlives a lost worker) in the job "
+        "layout SSHRemoteJobTrigger polls; SSHRemoteJobOperator itself cannot confine the job directory "
+        "to the environment's allowed roots first, nor resume an already started job",
+        why_not_public="the provider's public faces are the operator and the trigger; the utils module "
+        "is not listed among its documented modules",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.providers.ssh.utils.remote_job:generate_job_id",
+            "airflow.providers.ssh.utils.remote_job:RemoteJobPaths",
+            "airflow.providers.ssh.utils.remote_job:build_posix_wrapper_command",
+        ),
+        functions=("detached_job",),
+    ),
 )
 """The registry ``tests/unit/test_compat.py`` iterates: one entry per internal, by name."""
 
@@ -573,3 +590,41 @@ def smtp_client_of(hook: Any) -> smtplib.SMTP | smtplib.SMTP_SSL | None:
     returns the hook; ``__exit__`` closes it and sets it back to ``None``.
     """
     return hook._smtp_client
+
+
+@dataclass(frozen=True)
+class DetachedJob:
+    """Where a detached job keeps its files on the host, and the shell command that starts it."""
+
+    job_id: str
+    job_dir: str
+    log_file: str
+    exit_code_file: str
+    start_command: str
+
+
+def detached_job(
+    *, dag_id: str, task_id: str, run_id: str, try_number: int, base_dir: str, command: str
+) -> DetachedJob:
+    """A job as ``SSHRemoteJobOperator`` starts it (SSH provider 7.0): its id, files and wrapper command.
+
+    ``generate_job_id`` names the job after the task instance and try; ``RemoteJobPaths`` lays out
+    ``<base_dir>/<job_id>/`` with ``stdout.log`` and ``exit_code``; ``build_posix_wrapper_command``
+    returns a ``bash -c`` script that starts ``command`` with ``nohup`` and prints the job id. The
+    provider's ``SSHRemoteJobTrigger`` polls exactly that layout.
+    """
+    from airflow.providers.ssh.utils.remote_job import (
+        RemoteJobPaths,
+        build_posix_wrapper_command,
+        generate_job_id,
+    )
+
+    job_id = generate_job_id(dag_id, task_id, run_id, try_number)
+    paths = RemoteJobPaths(job_id=job_id, remote_os="posix", base_dir=base_dir)
+    return DetachedJob(
+        job_id=job_id,
+        job_dir=paths.job_dir,
+        log_file=paths.log_file,
+        exit_code_file=paths.exit_code_file,
+        start_command=build_posix_wrapper_command(command=command, paths=paths),
+    )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 from managed_upgrade.config import (
     CustomerConfigError,
@@ -43,7 +44,7 @@ def shard_of(customer_id: str, shards: int = SHARDS) -> int:
     return zlib.crc32(customer_id.encode("utf-8", "surrogateescape")) % shards
 
 
-def register_customer_dags(namespace: dict, shard: int, shards: int = SHARDS) -> list[str]:
+def register_customer_dags(namespace: dict[str, Any], shard: int, shards: int = SHARDS) -> list[str]:
     """Put a DAG per valid customer config of ``shard`` into ``namespace`` (a DAG file's globals).
 
     Only the shard's files are read, so each shard file pays for its own customers alone; invalid

@@ -73,7 +73,8 @@ def send_customer_email(
     if not email.to:
         raise EmailDeliveryError(f"cannot send {where}: no customer recipient (contacts.customer is empty)")
     try:
-        with _MultipartSmtpHook(smtp_conn_id=smtp_conn_id) as hook:
+        hook = _MultipartSmtpHook(smtp_conn_id=smtp_conn_id)
+        with hook:  # logs in; its __enter__ returns this same hook, declared as a plain SmtpHook
             sender = from_email or hook.from_email
             if not sender:
                 raise EmailDeliveryError(

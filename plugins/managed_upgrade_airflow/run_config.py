@@ -10,12 +10,14 @@ alerts read the snapshot with :func:`stored_run_config`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from managed_upgrade.config import CustomerConfig, CustomerConfigError
 from managed_upgrade.config.snapshot import ConfigSnapshot
 from managed_upgrade_airflow.ledger_access import open_ledger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +29,7 @@ class RunConfigError(RuntimeError):
     """The run's stored config no longer validates (e.g. the product now refuses what it holds)."""
 
 
-def adopt_run_config(context: Mapping[str, Any]) -> None:
+def adopt_run_config(context: Context) -> None:
     """``pre_execute`` hook: put the run's config snapshot into the task, storing it if it is the first.
 
     A task without a ``config`` attribute (not built from a customer config) is left alone. A task
@@ -44,7 +46,7 @@ def adopt_run_config(context: Mapping[str, Any]) -> None:
     if callable(use):
         use(run_config)
     else:
-        task.config = run_config
+        setattr(task, "config", run_config)  # noqa: B010 - a mapped operator's type has no config attribute
 
 
 def run_config_for(dag_id: str, run_id: str, file_config: CustomerConfig, *, taken_by: str) -> CustomerConfig:

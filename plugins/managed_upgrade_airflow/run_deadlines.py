@@ -32,13 +32,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import AsyncCallback, BaseDeadlineReference, DeadlineAlert, deadline_reference
+# Public exports of the task SDK (its runtime ``__all__``) that its type stub leaves out.
+from airflow.sdk import (  # type: ignore[attr-defined]
+    AsyncCallback,
+    BaseDeadlineReference,
+    DeadlineAlert,
+    deadline_reference,
+)
 
 from managed_upgrade.dag_ids import dag_id_for
+from managed_upgrade.sla.alerts import AlertKind
 from managed_upgrade.sla.deadlines import (
     DEFAULT_WARNING_DAYS,
     RUN_DEADLINE_KINDS,
     TIMELINE_CEILING_DAYS,
+    RunDeadlineKind,
     calendar_from_settings,
     deadline_date,
     due_at,
@@ -47,16 +55,25 @@ from managed_upgrade.sla.deadlines import (
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
+    from managed_upgrade.sla.alerts import Alert
 
 log = logging.getLogger(__name__)
 
 _LAST_MOMENT = timedelta(microseconds=1)
 
-TITLES = {
-    "deadline_warning": "Deadline date for completion",
-    "deadline_missed": "Deadline date for completion",
-    "timeline_ceiling": f"Timeline ceiling ({TIMELINE_CEILING_DAYS} business days)",
+TITLES: dict[RunDeadlineKind, str] = {
+    AlertKind.DEADLINE_WARNING: "Deadline date for completion",
+    AlertKind.DEADLINE_MISSED: "Deadline date for completion",
+    AlertKind.TIMELINE_CEILING: f"Timeline ceiling ({TIMELINE_CEILING_DAYS} business days)",
 }
+
+
+def run_deadline_kind(kind: str) -> RunDeadlineKind:
+    """``kind`` as one of :data:`RUN_DEADLINE_KINDS` (a serialized reference or callback holds plain text)."""
+    for known in RUN_DEADLINE_KINDS:
+        if kind == known:
+            return known
+    raise ValueError(f"unknown run deadline kind {kind!r}; use one of {', '.join(RUN_DEADLINE_KINDS)}")
 
 
 @deadline_reference
@@ -69,7 +86,7 @@ class ManagedUpgradeDeadline(BaseDeadlineReference):
     notice in business days, and the customer's calendar (the config's ``calendar`` as JSON).
     """
 
-    kind: str = "deadline_missed"
+    kind: str = AlertKind.DEADLINE_MISSED
     default_deadline: str = "1970-01-01"
     warning_days: int = DEFAULT_WARNING_DAYS
     calendar: dict[str, Any] = field(default_factory=dict)
@@ -100,7 +117,7 @@ class ManagedUpgradeDeadline(BaseDeadlineReference):
     def instant(self, conf: Mapping[str, Any] | None, run_start: datetime) -> datetime:
         """When this alert falls due for a run with ``conf`` that started at ``run_start``."""
         return due_at(
-            self.kind,  # type: ignore[arg-type]
+            run_deadline_kind(self.kind),
             deadline=deadline_date(conf, date.fromisoformat(self.default_deadline)),
             run_start=run_start,
             calendar=calendar_from_settings(self.calendar),
@@ -228,7 +245,7 @@ def _stopped_by_ops(
     return stops[-1] if stops and stops[-1]["how"] in OPS_STOPS else None
 
 
-def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Any:
+def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *, now: datetime) -> Alert:
     """The :class:`~managed_upgrade.sla.alerts.Alert` of a run deadline, owned by the project managers.
 
     The run's state at the miss goes into the message (a failed run's deadline still fires: Airflow
@@ -238,35 +255,44 @@ def build_alert(kind: str, config: CustomerConfig, dag_run: Mapping[str, Any], *
     show the customer's date) or the ceiling, on the real calendar also in a rehearsal; ``overrun_days``
     counts business days from the alert's due instant to ``now`` on the run's clock (negative: days left).
     """
+    from managed_upgrade.process.model import Role
     from managed_upgrade.sla.alerts import Alert, run_url
     from managed_upgrade.sla.calendar import calendar_for
     from managed_upgrade_airflow.api_server import api_base_url
 
+    alert_kind = run_deadline_kind(kind)
     conf = dag_run.get("conf") or {}
     seconds = rehearsal_seconds(conf)
     run_start = _run_start(dag_run, now)
-    target_kind = "timeline_ceiling" if kind == "timeline_ceiling" else "deadline_missed"
-    timing = {
-        "deadline": deadline_date(conf, config.request_case.deadline),
-        "run_start": run_start,
-        "calendar": calendar_for(config.calendar, None),
-    }
-    due = due_at(target_kind, seconds_per_business_day=seconds, **timing)
+    target_kind: RunDeadlineKind = (
+        AlertKind.TIMELINE_CEILING if alert_kind == AlertKind.TIMELINE_CEILING else AlertKind.DEADLINE_MISSED
+    )
+    deadline = deadline_date(conf, config.request_case.deadline)
+    calendar = calendar_for(config.calendar, None)
+    due = due_at(
+        target_kind,
+        deadline=deadline,
+        run_start=run_start,
+        calendar=calendar,
+        seconds_per_business_day=seconds,
+    )
     overrun_days = calendar_for(config.calendar, seconds).business_days_between(due, now)
     # The message names the customer's real date, also in a rehearsal (whose due instant is compressed).
-    planned_finish = due_at(target_kind, seconds_per_business_day=None, **timing)
+    planned_finish = due_at(
+        target_kind, deadline=deadline, run_start=run_start, calendar=calendar, seconds_per_business_day=None
+    )
     dag_id, run_id = _run_key(dag_run, config.dag_id)
-    if target_kind == "deadline_missed":
+    if target_kind == AlertKind.DEADLINE_MISSED:
         planned_finish -= _LAST_MOMENT  # shown as the deadline's own date (23:59), not 00:00 the day after
     return Alert(
-        kind=kind,  # type: ignore[arg-type]
+        kind=alert_kind,
         customer_id=config.customer_id,
         customer_name=config.name,
         dag_id=dag_id,
         run_id=run_id,
         budget_unit="",
-        title=TITLES[kind],
-        owner_role="project_manager",
+        title=TITLES[alert_kind],
+        owner_role=Role.PROJECT_MANAGER,
         owner_users=tuple(config.users.project_manager),
         planned_finish=planned_finish,
         now=now,

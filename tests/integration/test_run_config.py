@@ -123,6 +123,52 @@ def test_another_run_takes_its_own_snapshot(ledger):
     )
 
 
+def test_gates_ask_the_people_and_rounds_of_the_run_config_not_of_the_edited_file(ledger):
+    started_with = load_customer_config(CUSTOMERS / "acme.yaml")
+    adopt_run_config(context_for(task_of(build_dag(started_with), "create_request_case")))
+    data = acme_data()
+    users = data["users"]
+    # mid-run, ops edit the file: another consultant and project manager, one fix round, a new name
+    edited = edited_acme(
+        name="ACME Holding",
+        fix_loop={"max_rounds": 1},
+        users={**users, "consultant": ["zoe"], "project_manager": ["yann"]},
+        contacts={
+            **data["contacts"],
+            "consultant": [{"name": "Zoe Consultant", "email": "zoe@platinum.example", "user": "zoe"}],
+            "project_manager": [{"name": "Yann Manager", "email": "yann@platinum.example", "user": "yann"}],
+        },
+    )
+    dag = build_dag(edited)
+    respond = task_of(dag, "respond_to_request")
+    acknowledge = task_of(dag, "acknowledge_request_formally")
+    fix_loop = task_of(dag, "dev.fix_and_retest")
+    assert [user["id"] for user in respond.assigned_users] == ["zoe"]  # as built from the file
+    assert fix_loop.max_rounds == 1
+
+    for task in (respond, acknowledge, fix_loop):
+        adopt_run_config(context_for(task))
+
+    assert respond.assigned_users == [{"id": name, "name": name} for name in users["consultant"]]
+    assert acknowledge.assigned_users == [{"id": name, "name": name} for name in users["project_manager"]]
+    assert respond.subject == f"Respond to the Managed Upgrade request of {started_with.name}"
+    assert fix_loop.assigned_users == tuple(users["consultant"])
+    assert fix_loop.max_rounds == started_with.fix_loop.max_rounds != 1
+
+
+def test_a_gate_subject_or_assignees_set_in_the_dag_stay_as_set(ledger):
+    started_with = load_customer_config(CUSTOMERS / "acme.yaml")
+    adopt_run_config(context_for(task_of(build_dag(started_with), "create_request_case")))
+    respond = task_of(build_dag(edited_acme(name="ACME Holding")), "respond_to_request")
+    respond.subject = "Call ACME first"
+    respond.assigned_users = [{"id": "ops", "name": "ops"}]
+
+    adopt_run_config(context_for(respond))
+
+    assert (respond.subject, respond.assigned_users) == ("Call ACME first", [{"id": "ops", "name": "ops"}])
+    assert respond.config.name == started_with.name
+
+
 def test_a_snapshot_that_no_longer_validates_fails_the_task_naming_the_run(ledger):
     snapshot = ConfigSnapshot.of(load_customer_config(CUSTOMERS / "acme.yaml"))
     row = {

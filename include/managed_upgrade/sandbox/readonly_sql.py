@@ -212,6 +212,8 @@ def _parse(sql: str) -> tuple[ast.RawStmt, ...]:
         raise UnsafeQueryError(f"is not valid SQL: {_parse_message(error)}") from None
     except RecursionError:
         raise UnsafeQueryError("is nested too deeply") from None
+    except UnicodeEncodeError as error:  # a lone surrogate (e.g. from a YAML "\\ud800" escape)
+        raise UnsafeQueryError(f"is not valid text: {error.reason} at character {error.start + 1}") from None
 
 
 def _parse_message(error: ParseError) -> str:

@@ -6,14 +6,24 @@ happens in one place and no gate can forget it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 
 from managed_upgrade_airflow.ledger_access import open_ledger
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
-def hitl_users(usernames: list[str] | tuple[str, ...]) -> list[dict[str, str]]:
+
+class HitlUser(TypedDict):
+    """An assignee as HITL operators take it (the shape of the task SDK's ``HITLUser``)."""
+
+    id: str
+    name: str
+
+
+def hitl_users(usernames: list[str] | tuple[str, ...]) -> list[HitlUser]:
     """``assigned_users`` for HITL operators from Airflow usernames (simple auth manager: id == name)."""
     return [{"id": name, "name": name} for name in usernames]
 
@@ -26,19 +36,19 @@ class FactsGate(HITLOperator):
     because the facts come from the ledger, not only from XCom.
     """
 
-    def render_body(self, context: Any) -> str:
+    def render_body(self, context: Context) -> str:
         return self.body or ""
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         self.body = self.render_body(context)
         return super().execute(context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         answer = super().execute_complete(context, event)
         self.record_answer(context, answer)
         return self.on_answer(context, answer)
 
-    def record_answer(self, context: Any, answer: dict[str, Any]) -> None:
+    def record_answer(self, context: Context, answer: dict[str, Any]) -> None:
         ti = context["ti"]
         user = answer.get("responded_by_user") or {}
         with open_ledger() as ledger:
@@ -53,7 +63,7 @@ class FactsGate(HITLOperator):
                 dict(answer.get("params_input") or {}),
             )
 
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+    def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
         """What the answer sets in motion; by default the answer is the task's result."""
         return {
             "chosen_options": list(answer.get("chosen_options") or []),

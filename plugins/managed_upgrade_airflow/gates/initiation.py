@@ -10,9 +10,10 @@ Answers are mirrored into the ledger by :class:`FactsGate`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.sdk import Param, ParamsDict
+from airflow.sdk import Param, ParamsDict  # type: ignore[attr-defined]  # missing from airflow.sdk's stub in 3.3.2
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import CustomerConfig
@@ -23,11 +24,15 @@ from managed_upgrade.messages.customer_emails import (
     request_acknowledged_email,
     request_received_email,
 )
+from managed_upgrade.process.model import GateResponder
 from managed_upgrade.verification.report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
-from managed_upgrade_airflow.gates.base import FactsGate, hitl_users
+from managed_upgrade_airflow.gates.base import FactsGate, HitlUser, hitl_users
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 INVENTORY_TASK_ID = "initiation.inventory_dev_system"
 VERIFY_TEST_CASES_TASK_ID = "preparation.verify_test_cases_dev"
@@ -94,7 +99,7 @@ def _responder(answer: dict[str, Any]) -> str:
 
 def _abort(gate: str, answer: dict[str, Any], reason: str) -> AirflowFailException:
     at = answer.get("responded_at")
-    when = at.isoformat() if hasattr(at, "isoformat") else str(at)
+    when = at.isoformat() if isinstance(at, datetime) else str(at)
     return AirflowFailException(
         f"upgrade aborted at {gate} by {_responder(answer)} at {when}: "
         f"{reason.strip() or '(no reason given)'}"
@@ -109,7 +114,8 @@ class _InitiationGate(FactsGate):
     """
 
     template_fields: Sequence[str] = ()
-    assignee_role: ClassVar[str] = "consultant"
+    assignee_role: ClassVar[GateResponder] = GateResponder.CONSULTANT
+    SUBJECT: ClassVar[str] = "{name}"
 
     def __init__(
         self,
@@ -120,14 +126,30 @@ class _InitiationGate(FactsGate):
         from_email: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("assigned_users", hitl_users(getattr(config.users, self.assignee_role)))
+        kwargs.setdefault("assigned_users", self.assignees_for(config))
         super().__init__(**kwargs)
         self.config = config
         self.settings_task_id = settings_task_id
         self.smtp_conn_id = smtp_conn_id
         self.from_email = from_email
 
-    def settings(self, context: Any) -> RunSettings:
+    @classmethod
+    def subject_for(cls, config: CustomerConfig) -> str:
+        return cls.SUBJECT.format(name=config.name)
+
+    @classmethod
+    def assignees_for(cls, config: CustomerConfig) -> list[HitlUser]:
+        return hitl_users(getattr(config.users, cls.assignee_role.value))
+
+    def use_run_config(self, config: CustomerConfig) -> None:
+        """Take the run's config snapshot; subject and assignees derived from the file follow it."""
+        if self.subject == self.subject_for(self.config):
+            self.subject = self.subject_for(config)
+        if self.assigned_users == self.assignees_for(self.config):
+            self.assigned_users = self.assignees_for(config)
+        self.config = config
+
+    def settings(self, context: Context) -> RunSettings:
         return run_settings_from_xcom(context, self.settings_task_id)
 
     def send(self, email: CustomerEmail) -> dict[str, Any]:
@@ -146,9 +168,10 @@ class RespondToRequestGate(_InitiationGate):
     """
 
     OPTION = "Send receipt to customer"
+    SUBJECT = "Respond to the Managed Upgrade request of {name}"
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
-        kwargs.setdefault("subject", f"Respond to the Managed Upgrade request of {config.name}")
+        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.OPTION])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
@@ -164,12 +187,12 @@ class RespondToRequestGate(_InitiationGate):
         )
         super().__init__(config=config, **kwargs)
 
-    def draft(self, context: Any, information_gathered: str = "") -> CustomerEmail:
+    def draft(self, context: Context, information_gathered: str = "") -> CustomerEmail:
         return request_received_email(
             self.config, self.settings(context), information_gathered=information_gathered
         )
 
-    def render_body(self, context: Any) -> str:
+    def render_body(self, context: Context) -> str:
         settings = self.settings(context)
         return (
             "Acknowledge receipt of the request, gather the required upgrade request information with the "
@@ -179,7 +202,7 @@ class RespondToRequestGate(_InitiationGate):
             "_What you enter as information gathered is added to the e-mail._"
         )
 
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+    def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
         notes = str((answer.get("params_input") or {}).get("information_gathered") or "")
         result = super().on_answer(context, answer)
         result["email"] = self.send(self.draft(context, notes))
@@ -193,10 +216,11 @@ class AcknowledgeRequestGate(_InitiationGate):
     """
 
     OPTION = "Send formal acknowledgement"
-    assignee_role: ClassVar[str] = "project_manager"
+    SUBJECT = "Acknowledge the Platinum Service Request of {name} formally"
+    assignee_role: ClassVar[GateResponder] = GateResponder.PROJECT_MANAGER
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
-        kwargs.setdefault("subject", f"Acknowledge the Platinum Service Request of {config.name} formally")
+        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.OPTION])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
@@ -212,17 +236,17 @@ class AcknowledgeRequestGate(_InitiationGate):
         )
         super().__init__(config=config, **kwargs)
 
-    def draft(self, context: Any, kickoff_note: str = "") -> CustomerEmail:
+    def draft(self, context: Context, kickoff_note: str = "") -> CustomerEmail:
         return request_acknowledged_email(self.config, self.settings(context), kickoff_note=kickoff_note)
 
-    def render_body(self, context: Any) -> str:
+    def render_body(self, context: Context) -> str:
         return (
             "Acknowledge the customer's Platinum Service Request formally and give the high-level next "
             "steps. Review the draft below; your kick-off note is added to it.\n\n"
             f"{_email_preview(self.draft(context), self.OPTION)}"
         )
 
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+    def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
         note = str((answer.get("params_input") or {}).get("kickoff_note") or "")
         result = super().on_answer(context, answer)
         result["email"] = self.send(self.draft(context, note))
@@ -238,11 +262,12 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
     """
 
     APPROVE = "Approve baseline"
+    SUBJECT = "Review the test case verification on the Dev system of {name}"
 
     def __init__(
         self, *, config: CustomerConfig, verification_task_id: str = VERIFY_TEST_CASES_TASK_ID, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("subject", f"Review the test case verification on the Dev system of {config.name}")
+        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.APPROVE, ABORT])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
@@ -256,7 +281,7 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
         super().__init__(config=config, **kwargs)
         self.verification_task_id = verification_task_id
 
-    def baseline_markdown(self, context: Any) -> str | None:
+    def baseline_markdown(self, context: Context) -> str | None:
         ti = context["ti"]
         with open_ledger() as ledger:
             for report in ledger.test_reports(ti.dag_id, ti.run_id, "dev"):
@@ -269,7 +294,7 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
             return TestReport.from_dict(data).to_markdown()
         return None
 
-    def render_body(self, context: Any) -> str:
+    def render_body(self, context: Context) -> str:
         markdown = self.baseline_markdown(context)
         intro = (
             "The customer's test cases ran on the Development environment before anything changed. "
@@ -281,7 +306,7 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
             or f"_No baseline report found (ledger dev round 0, or XCom of {self.verification_task_id})._"
         )
 
-    def on_answer(self, context: Any, answer: dict[str, Any]) -> Any:
+    def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
         params = answer.get("params_input") or {}
         if ABORT in (answer.get("chosen_options") or []):
             raise _abort("the test case verification review", answer, str(params.get("review_notes") or ""))

@@ -25,6 +25,8 @@ from managed_upgrade_airflow.gates.questions import (
 )
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from managed_upgrade.config import CustomerConfig
     from managed_upgrade.review.review_loop import GateAnswer
 
@@ -47,31 +49,35 @@ class QuestionLoopOperator(BaseOperator):
         super().__init__(**kwargs)
         self.config = config
         self.answer_poll_seconds = answer_poll_seconds
-        self.assigned_users = tuple(config.users.consultant)
+
+    @property
+    def assigned_users(self) -> tuple[str, ...]:
+        """The consultants of the config the task works with (the run's snapshot once it started)."""
+        return tuple(self.config.users.consultant)
 
     # --- what subclasses say --------------------------------------------------------------------
 
-    def next_question(self, context: Any, refusal: str | None = None) -> Any:
+    def next_question(self, context: Context, refusal: str | None = None) -> Any:
         """Ask the next question (raise :meth:`ask_question`) or end the task with its result.
 
         ``refusal`` says why the previous answer could not be carried out, for the next question to show.
         """
         raise NotImplementedError
 
-    def answer_to(self, context: Any, number: int) -> GateAnswer | None:
+    def answer_to(self, context: Context, number: int) -> GateAnswer | None:
         """The ledger's answer to question ``number`` of this task, if it has one."""
         raise NotImplementedError
 
-    def carry_out(self, context: Any, answer: GateAnswer) -> Any:
+    def carry_out(self, context: Context, answer: GateAnswer) -> Any:
         """Do what an assigned user's answer asks; usually ends with :meth:`next_question`."""
         raise NotImplementedError
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         return self.next_question(context)
 
-    def question(self, context: Any, number: int, **asked: Any) -> ReviewQuestion:
+    def question(self, context: Context, number: int, **asked: Any) -> ReviewQuestion:
         """Question ``number`` of this task instance, answerable by the assigned users."""
         ti = context["ti"]
         return ReviewQuestion(
@@ -85,7 +91,7 @@ class QuestionLoopOperator(BaseOperator):
             **asked,
         )
 
-    def ask_question(self, context: Any, question: ReviewQuestion) -> Exception:
+    def ask_question(self, context: Context, question: ReviewQuestion) -> Exception:
         """What to raise to ask ``question`` and wait for it deferred."""
         self.log.info(
             "Asking question %d: %s -- answer it in run %s of %s",
@@ -97,7 +103,7 @@ class QuestionLoopOperator(BaseOperator):
         poll = self.answer_poll_seconds
         return ask(question, poll_seconds=poll if poll is not None else answer_poll_seconds(context))
 
-    def execute_complete(self, context: Any, event: Any) -> Any:
+    def execute_complete(self, context: Context, event: Any) -> Any:
         """The question's review run ended: carry out its answer, then go on."""
         review_run_id, number, state = ended_review_run(event)
         given = self.answer_to(context, number)

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import Param, ParamsDict
+from airflow.sdk import Param, ParamsDict  # type: ignore[attr-defined]  # missing from airflow.sdk's stub in 3.3.2
 
 from managed_upgrade.review.review_runs import (
     QUESTION_TASK_ID,
@@ -36,6 +36,9 @@ from managed_upgrade_airflow.compat import (
 )
 from managed_upgrade_airflow.gates.base import FactsGate, hitl_users
 from managed_upgrade_airflow.ledger_access import open_ledger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 OPEN_QUESTIONS_LIMIT = 100_000
 """Questions stay open for weeks across all customers; Airflow's default of 16 runs would queue them."""
@@ -151,7 +154,7 @@ def ended_review_run(event: Any) -> tuple[str, int, str | None]:
     return run_id, question_number_of(run_id), state
 
 
-def answer_poll_seconds(context: Any) -> int:
+def answer_poll_seconds(context: Context) -> int:
     """How often a waiting task looks whether its question was answered: 1 s in rehearsal, else 30 s."""
     conf = getattr(context.get("dag_run"), "conf", None) or {}
     return 1 if rehearsal_seconds(conf) else 30
@@ -173,12 +176,12 @@ class ReviewQuestionOperator(AcceptAnyParamsInput, FactsGate):
         super().__init__(**kwargs)
         self._question: ReviewQuestion | None = None
 
-    def question(self, context: Any) -> ReviewQuestion:
+    def question(self, context: Context) -> ReviewQuestion:
         if self._question is None:
             self._question = ReviewQuestion.from_conf(context["dag_run"].conf)
         return self._question
 
-    def ask(self, context: Any) -> ReviewQuestion:
+    def ask(self, context: Context) -> ReviewQuestion:
         """Take subject, body, options, form and assigned users from the run's conf.
 
         Called when the question opens and again when the answer arrives: that is a new process
@@ -193,7 +196,7 @@ class ReviewQuestionOperator(AcceptAnyParamsInput, FactsGate):
         self.assigned_users = hitl_users(list(question.assigned_users))
         return question
 
-    def execute(self, context: Any) -> Any:
+    def execute(self, context: Context) -> Any:
         question = self.ask(context)
         self.log.info(
             "Question %d of %s in %s/%s for %s: %s",
@@ -206,11 +209,11 @@ class ReviewQuestionOperator(AcceptAnyParamsInput, FactsGate):
         )
         return super().execute(context)
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         self.ask(context)
         return super().execute_complete(context, event)
 
-    def record_answer(self, context: Any, answer: dict[str, Any]) -> None:
+    def record_answer(self, context: Context, answer: dict[str, Any]) -> None:
         question = self.question(context)
         user = answer.get("responded_by_user") or {}
         with open_ledger() as ledger:

@@ -17,12 +17,14 @@ is asked again with the reason on top of the next question instead of failing a 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
+from managed_upgrade.markdown import md
 from managed_upgrade.operations.fix_bundle import (
     BundleTooLargeError,
     FixApplyError,
@@ -53,7 +55,6 @@ from managed_upgrade.review.review_loop import (
     fix_request,
     fix_request_body,
     known_issues,
-    md,
     question_limit,
 )
 from managed_upgrade.verification.report import TestReport
@@ -65,6 +66,8 @@ from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from managed_upgrade.config import CustomerConfig
 
 
@@ -143,7 +146,6 @@ class ReviewGate(QuestionLoopOperator):
         self.environment = environment
         self.backup_task_id = backup_task_id or f"{environment}.backup_environment"
         self.case_timeout = case_timeout
-        self.max_rounds = config.fix_loop.max_rounds
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -156,10 +158,14 @@ class ReviewGate(QuestionLoopOperator):
         return environment_title(self.environment)
 
     @property
+    def max_rounds(self) -> int:
+        return int(self.config.fix_loop.max_rounds)
+
+    @property
     def max_questions(self) -> int:
         return question_limit(self.max_rounds, in_sign_off=self.in_sign_off)
 
-    def load_history(self, context: Any) -> LoopHistory:
+    def load_history(self, context: Context) -> LoopHistory:
         ti = context["ti"]
         with open_ledger() as ledger:
             reports = ledger.test_reports(ti.dag_id, ti.run_id, self.environment)
@@ -167,7 +173,7 @@ class ReviewGate(QuestionLoopOperator):
             answers = ledger.gate_answers(ti.dag_id, ti.run_id)
         return LoopHistory.from_ledger(self.environment, ti.task_id, reports, fixes, answers)
 
-    def environment_issues(self, context: Any) -> list[Any]:
+    def environment_issues(self, context: Context) -> list[Any]:
         """Known issues accepted on this environment by either review task of this run."""
         ti = context["ti"]
         with open_ledger() as ledger:
@@ -180,7 +186,7 @@ class ReviewGate(QuestionLoopOperator):
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def next_question(self, context: Any, refusal: str | None = None) -> Any:
+    def next_question(self, context: Context, refusal: str | None = None) -> Any:
         """Retest what a crash left untested, then succeed or ask the next question.
 
         ``refusal`` says why the previous answer could not be carried out; the next question shows it.
@@ -220,7 +226,7 @@ class ReviewGate(QuestionLoopOperator):
 
     def review_question(
         self,
-        context: Any,
+        context: Context,
         decision: Decision,
         history: LoopHistory,
         number: int,
@@ -266,16 +272,16 @@ class ReviewGate(QuestionLoopOperator):
         )
 
     def sign_off_question(
-        self, context: Any, decision: Decision, history: LoopHistory
+        self, context: Context, decision: Decision, history: LoopHistory
     ) -> tuple[str, dict[str, Param], str]:
         raise NotImplementedError
 
     # --- the answer -----------------------------------------------------------------------------
 
-    def answer_to(self, context: Any, number: int) -> GateAnswer | None:
+    def answer_to(self, context: Context, number: int) -> GateAnswer | None:
         return self.load_history(context).answer_to(number)
 
-    def carry_out(self, context: Any, answer: GateAnswer) -> Any:
+    def carry_out(self, context: Context, answer: GateAnswer) -> Any:
         history = self.load_history(context)
         try:
             return self.on_answer(context, answer, history)
@@ -288,7 +294,7 @@ class ReviewGate(QuestionLoopOperator):
             self.log.info("%s", going_on)
             return self.next_question(context)
 
-    def on_answer(self, context: Any, given: GateAnswer, history: LoopHistory) -> Any:
+    def on_answer(self, context: Context, given: GateAnswer, history: LoopHistory) -> Any:
         decision = self.decide(history, given.question)
         problems = answer_problems(given, decision.options)
         if problems:
@@ -303,7 +309,7 @@ class ReviewGate(QuestionLoopOperator):
             return self.accepted(context, given, decision)
         return self.on_sign_off_answer(context, given, decision)
 
-    def fix_round(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
+    def fix_round(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         """Capture and record the fix, run its SQL here, retest; then succeed or ask again."""
         ti = context["ti"]
         request = fix_request(answer)
@@ -320,7 +326,8 @@ class ReviewGate(QuestionLoopOperator):
                     task_id=ti.task_id,
                     question=answer.question,
                     recorded_by=answer.responded_by,
-                    recorded_at=answer.responded_at,
+                    # the ledger stamps every answer it records; a bare one is recorded now
+                    recorded_at=answer.responded_at or datetime.now(UTC),
                     description=request.description,
                     files=files,
                     sql=scripts,
@@ -375,7 +382,7 @@ class ReviewGate(QuestionLoopOperator):
             f"after fix round {round_number}; the next question asks for the next fix"
         )
 
-    def retest(self, context: Any, round_number: int) -> TestReport:
+    def retest(self, context: Context, round_number: int) -> TestReport:
         ti = context["ti"]
         return run_environment_tests(
             self.config,
@@ -387,18 +394,18 @@ class ReviewGate(QuestionLoopOperator):
             timeout=self.case_timeout,
         )
 
-    def accepted(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
+    def accepted(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         raise NotImplementedError
 
     def when_green(
-        self, context: Any, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
+        self, context: Context, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
     ) -> Any:
         raise NotImplementedError
 
-    def on_sign_off_answer(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
+    def on_sign_off_answer(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         raise AnswerRefused(f"{answer.option!r} is not an answer to this question")
 
-    def abort_and_restore(self, context: Any, answer: GateAnswer) -> AirflowFailException:
+    def abort_and_restore(self, context: Context, answer: GateAnswer) -> AirflowFailException:
         """Restore the backup taken just before this environment's upgrade; returns the failure to raise."""
         reason = answer.text("abort_reason") or answer.text("feedback") or "no reason given"
         who = f"{self.title} aborted by {answer.responded_by} at {_when(answer.responded_at)} ({reason})"

@@ -19,13 +19,14 @@ the ledger, since this task began), a task failing because of it is not alerted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow.sdk import BaseNotifier
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from managed_upgrade.config import CustomerConfig
     from managed_upgrade.process.model import ProcessModel
     from managed_upgrade.sla.alerts import Alert
@@ -46,11 +47,12 @@ class ActivityFailureNotifier(BaseNotifier):
         self.model = model
 
     def alert(
-        self, context: Mapping[str, Any], now: datetime | None = None, config: CustomerConfig | None = None
+        self, context: Context, now: datetime | None = None, config: CustomerConfig | None = None
     ) -> Alert:
         """The alert for the failed task instance of ``context`` (``config``: the run's, default ours)."""
         from managed_upgrade.errors import describe_error
-        from managed_upgrade.sla.alerts import Alert, task_url
+        from managed_upgrade.process.model import Role
+        from managed_upgrade.sla.alerts import Alert, AlertKind, task_url
         from managed_upgrade_airflow.api_server import api_base_url
 
         now = now or datetime.now(UTC)
@@ -60,14 +62,14 @@ class ActivityFailureNotifier(BaseNotifier):
         activity = self.model.activities_by_key.get(task_id)
         task = context.get("task")
         title = activity.title if activity else str(getattr(task, "task_display_name", None) or task_id)
-        owner = activity.owner if activity else "project_manager"
-        if owner == "customer":  # the consultants record and act on the customer's steps
-            owner = "consultant"
+        owner = activity.owner if activity else Role.PROJECT_MANAGER
+        if owner == Role.CUSTOMER:  # the consultants record and act on the customer's steps
+            owner = Role.CONSULTANT
         map_index = getattr(ti, "map_index", -1)
         if map_index is not None and map_index >= 0:
             title = f"{title} [{map_index}]"
         return Alert(
-            kind="activity_failed",
+            kind=AlertKind.ACTIVITY_FAILED,
             customer_id=config.customer_id,
             customer_name=config.name,
             dag_id=str(ti.dag_id),
@@ -84,7 +86,7 @@ class ActivityFailureNotifier(BaseNotifier):
             error=describe_error(context.get("exception")),
         )
 
-    def stopped_by_ops(self, context: Mapping[str, Any]) -> str | None:
+    def stopped_by_ops(self, context: Context) -> str | None:
         """Why the run is over if ops stopped it since this task instance began, else ``None``."""
         from managed_upgrade_airflow.ledger_access import open_ledger
 
@@ -102,14 +104,14 @@ class ActivityFailureNotifier(BaseNotifier):
             return None
         return None if stop is None else str(stop["reason"])
 
-    def run_config(self, context: Mapping[str, Any]) -> CustomerConfig:
+    def run_config(self, context: Context) -> CustomerConfig:
         """The config the run started with (its ledger snapshot); ours if it has none or it is unreadable."""
         from managed_upgrade_airflow.run_config import stored_run_config
 
         ti = context["ti"]
         return stored_run_config(str(ti.dag_id), str(ti.run_id)) or self.config
 
-    def notify(self, context: Any) -> None:
+    def notify(self, context: Context) -> None:
         from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
 
         stopped = self.stopped_by_ops(context)

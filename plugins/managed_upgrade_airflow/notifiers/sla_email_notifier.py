@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
@@ -21,6 +21,9 @@ from managed_upgrade_airflow.email_sender import (
     EmailDeliveryError,
     _MultipartSmtpHook,
 )
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 class SlaEmailNotifier(BaseNotifier):
@@ -59,7 +62,7 @@ class SlaEmailNotifier(BaseNotifier):
         message.set_content(email_body(self.alert))
         return message
 
-    def notify(self, context: Any) -> None:
+    def notify(self, context: Context) -> None:
         where = (
             f"{self.alert.kind} alert {email_subject(self.alert)!r} via SMTP connection {self.smtp_conn_id} "
             f"to {', '.join([*self.to, *self.cc]) or '(nobody)'}"
@@ -70,7 +73,8 @@ class SlaEmailNotifier(BaseNotifier):
                 "customer config"
             )
         try:
-            with _MultipartSmtpHook(smtp_conn_id=self.smtp_conn_id) as hook:
+            hook = _MultipartSmtpHook(smtp_conn_id=self.smtp_conn_id)
+            with hook:  # logs in; its __enter__ returns this same hook, declared as a plain SmtpHook
                 sender = self.from_email or hook.from_email
                 if not sender:
                     raise EmailDeliveryError(
@@ -88,6 +92,6 @@ class SlaEmailNotifier(BaseNotifier):
             raise EmailDeliveryError(f"{where}: the server refused {detail}; the others were sent")
         self.sent = {"message_id": message["Message-ID"], "to": self.to, "cc": self.cc}
 
-    async def async_notify(self, context: Any) -> None:
+    async def async_notify(self, context: Context) -> None:
         """For the triggerer (Deadline Alerts): the blocking SMTP exchange runs in a worker thread."""
         await asyncio.to_thread(self.notify, context)

@@ -33,6 +33,8 @@ from managed_upgrade_airflow.gates.review import ReviewGate, sign_off_form_field
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from managed_upgrade.config import CustomerConfig
 
 
@@ -73,7 +75,7 @@ class CustomerSignOffOperator(ReviewGate):
         report = decision.report
         return f"Fix {self.title} after the customer's rejection: round {report.round} ({report.headline})"
 
-    def installed_version(self, context: Any) -> str:
+    def installed_version(self, context: Context) -> str:
         handed_over = context["ti"].xcom_pull(task_ids=self.hand_over_task_id)
         if isinstance(handed_over, dict) and handed_over.get("version"):
             return str(handed_over["version"])
@@ -85,7 +87,7 @@ class CustomerSignOffOperator(ReviewGate):
             return f"unknown (could not read VERSION: {error})"
 
     def sign_off_question(
-        self, context: Any, decision: Decision, history: LoopHistory
+        self, context: Context, decision: Decision, history: LoopHistory
     ) -> tuple[str, dict[str, Param], str]:
         body = sign_off_body(
             decision,
@@ -102,7 +104,7 @@ class CustomerSignOffOperator(ReviewGate):
     def subject_of_sign_off(self) -> str:
         return f"Customer sign-off of the {self.title} environment ({self.config.name})"
 
-    def on_sign_off_answer(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
+    def on_sign_off_answer(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         if answer.option == REJECTED:
             raise RetestRequested(
                 f"{self.environment} rejected by the customer ({answer.text('customer_contact')}, "
@@ -137,14 +139,14 @@ class CustomerSignOffOperator(ReviewGate):
             ],
         }
 
-    def accepted(self, context: Any, answer: GateAnswer, decision: Decision) -> Any:
+    def accepted(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         raise RetestRequested(
             f"{self.environment}: remaining failures accepted as known issues by {answer.responded_by}; "
             "the next question asks the customer to sign off again"
         )
 
     def when_green(
-        self, context: Any, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
+        self, context: Context, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
     ) -> Any:
         raise RetestRequested(
             f"{self.environment} is green; the next question asks for the customer's sign-off"

@@ -10,10 +10,13 @@ The shared machinery is :class:`~managed_upgrade_airflow.gates.review.ReviewGate
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from managed_upgrade.review.review_loop import Decision, GateAnswer, LoopHistory, decide_fix_and_retest
 from managed_upgrade_airflow.gates.review import ReviewGate
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 
 def _when(value: Any) -> str | None:
@@ -38,7 +41,7 @@ class FixAndRetestOperator(ReviewGate):
         return decide_fix_and_retest(history, question, self.max_rounds)
 
     def when_green(
-        self, context: Any, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
+        self, context: Context, decision: Decision, history: LoopHistory, answer: GateAnswer | None = None
     ) -> dict[str, Any]:
         facts = self.loop_facts(history, decision)
         outcome = "green" if facts["fix_rounds"] else "no_fixes_needed"
@@ -51,7 +54,7 @@ class FixAndRetestOperator(ReviewGate):
             "decided_at": _when(answer.responded_at) if answer else None,
         }
 
-    def accepted(self, context: Any, answer: GateAnswer, decision: Decision) -> dict[str, Any]:
+    def accepted(self, context: Context, answer: GateAnswer, decision: Decision) -> dict[str, Any]:
         reason = answer.text("known_issues_reason")
         self.log.info(
             "%s accepted with known issues by %s (%d failing): %s",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import posixpath
 import stat
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
@@ -20,6 +20,9 @@ from managed_upgrade.config import CustomerConfig
 from managed_upgrade.operations.inventory import DatabaseFacts, HostFacts, build_inventory, render_markdown
 from managed_upgrade.transport.remote import RemoteHost
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 CRM_STATUS_TIMEOUT = 120.0
 """Seconds ``bin/crm status`` may stay silent before the inventory gives up on it."""
@@ -120,7 +123,7 @@ class InventoryDevSystemOperator(BaseOperator):
         self.config = config
         self.environment = environment
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         env = self.config.environment(self.environment)
         label = f"{self.config.customer_id}/{self.environment} ({env.ssh_conn_id})"
         with CrmEnvironmentHook(env.ssh_conn_id, env.db_conn_id, label) as hook:

@@ -34,6 +34,8 @@ from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from managed_upgrade.config import CustomerConfig
 
 COMPLETE = "Analysis complete"
@@ -154,7 +156,7 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
 
     # --- state ----------------------------------------------------------------------------------
 
-    def answers(self, context: Any) -> list[GateAnswer]:
+    def answers(self, context: Context) -> list[GateAnswer]:
         ti = context["ti"]
         with open_ledger() as ledger:
             rows = ledger.gate_answers(ti.dag_id, ti.run_id)
@@ -163,10 +165,10 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
 
     # --- the loop -------------------------------------------------------------------------------
 
-    def answer_to(self, context: Any, number: int) -> GateAnswer | None:
+    def answer_to(self, context: Context, number: int) -> GateAnswer | None:
         return next((answer for answer in reversed(self.answers(context)) if answer.question == number), None)
 
-    def next_question(self, context: Any, refusal: str | None = None) -> Any:
+    def next_question(self, context: Context, refusal: str | None = None) -> Any:
         answers = self.answers(context)
         number = max((answer.question for answer in answers), default=0) + 1
         if number > MAX_QUESTIONS:
@@ -193,7 +195,7 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
         return f"> **The previous answer (by {md(last.responded_by)}) was refused:** {reason}.\n\n"
 
     def analysis_question(
-        self, context: Any, rounds: Sequence[FollowUp], number: int, note: str
+        self, context: Context, rounds: Sequence[FollowUp], number: int, note: str
     ) -> ReviewQuestion:
         questionnaire = self.config.questionnaire
         lines = ["### Upgrade questionnaire", ""]
@@ -230,7 +232,7 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
         )
 
     def wait_question(
-        self, context: Any, rounds: Sequence[FollowUp], number: int, note: str
+        self, context: Context, rounds: Sequence[FollowUp], number: int, note: str
     ) -> ReviewQuestion:
         pending = rounds[-1]
         contacts = ", ".join(f"{c.name} <{c.email}>" for c in self.config.contacts.customer)
@@ -255,7 +257,7 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
 
     # --- the answer -----------------------------------------------------------------------------
 
-    def carry_out(self, context: Any, given: GateAnswer) -> Any:
+    def carry_out(self, context: Context, given: GateAnswer) -> Any:
         if given.option == ABORT:
             raise AirflowFailException(
                 f"upgrade aborted at the analysis by {given.responded_by} at {_when(given.responded_at)}: "

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -21,6 +21,9 @@ from managed_upgrade.config import CustomerConfig
 from managed_upgrade.config.run_settings import RunSettings, request_case_problems, settings_from_conf
 from managed_upgrade.sla.plan import make_customer_plan
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 SETTING_NAMES = tuple(f.name for f in fields(RunSettings))
 
@@ -53,7 +56,7 @@ def merged_conf(config: CustomerConfig, *layers: Mapping[str, Any] | None) -> di
     return merged
 
 
-def _run_start(context: Any) -> datetime:
+def _run_start(context: Context) -> datetime:
     """When the run started (the plan's time zero); now if the context does not say."""
     started = getattr(context.get("dag_run"), "start_date", None)
     return started if isinstance(started, datetime) and started.tzinfo else datetime.now(UTC)
@@ -75,7 +78,7 @@ class CreateRequestCaseOperator(BaseOperator):
         self.config = config
         self.ledger_conn_id = ledger_conn_id
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def execute(self, context: Context) -> dict[str, Any]:
         dag_run = context["dag_run"]
         conf = merged_conf(self.config, context.get("params"), getattr(dag_run, "conf", None))
         settings, problems = settings_from_conf(conf)

@@ -57,7 +57,7 @@ class TransferFixesOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         config.environment(environment)
-        position = ENVIRONMENT_NAMES.index(environment)  # type: ignore[arg-type]
+        position = ENVIRONMENT_NAMES.index(environment)
         if position == 0:
             raise ValueError(f"fixes are transferred from {environment}, not to it")
         sources = tuple(source_environments or ENVIRONMENT_NAMES[:position])

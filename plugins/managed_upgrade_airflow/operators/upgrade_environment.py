@@ -17,7 +17,7 @@ import shlex
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
@@ -172,8 +172,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
                 "captured" if preparation.snapshot_written else "kept from an earlier try",
             )
             if not self.deferrable:
-                exit_code = run_installer(host, plan)
-                return self._conclude(exit_code, preparation.from_version)
+                return self._conclude(run_installer(host, plan), preparation.from_version)
             job = self._submit(host, plan, context)
             exit_code = self._wait_briefly(host, job)
         if exit_code is not None:
@@ -197,29 +196,30 @@ class UpgradeEnvironmentOperator(BaseOperator):
         return None
 
     def _submit(self, host: Any, plan: UpgradePlan, context: Context) -> dict[str, str]:
-        from airflow.providers.ssh.utils.remote_job import (
-            RemoteJobPaths,
-            build_posix_wrapper_command,
-            generate_job_id,
-        )
+        from managed_upgrade_airflow import compat
 
         ti = context["ti"]
-        job_id = generate_job_id(ti.dag_id, ti.task_id, ti.run_id, ti.try_number)
-        paths = RemoteJobPaths(job_id=job_id, remote_os="posix", base_dir=plan.job_base_dir)
-        confine(host, paths.job_dir, plan.allowed_roots, action="start the installer job in")
-        wrapper = build_posix_wrapper_command(command=shlex.join(installer_argv(plan)), paths=paths)
-        result = host.run(["bash", "-c", wrapper], timeout=60)
-        if result.text.strip() != job_id:
-            self.log.warning("job wrapper answered %r, expected %r", result.text.strip(), job_id)
-        self.log.info("installer started detached on %s; job directory %s", self.environment, paths.job_dir)
+        job = compat.detached_job(
+            dag_id=ti.dag_id,
+            task_id=ti.task_id,
+            run_id=ti.run_id,
+            try_number=ti.try_number,
+            base_dir=plan.job_base_dir,
+            command=shlex.join(installer_argv(plan)),
+        )
+        confine(host, job.job_dir, plan.allowed_roots, action="start the installer job in")
+        result = host.run(["bash", "-c", job.start_command], timeout=60)
+        if result.text.strip() != job.job_id:
+            self.log.warning("job wrapper answered %r, expected %r", result.text.strip(), job.job_id)
+        self.log.info("installer started detached on %s; job directory %s", self.environment, job.job_dir)
         return {
-            "job_id": job_id,
-            "job_dir": paths.job_dir,
-            "log_file": paths.log_file,
-            "exit_code_file": paths.exit_code_file,
+            "job_id": job.job_id,
+            "job_dir": job.job_dir,
+            "log_file": job.log_file,
+            "exit_code_file": job.exit_code_file,
         }
 
-    def _defer(self, job: dict[str, str], log_offset: int, from_version: str) -> None:
+    def _defer(self, job: dict[str, str], log_offset: int, from_version: str) -> NoReturn:
         from airflow.providers.ssh.triggers.ssh_remote_job import SSHRemoteJobTrigger
 
         self.defer(

@@ -303,8 +303,10 @@ class RunWatch:
     def miss_alert(
         self, unit_id: str, owner: str, ran_out_at: datetime, overrun_days: float, now: datetime, task_id: str
     ) -> Alert:
+        from managed_upgrade.sla.alerts import AlertKind
+
         return self._alert(
-            kind="sla_miss",
+            kind=AlertKind.SLA_MISS,
             budget_unit=unit_id,
             title=self.model.budget_unit(unit_id).title,
             owner_role=owner,
@@ -324,11 +326,14 @@ class RunWatch:
         due_at: datetime,
         now: datetime,
     ) -> Alert:
+        from managed_upgrade.process.model import Role
+        from managed_upgrade.sla.alerts import AlertKind
+
         return self._alert(
-            kind="customer_reminder",
+            kind=AlertKind.CUSTOMER_REMINDER,
             budget_unit=unit_id,
             title=self.model.activity(activity_key).title,
-            owner_role="customer",
+            owner_role=Role.CUSTOMER,
             owner_users=(),
             planned_finish=due_at,
             now=now,
@@ -340,6 +345,8 @@ class RunWatch:
 
     def alert_due(self, state: SlaState) -> int:
         """Claim every miss and reminder due in ``state``; send those this call won. Returns how many."""
+        from managed_upgrade.process.model import Role
+
         ledger, now, sent = self.ledger(), state.now, 0
         for unit in state.misses:
             if ("miss", unit.id) in self._claimed:
@@ -375,7 +382,7 @@ class RunWatch:
                 self.run_id,
                 reminder.budget_unit,
                 reminder.number,
-                owner="customer",
+                owner=Role.CUSTOMER,
                 wait_started_at=reminder.wait_started_at,
                 due_at=reminder.due_at,
                 detected_at=now,

@@ -232,6 +232,11 @@ _FRAGMENTS = st.one_of(
 )
 
 
+def test_text_that_is_not_unicode_is_refused_with_its_position():
+    with pytest.raises(UnsafeQueryError, match="not valid text: surrogates not allowed at character 9"):
+        require_single_select("select '\ud800'")
+
+
 @given(st.lists(_FRAGMENTS, max_size=8))
 def test_literals_and_comments_never_split_a_select(fragments: list[str]) -> None:
     query = "select 1 " + " ".join(fragments)

@@ -93,6 +93,7 @@ CONN_ID_PATTERN = _whole(r"[A-Za-z0-9_]{1,64}")
 PRODUCT_PATTERN = _whole(r"[a-z][a-z0-9-]{1,62}")
 SLUG_PATTERN = _whole(r"[a-z][a-z0-9_]{0,62}")
 ABSOLUTE_PATH_PATTERN = _whole(r"/[A-Za-z0-9._/-]{0,4095}")
+QUEUE_PATTERN = _whole(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 USERNAME_PATTERN = _whole(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 HOST_PATTERN = _whole(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?")
 EMAIL_PATTERN = _whole(
@@ -134,6 +135,9 @@ SAFE_KINDS: dict[str, Kind] = {
     ),
     "user name": Kind(
         USERNAME_PATTERN, "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", 64
+    ),
+    "queue": Kind(
+        QUEUE_PATTERN, "1-64 letters, digits, '_', '.' or '-', starting with a letter or digit", 64
     ),
     "host": Kind(HOST_PATTERN, "a host name or IPv4 address (letters, digits, '.', '-')", 253),
     "e-mail address": Kind(EMAIL_PATTERN, "name@domain.tld without spaces, quotes or angle brackets", 254),
@@ -417,6 +421,7 @@ Product = Annotated[str, SafeStr("product")]
 Slug = Annotated[str, SafeStr("id")]
 Username = Annotated[str, SafeStr("user name")]
 Host = Annotated[str, SafeStr("host")]
+QueueName = Annotated[str, SafeStr("queue")]
 Email = Annotated[str, SafeStr("e-mail address")]
 Program = Annotated[str, SafeStr("program")]
 Argument = Annotated[str, SafeStr("argument")]

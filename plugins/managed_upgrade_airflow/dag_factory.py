@@ -25,7 +25,11 @@ from managed_upgrade_airflow.operators.backup_environment import (
     BackupEnvironmentOperator,
     backup_id_template,
 )
-from managed_upgrade_airflow.operators.closure import SendCompletionOperator, VerifyTargetVersionsOperator
+from managed_upgrade_airflow.operators.closure import (
+    SendCompletionOperator,
+    VerifyTargetVersionsOperator,
+    host_specs,
+)
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
 from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOperator
@@ -35,13 +39,24 @@ from managed_upgrade_airflow.operators.reapply_settings import ReapplySettingsOp
 from managed_upgrade_airflow.operators.request_case import CreateRequestCaseOperator
 from managed_upgrade_airflow.operators.sanity_test import SanityTestOperator
 from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID, SlaWatchOperator
-from managed_upgrade_airflow.operators.stage_release import StageReleaseOperator
+from managed_upgrade_airflow.operators.stage_release import (
+    StageReleaseOperator,
+    release_kwargs,
+    staging_specs,
+)
 from managed_upgrade_airflow.operators.transfer_fixes import TransferFixesOperator
 from managed_upgrade_airflow.operators.upgrade_environment import UpgradeEnvironmentOperator
 from managed_upgrade_airflow.run_config import adopt_run_config
 from managed_upgrade_airflow.run_deadlines import run_deadlines
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
 from managed_upgrade_airflow.trigger_params import trigger_params
+from managed_upgrade_airflow.worker_queues import (
+    check_worker_queue,
+    environment_queue,
+    per_instance_queues,
+    queue_kwargs,
+    zones,
+)
 
 TARGET_VERSION = "{{ ti.xcom_pull(task_ids='" + REQUEST_CASE_TASK_ID + "')['target_version'] }}"
 """The run's target version as the request-case task accepted it (ops may change it in the form)."""
@@ -75,7 +90,8 @@ def _env_reapply(config: CustomerConfig, activity: Activity, **kw: Any) -> BaseO
 
 def _preparation_backups(config: CustomerConfig, activity: Activity, **kw: Any) -> Any:
     """ "Backup Configuration Files" of all environments: one mapped task, one instance per environment."""
-    return BackupEnvironmentOperator.partial(**kw).expand_kwargs(
+    queues = [environment_queue(config, name) for name, _ in config.environments.items()]
+    return BackupEnvironmentOperator.partial(**per_instance_queues(queues), **kw).expand_kwargs(
         [
             {
                 "customer_id": config.customer_id,
@@ -90,6 +106,51 @@ def _preparation_backups(config: CustomerConfig, activity: Activity, **kw: Any) 
             for name, env in config.environments.items()
         ]
     )
+
+
+def _stage_release(config: CustomerConfig, activity: Activity, **kw: Any) -> Any:
+    """Stage the release: one task, or one instance per network zone (:mod:`.worker_queues`)."""
+    (*several, last) = zones(config)
+    if not several:
+        return StageReleaseOperator.for_customer(
+            config, version=TARGET_VERSION, **queue_kwargs(last.queue), **kw
+        )
+    return StageReleaseOperator.partial(
+        **release_kwargs(config, TARGET_VERSION),
+        **per_instance_queues([z.queue for z in (*several, last)]),
+        **kw,
+    ).expand(environments=[staging_specs(config, zone.environments) for zone in (*several, last)])
+
+
+def _verify_versions(config: CustomerConfig, activity: Activity, **kw: Any) -> Any:
+    """Check every environment's version: one task, or one instance per network zone."""
+    (*several, last) = zones(config)
+    if not several:
+        return VerifyTargetVersionsOperator.for_customer(config, **queue_kwargs(last.queue), **kw)
+    return VerifyTargetVersionsOperator.partial(
+        **per_instance_queues([z.queue for z in (*several, last)]), **kw
+    ).expand(hosts=[host_specs(config, zone.environments) for zone in (*several, last)])
+
+
+ENVIRONMENT_OF: dict[str, str] = {
+    "initiation.inventory_dev_system": "dev",
+    "preparation.verify_test_cases_dev": "dev",
+}
+"""Activities outside the environment stages that touch one environment (those in a stage touch its own)."""
+
+
+def placement(config: CustomerConfig, activity: Activity) -> dict[str, Any]:
+    """The queue of an activity that touches one environment: that environment's workers."""
+    environment = ENVIRONMENT_OF.get(activity.key)
+    if environment is None and activity.stage in {name for name, _ in config.environments.items()}:
+        environment = activity.stage
+    return {} if environment is None else queue_kwargs(environment_queue(config, environment))
+
+
+def before_execute(context: Any) -> None:
+    """Every task's ``pre_execute``: on its zone's worker, with the config its run started with."""
+    check_worker_queue(context)
+    adopt_run_config(context)
 
 
 # Keys are activity keys; an ``*.`` entry serves that activity id in every environment stage.
@@ -107,9 +168,7 @@ BUILDERS: dict[str, Builder] = {
     "preparation.review_test_case_verification": lambda c, a, **kw: ReviewTestCaseVerificationGate(
         config=c, **kw
     ),
-    "preparation.stage_upgrade_files": lambda c, a, **kw: StageReleaseOperator.for_customer(
-        c, version=TARGET_VERSION, **kw
-    ),
+    "preparation.stage_upgrade_files": _stage_release,
     "preparation.backup_configuration_files": _preparation_backups,
     "*.backup_environment": _env_backup,
     "*.upgrade_environment": _env_upgrade,
@@ -121,7 +180,7 @@ BUILDERS: dict[str, Builder] = {
         config=c, environment=a.stage, **kw
     ),
     "*.customer_sign_off": lambda c, a, **kw: CustomerSignOffOperator(config=c, environment=a.stage, **kw),
-    "closure.verify_target_versions": lambda c, a, **kw: VerifyTargetVersionsOperator(config=c, **kw),
+    "closure.verify_target_versions": _verify_versions,
     "closure.send_completion": lambda c, a, **kw: SendCompletionOperator(config=c, **kw),
 }
 
@@ -204,7 +263,7 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
             "retries": 0,
             "on_failure_callback": [ActivityFailureNotifier(config, model)],
             # every task works with the config the run started with, not the file's latest
-            "pre_execute": adopt_run_config,
+            "pre_execute": before_execute,
         },
         render_template_as_native_obj=False,
         deadline=run_deadlines(config),
@@ -219,6 +278,7 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
                         task_id=activity.id,
                         task_display_name=activity.title,
                         doc_md=_activity_doc(activity, model),
+                        **placement(config, activity),
                     )
         for activity in model.activities:
             for upstream in activity.after:

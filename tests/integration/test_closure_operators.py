@@ -65,7 +65,7 @@ def settings_xcom(config):
 
 
 def _verify(config, context) -> dict[str, Any]:
-    return VerifyTargetVersionsOperator(task_id="verify_target_versions", config=config).execute(context)
+    return VerifyTargetVersionsOperator.for_customer(config, task_id="verify_target_versions").execute(context)
 
 
 def _record_run_facts(ledger: Ledger, run_id: str, settings: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import yaml
 from managed_upgrade.config import load_customer_config, parse_customer_config
 from managed_upgrade.config.snapshot import ConfigSnapshot
 from managed_upgrade.ledger import Ledger
-from managed_upgrade_airflow.dag_factory import build_dag
+from managed_upgrade_airflow.dag_factory import before_execute, build_dag
 from managed_upgrade_airflow.notifiers.failure_notifier import ActivityFailureNotifier
 from managed_upgrade_airflow.run_config import (
     RunConfigError,
@@ -75,7 +75,7 @@ def test_every_task_of_a_customer_dag_adopts_the_run_config_before_it_executes()
         for task in dag.tasks
     }
 
-    assert set(hooks.values()) == {adopt_run_config}, hooks
+    assert set(hooks.values()) == {before_execute}, hooks
 
 
 def test_the_first_task_stores_the_config_and_a_later_task_keeps_it_though_the_file_changed(ledger, caplog):

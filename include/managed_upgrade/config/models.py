@@ -54,6 +54,7 @@ from managed_upgrade.vocabulary import (
     Line,
     NumberRange,
     Product,
+    QueueName,
     Text,
     TimezoneName,
     Username,
@@ -219,6 +220,12 @@ class Environment(StrictModel):
         max_length=50,
         description="Programs a command test case may run besides the installation's own (bin/crm): "
         "names in the service user's PATH or absolute paths; never a shell or interpreter.",
+    )
+    worker_queue: QueueName | None = Field(
+        default=None,
+        description="Celery queue of the workers that can reach this environment's hosts and database "
+        "(e.g. only from inside the production network); every task that touches the environment runs "
+        "there. Default: the deployment's default queue.",
     )
     http_hosts: tuple[HttpHost, ...] = Field(
         default=(),

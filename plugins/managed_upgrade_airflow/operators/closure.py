@@ -51,13 +51,26 @@ def sign_off_task_id(environment: str) -> str:
 # --- what every environment runs ------------------------------------------------------------------
 
 
-def inspect_environment(config: CustomerConfig, environment: str, target_version: str) -> dict[str, Any]:
+def host_specs(
+    config: CustomerConfig, environments: Sequence[str] = ENVIRONMENT_NAMES
+) -> dict[str, dict[str, str]]:
+    """``{environment: {ssh_conn_id, install_path}}``: what the version check needs of each host."""
+    return {
+        name: {
+            "ssh_conn_id": config.environment(name).ssh_conn_id,
+            "install_path": config.environment(name).install_path,
+        }
+        for name in environments
+    }
+
+
+def inspect_environment(environment: str, host: Mapping[str, str], target_version: str) -> dict[str, Any]:
     """What ``environment`` runs: ``{version, schema_version, crm_status_ok, reachable, problem}``.
 
     ``problem`` is ``None`` when ``VERSION`` equals ``target_version`` and ``bin/crm status`` is ok;
     otherwise it says what is off. Never raises for an unreachable host (``reachable`` is False).
     """
-    env = config.environment(environment)
+    ssh_conn_id, install_path = host["ssh_conn_id"], host["install_path"]
     facts: dict[str, Any] = {
         "version": None,
         "schema_version": None,
@@ -66,18 +79,16 @@ def inspect_environment(config: CustomerConfig, environment: str, target_version
         "problem": None,
     }
     try:
-        with CrmEnvironmentHook(env.ssh_conn_id, label=environment) as hook:
-            host = hook.get_conn()
+        with CrmEnvironmentHook(ssh_conn_id, label=environment) as hook:
+            connection = hook.get_conn()
             facts["reachable"] = True
-            facts["version"] = read_version(host, env.install_path)
-            status = crm_status(host, env.install_path)
+            facts["version"] = read_version(connection, install_path)
+            status = crm_status(connection, install_path)
     except OperationError as error:
         facts["problem"] = str(error)
         return facts
     except Exception as error:  # SSH, DNS, auth: the environment could not be asked at all
-        facts["problem"] = (
-            f"cannot reach {environment} over {env.ssh_conn_id}: {type(error).__name__}: {error}"
-        )
+        facts["problem"] = f"cannot reach {environment} over {ssh_conn_id}: {type(error).__name__}: {error}"
         return facts
     facts["schema_version"] = status.schema_version
     facts["crm_status_ok"] = status.ok
@@ -98,22 +109,35 @@ class VerifyTargetVersionsOperator(BaseOperator):
     fails with :class:`EnvironmentUnreachableError` so its retries apply.
 
     XCom: ``{target_version, environments: {env: {version, schema_version, crm_status_ok,
-    reachable, problem}}}``.
+    reachable, problem}}}``. When the environments sit in different network zones the task is mapped,
+    one instance per zone (:mod:`managed_upgrade_airflow.worker_queues`), each checking its ``hosts``.
+
+    :param hosts: ``{environment: {"ssh_conn_id": ..., "install_path": ...}}`` (:func:`host_specs`)
     """
 
     template_fields: Sequence[str] = ()
     ui_color = "#e6f4ea"
 
     def __init__(
-        self, *, config: CustomerConfig, settings_task_id: str = REQUEST_CASE_TASK_ID, **kwargs: Any
+        self,
+        *,
+        hosts: Mapping[str, Mapping[str, str]],
+        settings_task_id: str = REQUEST_CASE_TASK_ID,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.config = config
+        self.hosts = {name: dict(spec) for name, spec in hosts.items()}
         self.settings_task_id = settings_task_id
+
+    @classmethod
+    def for_customer(
+        cls, config: CustomerConfig, environments: Sequence[str] = ENVIRONMENT_NAMES, **kwargs: Any
+    ) -> VerifyTargetVersionsOperator:
+        return cls(hosts=host_specs(config, environments), **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         target = run_settings_from_xcom(context, self.settings_task_id).target_version
-        facts = {env: inspect_environment(self.config, env, target) for env in ENVIRONMENT_NAMES}
+        facts = {env: inspect_environment(env, host, target) for env, host in self.hosts.items()}
         off = {env: fact["problem"] for env, fact in facts.items() if fact["problem"]}
         for env, fact in facts.items():
             self.log.info("%s: %s", env, fact["problem"] or f"runs {fact['version']}, crm status ok")
@@ -127,6 +151,16 @@ class VerifyTargetVersionsOperator(BaseOperator):
                 raise AirflowFailException(message)
             raise EnvironmentUnreachableError(message)
         return {"target_version": target, "environments": facts}
+
+
+def verified_environments(xcom: Any, target: str) -> dict[str, Any]:
+    """The environments' facts from the version check's XCom: one dict, or one per zone (mapped)."""
+    parts = [xcom] if isinstance(xcom, Mapping) else list(xcom or []) if not isinstance(xcom, str) else []
+    facts: dict[str, Any] = {}
+    for part in parts:
+        if isinstance(part, Mapping) and part.get("target_version") == target:
+            facts.update(part.get("environments") or {})
+    return facts
 
 
 # --- the run's summary ----------------------------------------------------------------------------
@@ -324,11 +358,20 @@ class SendCompletionOperator(BaseOperator):
         self.ledger_conn_id = ledger_conn_id
 
     def _facts(self, context: Context, target: str) -> dict[str, Any]:
-        verified = context["ti"].xcom_pull(task_ids=self.verify_task_id)
-        if isinstance(verified, dict) and verified.get("target_version") == target:
-            return verified["environments"]
-        self.log.info("No verified versions in the XCom of %s; asking the environments", self.verify_task_id)
-        return {env: inspect_environment(self.config, env, target) for env in ENVIRONMENT_NAMES}
+        facts = verified_environments(context["ti"].xcom_pull(task_ids=self.verify_task_id), target)
+        missing = [env for env in ENVIRONMENT_NAMES if env not in facts]
+        if not missing:
+            return facts
+        self.log.info("No verified versions of %s in the XCom of %s", ", ".join(missing), self.verify_task_id)
+        # this task runs on the default queue: it may only ask hosts reached from there
+        zoned = [env for env in missing if self.config.environment(env).worker_queue is not None]
+        if zoned:
+            raise AirflowFailException(
+                f"the versions of {', '.join(zoned)} were not verified by {self.verify_task_id}, and "
+                "those environments are reached only from their own worker queue: clear that task first"
+            )
+        specs = host_specs(self.config, missing)
+        return {**facts, **{env: inspect_environment(env, specs[env], target) for env in missing}}
 
     def execute(self, context: Context) -> dict[str, Any]:
         settings = run_settings_from_xcom(context, self.settings_task_id)

@@ -1,5 +1,8 @@
 """Preparation > Stage Upgrade Files: the release fetched once, verified, and put on every environment host.
 
+Environments in different network zones get one task instance per zone (each fetches the release
+into its own worker's cache): see :mod:`managed_upgrade_airflow.worker_queues`.
+
 The work is :func:`managed_upgrade.operations.release_source.fetch_release` (worker cache, sha256 per
 file) and :func:`managed_upgrade.operations.staging.stage_release` (parallel, resumable, idempotent,
 verified on each host). XCom gets the compact per-host, per-file outcome (``sent`` / ``skipped`` /
@@ -66,20 +69,7 @@ class StageReleaseOperator(BaseOperator):
         cls, config: CustomerConfig, version: str | None = None, **kwargs: Any
     ) -> StageReleaseOperator:
         """The operator staging ``version`` (default: the config's target) to all three environments."""
-        return cls(
-            release_conn_id=config.release_source.conn_id,
-            product=config.release_source.product,
-            version=version or config.versions.target,
-            environments={
-                name: {
-                    "ssh_conn_id": env.ssh_conn_id,
-                    "staging_path": env.staging_path,
-                    "allowed_roots": list(env.allowed_roots),
-                }
-                for name, env in config.environments.items()
-            },
-            **kwargs,
-        )
+        return cls(**release_kwargs(config, version), environments=staging_specs(config), **kwargs)
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow.providers.standard.hooks.filesystem import FSHook
@@ -124,3 +114,27 @@ class StageReleaseOperator(BaseOperator):
             )
         summary["cache"] = {"directory": str(release.directory), "fetched": fetched}
         return summary
+
+
+def release_kwargs(config: CustomerConfig, version: str | None = None) -> dict[str, str]:
+    """Where the release comes from: connection, product and version (default: the config's target)."""
+    return {
+        "release_conn_id": config.release_source.conn_id,
+        "product": config.release_source.product,
+        "version": version or config.versions.target,
+    }
+
+
+def staging_specs(
+    config: CustomerConfig, environments: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """``{environment: {ssh_conn_id, staging_path, allowed_roots}}`` of ``environments`` (default all)."""
+    return {
+        name: {
+            "ssh_conn_id": env.ssh_conn_id,
+            "staging_path": env.staging_path,
+            "allowed_roots": list(env.allowed_roots),
+        }
+        for name, env in config.environments.items()
+        if environments is None or name in environments
+    }

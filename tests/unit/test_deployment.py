@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -35,7 +36,8 @@ AIRFLOW_SERVICES = {
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
     "airflow-dag-processor": "dag-processor",
-    "airflow-worker": "celery worker",
+    "airflow-worker": "celery worker --queues default",
+    "airflow-worker-prod-zone": "celery worker --queues prod_zone",
     "airflow-triggerer": "triggerer",
     "airflow-init": None,
 }
@@ -165,6 +167,36 @@ def test_airflow_services_share_the_common_definition_and_run_celery(compose: di
             assert service["command"] == command, name
     assert services["airflow-init"]["command"] == ["bash", "/opt/airflow/deploy/airflow-init.sh"]
     assert (REPO / "deploy" / "airflow-init.sh").is_file()
+
+
+def test_a_real_compose_implementation_accepts_the_file_with_the_example_env(services: dict) -> None:
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose is missing: scripts/install-system-deps installs it"
+    result = subprocess.run(
+        [compose, "--env-file", ".env.example", "-f", "docker-compose.yaml", "config"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")},
+    )
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert set(resolved) == set(services)
+    for worker, queue in (("airflow-worker", "default"), ("airflow-worker-prod-zone", "prod_zone")):
+        assert resolved[worker]["command"] == f"celery worker --queues {queue}", worker
+        assert resolved[worker]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+        assert resolved[worker]["healthcheck"]["test"][0] == "CMD-SHELL", worker
+
+
+def test_the_prod_zone_queue_of_the_compose_workers_is_the_one_the_product_documents() -> None:
+    from managed_upgrade.config import load_customer_configs
+
+    configs, _ = load_customer_configs(REPO / "include" / "customers")
+    queues = {env.worker_queue for config in configs.values() for _, env in config.environments.items()}
+    assert queues - {None} <= {"prod_zone"}, "an example config names a queue no compose worker serves"
+    assert "worker_queue: prod_zone" in (REPO / "README.md").read_text(encoding="utf-8")
 
 
 def test_components_point_at_the_right_services(common_env: dict, services: dict) -> None:

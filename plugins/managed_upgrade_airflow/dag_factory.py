@@ -78,6 +78,9 @@ def _env_upgrade(config: CustomerConfig, activity: Activity, **kw: Any) -> BaseO
         activity.stage,
         backup_id=backup_id_template(f"{activity.stage}.backup_environment"),
         target_version=TARGET_VERSION,
+        # a crashed worker or triggerer is survived: a retry follows the installer already started
+        retries=2,
+        retry_delay=timedelta(seconds=30),
         **kw,
     )
 

@@ -94,9 +94,29 @@ class UpgradePlan:
         return posixpath.join(self.backup_dir, "installer-job")
 
 
+LOCKED_EXIT_CODE = 201
+"""What the installer command exits with when another installer holds the installation's lock
+(``flock --conflict-exit-code``); the vendor installer itself exits 0 or 1."""
+
+
+def installer_lock_path(plan: UpgradePlan) -> str:
+    """One lock per installation, beside its backups: never two installers on it at once."""
+    return posixpath.join(plan.backup_path, ".installer.lock")
+
+
 def installer_argv(plan: UpgradePlan) -> list[str]:
-    """The vendor installer command line (an argv list; joined with :func:`shlex.join` by the runner)."""
+    """The vendor installer command line (an argv list; joined with :func:`shlex.join` by the runner).
+
+    The installer runs under ``flock`` on :func:`installer_lock_path`, held as long as it runs: a
+    second one (a retry that lost track of the first, a second worker) exits at once with
+    :data:`LOCKED_EXIT_CODE` without touching anything.
+    """
     return [
+        "flock",
+        "--nonblock",
+        "--conflict-exit-code",
+        str(LOCKED_EXIT_CODE),
+        installer_lock_path(plan),
         "python3",
         posixpath.join(plan.release_dir, INSTALLER),
         "--install-path",
@@ -104,6 +124,72 @@ def installer_argv(plan: UpgradePlan) -> list[str]:
         "--log",
         plan.log_path,
     ]
+
+
+class InstallerLockedError(OperationError):
+    """Another installer runs on the installation; nothing was changed and nothing is restored."""
+
+
+@dataclass(frozen=True)
+class InstallerJob:
+    """A detached installer run found on the host: its files and what became of it."""
+
+    job_id: str
+    job_dir: str
+    log_file: str
+    exit_code_file: str
+    exit_code: int | None
+    """Set once the run ended (the wrapper writes it atomically)."""
+    running: bool
+    """No exit code yet and its process is alive."""
+
+
+def installer_jobs(host: RemoteHost, plan: UpgradePlan) -> list[InstallerJob]:
+    """Every detached installer run of this upgrade (its backup's job folder), oldest try first.
+
+    A retry of the upgrade task (a worker killed while it waited, a cleared task) finds the run an
+    earlier try started and follows it instead of starting the installer again.
+    """
+    if not host.is_dir(plan.job_base_dir):
+        return []
+    jobs = []
+    for name in sorted(host.listdir(plan.job_base_dir), key=_try_number):
+        job_dir = posixpath.join(plan.job_base_dir, name)
+        exit_code_file = posixpath.join(job_dir, "exit_code")
+        exit_code = _read_exit_code(host, exit_code_file)
+        running = exit_code is None and _alive(host, posixpath.join(job_dir, "pid"))
+        jobs.append(
+            InstallerJob(
+                name, job_dir, posixpath.join(job_dir, "stdout.log"), exit_code_file, exit_code, running
+            )
+        )
+    return jobs
+
+
+_TRY = re.compile(r"_try([0-9]{1,6})_", re.ASCII)
+_DIGITS = re.compile(r"-?[0-9]{1,3}", re.ASCII)
+
+
+def _try_number(job_id: str) -> tuple[int, str]:
+    found = _TRY.search(job_id)
+    return (int(found[1]) if found else 0, job_id)
+
+
+def _read_exit_code(host: RemoteHost, path: str) -> int | None:
+    if not host.exists(path):
+        return None
+    text = host.read_text(path).strip()
+    return int(text) if _DIGITS.fullmatch(text) else None
+
+
+def _alive(host: RemoteHost, pid_file: str) -> bool:
+    """Whether the job's process group still runs (its pid file is written as it starts)."""
+    if not host.exists(pid_file):
+        return True  # started a moment ago: the wrapper writes the pid first thing
+    pid = host.read_text(pid_file).strip()
+    if not pid.isascii() or not pid.isdigit():
+        return False
+    return host.run(["kill", "-0", pid], check=False, timeout=30).exit_code == 0
 
 
 @dataclass(frozen=True)
@@ -193,7 +279,15 @@ class UpgradeResult:
 def conclude_upgrade(
     host: RemoteHost, plan: UpgradePlan, exit_code: int | None, from_version: str
 ) -> UpgradeResult:
-    """Judge a finished installer run; raise :class:`InstallerFailedError` unless the target runs."""
+    """Judge a finished installer run; raise :class:`InstallerFailedError` unless the target runs.
+
+    :class:`InstallerLockedError` if it did not run because another installer holds the lock.
+    """
+    if exit_code == LOCKED_EXIT_CODE:
+        raise InstallerLockedError(
+            f"{host.label}: another installer runs on {plan.install_path} "
+            f"(lock {installer_lock_path(plan)}); this one did not start and nothing was changed or restored"
+        )
     tail = read_log_tail(host, plan.log_path)
     if exit_code != 0:
         reason = (

@@ -8,6 +8,10 @@ log. When it ends, :func:`managed_upgrade.operations.upgrade.conclude_upgrade` c
 and ``bin/crm status``; on failure the backup taken just before is restored and the task fails with
 what failed and whether the restore worked. Neither failure is retried: the environment either
 runs its old version again (a person decides what next) or needs a person now.
+
+A crash is retried safely: a new try follows the installer run an earlier try started (still
+running: it waits for it; ended unobserved: it judges it) instead of starting another, and the
+installer holds a lock on the installation while it runs, so two never run at once.
 """
 
 from __future__ import annotations
@@ -25,10 +29,14 @@ from airflow.sdk.exceptions import AirflowFailException
 from managed_upgrade.errors import InstallerFailedError, RollbackFailedError, UpgradeRolledBackError
 from managed_upgrade.operations.installation import crm_status
 from managed_upgrade.operations.upgrade import (
+    LOCKED_EXIT_CODE,
+    InstallerJob,
+    InstallerLockedError,
     UpgradePlan,
     UpgradeResult,
     conclude_upgrade,
     installer_argv,
+    installer_jobs,
     prepare_upgrade,
     roll_back,
     run_installer,
@@ -173,11 +181,36 @@ class UpgradeEnvironmentOperator(BaseOperator):
             )
             if not self.deferrable:
                 return self._conclude(run_installer(host, plan), preparation.from_version)
-            job = self._submit(host, plan, context)
-            exit_code = self._wait_briefly(host, job)
+            earlier = self._earlier_job(host, plan)
+            if earlier is not None and earlier.running:
+                self.log.warning(
+                    "an earlier try started installer job %s, which still runs: following it, not "
+                    "starting another",
+                    earlier.job_id,
+                )
+                job = _job_files(earlier)
+                exit_code = None
+            elif earlier is not None:
+                self.log.warning(
+                    "installer job %s of an earlier try ended unobserved (exit code %s): judging it",
+                    earlier.job_id,
+                    earlier.exit_code,
+                )
+                return self._conclude(earlier.exit_code, preparation.from_version)
+            else:
+                job = self._submit(host, plan, context)
+                exit_code = self._wait_briefly(host, job)
         if exit_code is not None:
             return self._conclude(exit_code, preparation.from_version)
         self._defer(job, log_offset=0, from_version=preparation.from_version)
+
+    def _earlier_job(self, host: Any, plan: UpgradePlan) -> InstallerJob | None:
+        """The installer run an earlier try of this upgrade started, if one did (see installer_jobs).
+
+        Runs that never started because another installer held the lock do not count.
+        """
+        jobs = [job for job in installer_jobs(host, plan) if job.exit_code != LOCKED_EXIT_CODE]
+        return jobs[-1] if jobs else None
 
     def _wait_briefly(self, host: Any, job: dict[str, str]) -> int | None:
         """The installer's exit code if it ends within ``quick_finish_seconds``, else None (then defer).
@@ -264,12 +297,14 @@ class UpgradeEnvironmentOperator(BaseOperator):
             )
         return int(text)
 
-    def _conclude(self, exit_code: int, from_version: str) -> dict[str, Any]:
+    def _conclude(self, exit_code: int | None, from_version: str) -> dict[str, Any]:
         plan = self._plan()
         with self._hook() as hook:
             host = hook.get_conn()
             try:
                 result = conclude_upgrade(host, plan, exit_code, from_version)
+            except InstallerLockedError as locked:
+                raise AirflowFailException(str(locked)) from locked
             except InstallerFailedError as failure:
                 try:
                     roll_back(host, plan, hook.db_target(), failure)
@@ -288,3 +323,12 @@ class UpgradeEnvironmentOperator(BaseOperator):
             result.status.describe(),
         )
         return result.summary()
+
+
+def _job_files(job: InstallerJob) -> dict[str, str]:
+    return {
+        "job_id": job.job_id,
+        "job_dir": job.job_dir,
+        "log_file": job.log_file,
+        "exit_code_file": job.exit_code_file,
+    }

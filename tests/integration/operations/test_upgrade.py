@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -231,3 +232,74 @@ def test_rollback_failure_is_a_distinct_error_type(estate: Estate, prepared: Pre
         upgrade_environment(prepared.host, prepared.plan(), prepared.db)
     assert "install.tar.zst is corrupt" in str(error.value)
     assert not isinstance(error.value, UpgradeRolledBackError)
+
+
+# --- crashes: a retry follows the installer an earlier try started; never two at once -------------
+
+
+def deferred_try(operator: UpgradeEnvironmentOperator, try_number: int) -> TaskDeferred:
+    """One try's ``execute`` up to its deferral (what a worker does before it may be killed)."""
+    operator.quick_finish_seconds = 0
+    ti = SimpleNamespace(
+        dag_id="managed_upgrade__test", task_id="dev.upgrade_environment", run_id="r1", try_number=try_number
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"ti": ti})  # type: ignore[arg-type]
+    return deferred.value
+
+
+def test_a_retry_after_a_lost_worker_follows_the_running_installer_instead_of_starting_another(
+    estate: Estate, prepared: Prepared
+) -> None:
+    estate.set_fault(prepared.installation.install_path, None, slow_seconds=4)
+    first = deferred_try(prepared.operator(), try_number=1)
+    # the worker dies here: the trigger is never run; Airflow retries the task
+    second = deferred_try(prepared.operator(), try_number=2)
+
+    assert second.trigger.job_id == first.trigger.job_id  # type: ignore[attr-defined]
+    summary = run_deferred(prepared.operator())  # a third try, after the installer ended: judges it
+    assert summary["to_version"] == TARGET
+    assert prepared.version() == TARGET
+    jobs = list(Path(prepared.plan().job_base_dir).iterdir())
+    assert len(jobs) == 1, jobs  # one installer run, whatever the tries
+
+
+def test_an_installer_that_ended_unobserved_is_judged_and_rolled_back_on_failure(
+    estate: Estate, prepared: Prepared
+) -> None:
+    estate.set_fault(prepared.installation.install_path, "migrate_db")
+    deferred_try(prepared.operator(), try_number=1)
+    jobs = Path(prepared.plan().job_base_dir)
+    for _ in range(100):  # the worker is gone; the detached installer fails on its own
+        if list(jobs.glob("*/exit_code")):
+            break
+        time.sleep(0.1)
+    assert list(jobs.glob("*/exit_code")), list(jobs.iterdir())
+
+    with pytest.raises(UpgradeRolledBack, match="migrate_db"):
+        prepared.operator().execute(context())  # type: ignore[arg-type]
+    assert prepared.version() == "10.2.0"  # restored from the backup, not run again
+    assert len(list(Path(prepared.plan().job_base_dir).iterdir())) == 1
+
+
+def test_a_second_installer_on_the_same_installation_does_not_start(
+    estate: Estate, prepared: Prepared
+) -> None:
+    import subprocess
+
+    from managed_upgrade.operations.upgrade import installer_lock_path
+
+    lock = installer_lock_path(prepared.plan())
+    holder = subprocess.Popen(["flock", lock, "sleep", "30"])
+    try:
+        for _ in range(50):
+            if subprocess.run(["flock", "--nonblock", lock, "true"], check=False).returncode != 0:
+                break
+            time.sleep(0.1)
+        with pytest.raises(AirflowFailException, match=r"another installer runs on .*nothing was changed"):
+            prepared.operator(deferrable=False).execute(context())  # type: ignore[arg-type]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert prepared.version() == "10.2.0"
+    assert not Path(prepared.plan().log_path).exists()  # the vendor installer never started

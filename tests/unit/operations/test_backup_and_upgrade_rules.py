@@ -61,8 +61,13 @@ def plan(**overrides: str) -> UpgradePlan:
     return UpgradePlan(**values)
 
 
-def test_installer_command_is_an_argv_list_with_the_log_in_the_backup() -> None:
+def test_installer_command_is_an_argv_list_under_the_installation_lock_with_the_log_in_the_backup() -> None:
     assert installer_argv(plan()) == [
+        "flock",
+        "--nonblock",
+        "--conflict-exit-code",
+        "201",
+        "/srv/backups/.installer.lock",
         "python3",
         "/srv/staging/11.0.0/installer.py",
         "--install-path",

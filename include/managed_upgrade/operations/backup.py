@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from managed_upgrade.errors import BackupError, OperationError
 from managed_upgrade.operations.installation import read_version
-from managed_upgrade.transport.database import DbTarget, DumpInfo, dump_database
+from managed_upgrade.transport.database import DbTarget, DumpInfo, database_size, dump_database
 from managed_upgrade.transport.manifest import iter_chunks
 from managed_upgrade.transport.path_policy import Roots, confine, require_under
 from managed_upgrade.transport.remote import RemoteHost, agent_argv
@@ -161,6 +161,42 @@ def _dump_chunks(dump: Future[DumpInfo]) -> Iterator[bytes]:
         yield from iter_chunks(handle)
 
 
+def require_space(host: RemoteHost, target: BackupTarget) -> None:
+    """Refuse, before writing anything, a backup the backup folder's file system cannot hold.
+
+    The estimate is the install folder plus the database as they are, uncompressed: the archive is
+    usually smaller, but a backup that fills the disk half-way would fail anyway, later and on a full
+    disk shared with the installation.
+    """
+    needed = tree_bytes(host, target.install_path) + database_size(target.database)
+    free = free_bytes(host, target.backup_path)
+    if free < needed:
+        raise BackupError(
+            f"{host.label}: not enough space for a backup of {target.install_path} in {target.backup_path}: "
+            f"{_size(free)} free, about {_size(needed)} needed (install folder and database, uncompressed). "
+            "Nothing was written or changed; free space there, or move backup_path, and retry"
+        )
+
+
+def tree_bytes(host: RemoteHost, path: str) -> int:
+    """Bytes under ``path`` on the host (``du -sk``)."""
+    text = host.run(["du", "-sk", "--", path], timeout=600).text.split()
+    return int(text[0]) * 1024 if text and text[0].isascii() and text[0].isdigit() else 0
+
+
+def free_bytes(host: RemoteHost, path: str) -> int:
+    """Bytes free for unprivileged writes on the file system holding ``path`` (``df -Pk``)."""
+    lines = host.run(["df", "-Pk", "--", path], timeout=60).text.splitlines()
+    fields = lines[-1].split() if len(lines) >= 2 else []
+    if len(fields) < 4 or not fields[3].isascii() or not fields[3].isdigit():
+        raise BackupError(f"{host.label}: cannot tell the free space of {path} from df: {lines!r}")
+    return int(fields[3]) * 1024
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MiB" if count < 2**30 else f"{count / 2**30:.2f} GiB"
+
+
 def create_backup(
     target: BackupTarget,
     backup_id: str | None = None,
@@ -184,6 +220,7 @@ def create_backup(
         raise BackupError(f"{host.label}: backup {final} already exists; refusing to overwrite it")
     version = read_version(host, target.install_path)
     confine(host, partial, roots, action="write a backup to")
+    require_space(host, target)
     host.remove_small_tree(partial)
     host.makedirs(partial)
     log.info("%s: backing up %s (version %s) to %s", host.label, target.install_path, version, final)

@@ -277,6 +277,17 @@ def restore_database(target: DbTarget, dump: Path, restore_tag: str) -> None:
     log.info("database %s restored from %s", live, dump)
 
 
+def database_size(target: DbTarget) -> int:
+    """Bytes the database takes on its server (``pg_database_size``): an upper bound of its dump."""
+    connection = target.connect()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_database_size(current_database())")
+            return int(cursor.fetchone()[0])
+    finally:
+        connection.close()
+
+
 def table_contents(target: DbTarget, schema: str = "public") -> dict[str, list[tuple[Any, ...]]]:
     """Every table of ``schema`` with its rows sorted: how tests compare two databases."""
     connection = target.connect()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import psycopg2
 import pytest
 
 from crm_estate import Estate, Installation
-from managed_upgrade.errors import RestoreError
+from managed_upgrade.errors import BackupError, OperationError, RestoreError
 from managed_upgrade.ledger import Ledger, migrate
 from managed_upgrade.operations.backup import BackupTarget, create_backup, list_backups
 from managed_upgrade.operations.release_source import DirectoryReleaseSource, fetch_release
@@ -150,6 +151,44 @@ def test_round_trip_restores_exactly_what_the_installer_changed(
     assert table_contents(env.db) == db_before  # tables the upgrade added are gone too
     parent = env.installation.install_path.parent
     assert sorted(p.name for p in parent.iterdir() if p.name.startswith(".crm")) == []
+
+
+@pytest.fixture
+def small_backup_disk(env: Env) -> Iterator[Path]:
+    """The environment's backup folder on a real file system of 256 KiB (a tmpfs), owned as before."""
+    folder = env.installation.backup_path
+    owner = folder.stat()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(folder)], check=True)
+    os.chown(folder, owner.st_uid, owner.st_gid)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)
+
+
+def test_a_backup_target_too_small_fails_clearly_before_anything_is_written(
+    env: Env, small_backup_disk: Path
+) -> None:
+    tree_before = env.tree()
+
+    with pytest.raises(BackupError, match=r"not enough space .* free, about .* needed.*Nothing was written"):
+        create_backup(env.target())
+
+    assert list(small_backup_disk.iterdir()) == []  # not even a partial folder
+    assert env.tree() == tree_before
+
+
+def test_a_disk_that_fills_during_the_backup_fails_it_and_leaves_no_partial_backup(
+    env: Env, small_backup_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import managed_upgrade.operations.backup as backup
+
+    monkeypatch.setattr(backup, "require_space", lambda host, target: None)  # as if df had lied
+
+    with pytest.raises(OperationError, match=r"No space left on device"):
+        create_backup(env.target())
+
+    assert list(small_backup_disk.iterdir()) == []
 
 
 def test_a_corrupt_backup_is_refused_before_anything_changes(env: Env) -> None:

@@ -112,7 +112,11 @@ def _preparation_backups(config: CustomerConfig, activity: Activity, **kw: Any) 
 
 
 def _stage_release(config: CustomerConfig, activity: Activity, **kw: Any) -> Any:
-    """Stage the release: one task, or one instance per network zone (:mod:`.worker_queues`)."""
+    """Stage the release: one task, or one instance per network zone (:mod:`.worker_queues`).
+
+    A dropped connection fails the try; the retry skips what arrived and resumes the rest.
+    """
+    kw = {"retries": 3, "retry_delay": timedelta(seconds=20), **kw}
     (*several, last) = zones(config)
     if not several:
         return StageReleaseOperator.for_customer(

@@ -219,3 +219,52 @@ def test_staged_release_passes_the_vendor_installers_own_check(
     release_dir = str(staging_dirs["dev"] / VERSION)
     result = host.run(["sh", "-c", 'cd -- "$1" && sha256sum --check --strict SHA256SUMS', "sh", release_dir])
     assert result.text.count(": OK") == 2
+
+
+def test_a_connection_cut_mid_transfer_fails_the_try_and_the_next_one_resumes_and_verifies(
+    estate: Estate, remote_host, staging_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    import psutil
+
+    from crm_estate import releases, sshd
+
+    releases.build_release(tmp_path / "repo", VERSION, releases.PayloadSize.mib(192, 1))
+    release = fetch_release(
+        DirectoryReleaseSource(tmp_path / "repo", PRODUCT, VERSION), PRODUCT, VERSION, tmp_path / "cache"
+    )
+    big = max(release.files, key=lambda item: item.size)
+    part = staging_dirs["dev"] / VERSION / f"{big.name}.part"
+    outcome: dict[str, BaseException] = {}
+
+    def stage() -> None:
+        try:
+            stage_release(release, [StagingTarget("dev", remote_host("dev"), str(staging_dirs["dev"]))])
+        except BaseException as error:  # the cut shows up here
+            outcome["error"] = error
+
+    worker = threading.Thread(target=stage)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (part.exists() and part.stat().st_size > 8 * 2**20):
+        time.sleep(0.002)
+    cut_at = part.stat().st_size
+    sshd_pid = sshd.running_pid(estate.layout, "dev")
+    assert sshd_pid is not None
+    for session in psutil.Process(sshd_pid).children(recursive=True):  # the network drops
+        session.kill()
+    worker.join(120)
+
+    assert isinstance(outcome.get("error"), Exception), "the cut should fail the transfer"
+    assert 0 < cut_at < big.size
+    kept = part.stat().st_size if part.exists() else 0
+
+    report = stage_release(release, [StagingTarget("dev", remote_host("dev"), str(staging_dirs["dev"]))])
+
+    result = {f.name: f for f in report.hosts[0].files}[big.name]
+    assert result.action == ("resumed" if kept else "sent")
+    assert result.bytes_sent == big.size - kept
+    assert sha256(staging_dirs["dev"] / VERSION / big.name) == big.sha256
+    assert not part.exists()

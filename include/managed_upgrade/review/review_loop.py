@@ -7,11 +7,7 @@ at parse time. So each activity is ONE task whose single try runs the whole loop
 waits deferred (no worker slot) for the answer, carries it out (capture the fix, retest, ...) and asks
 the next question, until the environment is green, accepted with known issues, signed off or aborted.
 
-Why every question is its own run of the review DAG: Airflow keeps one HITL detail per task instance
-and, on a retry or clear, only erases its answer -- options, body and form stay those of the first
-question (3.3.2). A question that changes every round (the round's report, "sign off" then "fix")
-therefore needs a fresh task instance per question, which a run of ``managed_upgrade_review`` gives
-without adding tasks to the customer's DAG (see ``managed_upgrade_airflow.gates.review``).
+Each question is a run of the review DAG; ``managed_upgrade_airflow.gates.questions`` explains why.
 
 Why the ledger: the loop's state (test reports per round, fixes per round, every answer) lives in the
 project ledger, so a crashed or cleared task continues where the loop stood. The functions here turn
@@ -34,7 +30,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from managed_upgrade.markdown import code, md
+from managed_upgrade.messages.templating import render_body
 from managed_upgrade.operations.fix_bundle import (
     FixSqlError,
     UnsafeFixPathError,
@@ -420,14 +416,9 @@ def _note(history: LoopHistory, question: int) -> str | None:
     if answer is None or answer.option == ABORT:
         return None
     problems = answer_problems(answer)
-    if problems:
-        reasons = "; ".join(problems)
-    elif answer.option == RETEST and history.fix_of_question(answer.question) is None:
-        reasons = f"it could not be carried out (the task log after question {answer.question} says why)"
-    else:
+    if not problems and (answer.option != RETEST or history.fix_of_question(answer.question) is not None):
         return None
-    when = f" at {answer.responded_at:%Y-%m-%d %H:%M %Z}" if answer.responded_at else ""
-    return f"The previous answer ({answer.option}, by {answer.responded_by}{when}) was refused: {reasons}."
+    return render_body("refused_answer.txt.j2", answer=answer, problems=problems)
 
 
 def _fix_options(history: LoopHistory, max_rounds: int) -> tuple[tuple[str, ...], int]:
@@ -465,16 +456,16 @@ def decide_sign_off(history: LoopHistory, question: int, max_rounds: int) -> Dec
     note = _note(history, question)
     rejection = _latest_rejection(history, question)
     if previous is None or previous.option in (SIGNED_OFF, ABORT, None):
-        question = Question.SIGN_OFF
+        kind = Question.SIGN_OFF
     elif note is not None:  # ask the refused question again
-        question = Question.FIX if previous.option in (RETEST, ACCEPT) else Question.SIGN_OFF
+        kind = Question.FIX if previous.option in (RETEST, ACCEPT) else Question.SIGN_OFF
     elif previous.option == REJECTED:
-        question = Question.FIX
+        kind = Question.FIX
     elif previous.option == RETEST:
-        question = Question.SIGN_OFF if report.green else Question.FIX
+        kind = Question.SIGN_OFF if report.green else Question.FIX
     else:  # accepted with known issues: back to the customer
-        question = Question.SIGN_OFF
-    if question is Question.SIGN_OFF:
+        kind = Question.SIGN_OFF
+    if kind is Question.SIGN_OFF:
         return Decision(
             Action.ASK,
             report,
@@ -556,41 +547,17 @@ def known_issues(answers: Iterable[GateAnswer]) -> list[KnownIssue]:
     ]
 
 
-# --- what the gate shows ------------------------------------------------------------------------
+# --- what the gate shows: facts here, wording in fix_request.md.j2 and sign_off.md.j2 -------------
 
 
 def environment_title(environment: str) -> str:
     return ENVIRONMENT_TITLES.get(environment, environment)
 
 
-def history_table(history: LoopHistory) -> str:
-    """One row per test round with the fix recorded for it, so the consultant sees the whole loop."""
+def _rounds(history: LoopHistory) -> list[tuple[RoundReport, RecordedFix | None]]:
+    """Each test round after the baseline with the fix recorded for it (the latest, if several)."""
     fixes = {fix.round: fix for fix in history.fixes}
-    lines = ["| Round | Result | Fix recorded for it |", "|---|---|---|"]
-    for report in history.reports:
-        if report.round < 1:
-            continue
-        fix = fixes.get(report.round)
-        fixed = "—"
-        if fix is not None:
-            parts = [f"by {md(fix.recorded_by)}: {md(fix.description)}"]
-            if fix.files:
-                parts.append("files " + ", ".join(code(path) for path in fix.files))
-            if fix.sql_statements:
-                parts.append(f"{fix.sql_statements} SQL statement{'s' if fix.sql_statements != 1 else ''}")
-            fixed = "; ".join(parts)
-        result = f"{report.headline}" + (f", **{report.blocking} to fix**" if report.blocking else ", green")
-        lines.append(f"| {report.round} | {result} | {fixed} |")
-    return "\n".join(lines)
-
-
-def issues_lines(issues: Sequence[KnownIssue]) -> list[str]:
-    return [
-        f"- accepted by {md(issue.accepted_by)}"
-        + (f" on {issue.accepted_at:%Y-%m-%d}" if issue.accepted_at else "")
-        + f": {md(issue.reason)}"
-        for issue in issues
-    ]
+    return [(report, fixes.get(report.round)) for report in history.reports if report.round >= 1]
 
 
 def fix_request_body(
@@ -603,52 +570,18 @@ def fix_request_body(
     issues: Sequence[KnownIssue] = (),
 ) -> str:
     """The gate body of a fix round: the report, the loop so far and how to answer."""
-    env = environment_title(history.environment)
-    report = decision.report
-    lines: list[str] = []
-    if decision.note:
-        lines += [f"> **{md(decision.note)}**", ""]
-    if decision.rejection is not None:
-        rejection = decision.rejection
-        lines += [
-            f"**The customer rejected the {env} environment** "
-            f"({md(rejection.text('customer_contact'))}, recorded by {md(rejection.responded_by)}):",
-            "",
-            f"> {md(rejection.text('feedback'))}",
-            "",
-        ]
-    if decision.rounds_left:
-        lines.append(
-            f"Fix round {decision.rounds_used + 1} of at most {decision.max_rounds} for this task, "
-            f"on test round {report.round} of {env}."
-        )
-    else:
-        lines.append(
-            f"**All {decision.max_rounds} fix rounds of this task are used.** Accept the remaining failures "
-            "with a reason, or abort and restore the environment."
-        )
-    lines += ["", "### Test report", "", report.markdown.strip() or f"**{report.headline}**", ""]
-    if len([item for item in history.reports if item.round >= 1]) > 1 or history.fixes:
-        lines += ["### Rounds so far", "", history_table(history), ""]
-    if issues:
-        lines += ["### Known issues accepted so far", "", *issues_lines(issues), ""]
-    lines += [
-        "### How to answer",
-        "",
-        f"1. Fix the problem on the {env} host {code(host)} under {code(install_path)}.",
-        "2. **Files changed**: every file you changed, relative to the install folder, one per line "
-        "(e.g. `settings/custom.properties`). They are captured from the host with their checksums.",
-        f"3. **SQL**: statements for the config database {code(database)}. They run when you choose "
-        "Retest, in one transaction (no BEGIN/COMMIT); a failure rolls all of them back. Write them so "
-        "they can run again safely: the same SQL runs on UAT and Production when fixes are transferred.",
-        "4. **Retest** records the fix (description required) and runs the test cases again. "
-        "**Accept with known issues** needs a reason. **Abort and restore** puts the environment back to the "
-        "backup taken just before its upgrade and stops the run.",
-    ]
-    if not decision.rounds_left:
-        lines.append("")
-        lines.append("_Retest is no longer offered: the maximum number of fix rounds is reached._")
-    return "\n".join(lines)
+    rounds = _rounds(history)
+    return render_body(
+        "fix_request.md.j2",
+        decision=decision,
+        env=environment_title(history.environment),
+        rounds=rounds,
+        show_rounds=len(rounds) > 1 or bool(history.fixes),
+        issues=issues,
+        host=host,
+        install_path=install_path,
+        database=database,
+    )
 
 
 def sign_off_body(
@@ -660,37 +593,12 @@ def sign_off_body(
     issues: Sequence[KnownIssue] = (),
 ) -> str:
     """The gate body of the sign-off question: the hand-over facts the customer signs."""
-    env = environment_title(history.environment)
-    report = decision.report
-    lines: list[str] = []
-    if decision.note:
-        lines += [f"> **{md(decision.note)}**", ""]
-    lines += [
-        f"Record the customer's answer to the hand-over of the **{env}** environment; you answer on the "
-        "customer's behalf.",
-        "",
-        "| Hand-over | |",
-        "|---|---|",
-        f"| Environment | {env} |",
-        f"| Version running | {md(version)} |",
-        f"| Latest test round | {report.round}: {md(report.headline)}"
-        + (f", {report.blocking} failing" if report.blocking else ", green")
-        + " |",
-        f"| Fix rounds | {len(history.fixes)} |",
-        f"| Known issues | {len(issues) or 'none'} |",
-        f"| Customer contacts | {md(', '.join(customer_contacts)) or '—'} |",
-        "",
-    ]
-    if issues:
-        lines += ["### Known issues", "", *issues_lines(issues), ""]
-    lines += ["### Latest test report", "", report.markdown.strip() or f"**{report.headline}**", ""]
-    lines += [
-        "### How to answer",
-        "",
-        "- **Signed off**: give the customer contact who signed off (and any feedback).",
-        "- **Rejected: fix and retest**: give the contact and the customer's feedback; the next step asks "
-        "you for the fix, then for the sign-off again.",
-        "- **Abort and restore**: puts the environment back to the backup taken just before its upgrade and "
-        "stops the run.",
-    ]
-    return "\n".join(lines)
+    return render_body(
+        "sign_off.md.j2",
+        decision=decision,
+        env=environment_title(history.environment),
+        history=history,
+        version=version,
+        customer_contacts=customer_contacts,
+        issues=issues,
+    )

@@ -18,12 +18,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.config import CustomerConfig
 from managed_upgrade.config.run_settings import RunSettings
-from managed_upgrade.markdown import md
+from managed_upgrade.messages import templating
 from managed_upgrade.messages.customer_emails import (
     CustomerEmail,
     request_acknowledged_email,
     request_received_email,
 )
+from managed_upgrade.messages.templating import fenced  # noqa: F401  # re-exported for other gate bodies
 from managed_upgrade.process.model import GateResponder
 from managed_upgrade.verification.report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
@@ -37,16 +38,6 @@ if TYPE_CHECKING:
 INVENTORY_TASK_ID = "initiation.inventory_dev_system"
 VERIFY_TEST_CASES_TASK_ID = "preparation.verify_test_cases_dev"
 ABORT = "Abort upgrade"
-
-
-def fenced(text: str) -> str:
-    """``text`` verbatim in a markdown code fence longer than any backtick run inside it."""
-    run, longest = 0, 0
-    for char in text:
-        run = run + 1 if char == "`" else 0
-        longest = max(longest, run)
-    fence = "`" * max(3, longest + 1)
-    return f"{fence}text\n{text.rstrip()}\n{fence}"
 
 
 def with_form_fields(given: Any, fields: dict[str, Param]) -> ParamsDict:
@@ -65,31 +56,6 @@ def with_form_fields(given: Any, fields: dict[str, Param]) -> ParamsDict:
             param.source = "task"
             merged[key] = param
     return merged
-
-
-def _request_facts(config: CustomerConfig, settings: RunSettings) -> str:
-    rows = [
-        ("Customer", f"{config.name} ({config.customer_id})"),
-        ("Case", settings.case_id),
-        ("Upgrade", f"{config.versions.current} → {settings.target_version}"),
-        ("Earliest / ideal start", f"{settings.earliest_start} / {settings.ideal_start}"),
-        ("Deadline", f"{settings.deadline}: {settings.deadline_reason}"),
-        ("Customizations", "; ".join(config.request_case.customizations) or "none listed"),
-        ("Access acknowledged", "yes" if config.request_case.access_acknowledged else "NO"),
-    ]
-    if settings.rehearsal:
-        rows.append(("Rehearsal", f"1 business day = {settings.seconds_per_business_day:g} s"))
-    lines = ["| Request case | |", "|---|---|"]
-    lines += [f"| {label} | {md(value)} |" for label, value in rows]
-    return "\n".join(lines)
-
-
-def _email_preview(email: CustomerEmail, action: str) -> str:
-    return (
-        f"**{action}** sends this e-mail to {md(', '.join(email.to))}"
-        f" (cc {md(', '.join(email.cc))}):\n\n"
-        f"Subject: {md(email.subject)}\n\n{fenced(email.text)}"
-    )
 
 
 def _responder(answer: dict[str, Any]) -> str:
@@ -193,13 +159,12 @@ class RespondToRequestGate(_InitiationGate):
         )
 
     def render_body(self, context: Context) -> str:
-        settings = self.settings(context)
-        return (
-            "Acknowledge receipt of the request, gather the required upgrade request information with the "
-            "customer, and tell them the Platinum Project Manager will be in touch within 1 business day.\n\n"
-            f"{_request_facts(self.config, settings)}\n\n"
-            f"{_email_preview(self.draft(context), self.OPTION)}\n\n"
-            "_What you enter as information gathered is added to the e-mail._"
+        return templating.render_body(
+            "respond_to_request.md.j2",
+            config=self.config,
+            settings=self.settings(context),
+            email=self.draft(context),
+            action=self.OPTION,
         )
 
     def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
@@ -240,10 +205,8 @@ class AcknowledgeRequestGate(_InitiationGate):
         return request_acknowledged_email(self.config, self.settings(context), kickoff_note=kickoff_note)
 
     def render_body(self, context: Context) -> str:
-        return (
-            "Acknowledge the customer's Platinum Service Request formally and give the high-level next "
-            "steps. Review the draft below; your kick-off note is added to it.\n\n"
-            f"{_email_preview(self.draft(context), self.OPTION)}"
+        return templating.render_body(
+            "acknowledge_request.md.j2", email=self.draft(context), action=self.OPTION
         )
 
     def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:
@@ -295,15 +258,10 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
         return None
 
     def render_body(self, context: Context) -> str:
-        markdown = self.baseline_markdown(context)
-        intro = (
-            "The customer's test cases ran on the Development environment before anything changed. "
-            "Approve this report as the baseline every later test round is compared with: cases failing "
-            "here count as pre-existing, not as regressions of the upgrade.\n\n"
-        )
-        return intro + (
-            markdown
-            or f"_No baseline report found (ledger dev round 0, or XCom of {self.verification_task_id})._"
+        return templating.render_body(
+            "review_test_case_verification.md.j2",
+            baseline=self.baseline_markdown(context),
+            verification_task_id=self.verification_task_id,
         )
 
     def on_answer(self, context: Context, answer: dict[str, Any]) -> Any:

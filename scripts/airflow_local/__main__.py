@@ -6,9 +6,10 @@ import argparse
 import sys
 
 from airflow_local import harness
+from airflow_local.celery_workers import node_name
 from airflow_local.client import AirflowApiError, AirflowClient, UnknownUserError
 from airflow_local.processes import listening_sockets, non_loopback
-from airflow_local.settings import HarnessConfigError, HarnessSettings
+from airflow_local.settings import EXECUTORS, HarnessConfigError, HarnessOverrides, HarnessSettings
 from airflow_local.users import read_passwords
 
 EXPECTED_ERRORS = (
@@ -27,10 +28,18 @@ def main(argv: list[str] | None = None) -> int:
         "Settings: AIRFLOW_LOCAL_HOME, AIRFLOW_LOCAL_DAGS, AIRFLOW_LOCAL_PORT, AIRFLOW_LOCAL_SMTP_PORT, "
         "AIRFLOW_LOCAL_EXTRA_USERS (name:role,...), AIRFLOW_LOCAL_STARTUP_TIMEOUT, AIRFLOW_LOCAL_LEDGER_DSN, "
         "AIRFLOW_LOCAL_METADATA_DSN (a PostgreSQL DSN for Airflow's metadata database; default: SQLite in "
-        "the home), ESTATE_ROOT.",
+        "the home), AIRFLOW_LOCAL_EXECUTOR (local or celery), AIRFLOW_LOCAL_PROD_ZONE_QUEUE (the second "
+        "Celery worker's queue; default prod_zone), ESTATE_ROOT.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start every component and wait until healthy; print the logins")
+    up = commands.add_parser("up", help="start every component and wait until healthy; print the logins")
+    up.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        help="local: LocalExecutor (default, or AIRFLOW_LOCAL_EXECUTOR); celery: CeleryExecutor with a "
+        "private Redis on a free loopback port and two Celery workers (default and prod-zone queue); "
+        "needs AIRFLOW_LOCAL_METADATA_DSN",
+    )
     commands.add_parser("down", help="stop every component this home started (idempotent)")
     commands.add_parser("status", help="components, health and listening sockets; exit 1 unless all healthy")
     token = commands.add_parser("token", help="print an API access token for USER")
@@ -39,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     try:
-        settings = HarnessSettings.from_environment()
+        overrides = HarnessOverrides(executor=getattr(arguments, "executor", None))
+        settings = HarnessSettings.from_environment(overrides)
         return COMMANDS[arguments.command](settings, arguments)
     except EXPECTED_ERRORS as error:
         print(f"airflow-local {arguments.command}: {error}", file=sys.stderr)
@@ -49,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
 def _up(settings: HarnessSettings, _: argparse.Namespace) -> int:
     airflow = harness.up(settings)
     print(f"UI and API: {airflow.base_url}   (passwords file: {settings.passwords_file})")
+    if airflow.settings.celery:
+        workers = ", ".join(
+            f"{node_name(hostname)} ({','.join(queues)})"
+            for hostname, queues in airflow.settings.celery_workers
+        )
+        print(f"CeleryExecutor: broker redis://127.0.0.1:{airflow.settings.redis_port}/0; workers {workers}")
     for user, password in sorted(airflow.passwords.items()):
         print(f"  {user:<24} {password}")
     print('Use the airflow CLI on it:  eval "$(scripts/airflow-local env)"')
@@ -65,7 +81,7 @@ def _status(settings: HarnessSettings, _: argparse.Namespace) -> int:
     statuses = harness.status(settings)
     for entry in statuses:
         state = "running" if entry.running else "stopped"
-        print(f"{entry.name:<14} pid={entry.pid or '-':<8} {state:<8} health={entry.health or '-'}")
+        print(f"{entry.name:<18} pid={entry.pid or '-':<8} {state:<8} health={entry.health or '-'}")
     sockets = listening_sockets(harness.running_components(settings))
     for name, pid, address, port in sockets:
         print(f"listening: {name} pid={pid} {address}:{port}")

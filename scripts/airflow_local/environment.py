@@ -14,14 +14,18 @@ import secrets
 import shlex
 from pathlib import Path
 
+from airflow_local.celery_workers import HOSTNAME_CALLABLE, NODE_VARIABLE, broker_url, node_name
 from airflow_local.metadata_db import sqlalchemy_url
 from airflow_local.private_files import write_private
-from airflow_local.settings import HarnessConfigError, HarnessSettings
+from airflow_local.settings import DEFAULT_QUEUE, HarnessConfigError, HarnessSettings
 from airflow_local.users import users_config_value
 
 SMTP_FROM_ADDRESS = "managed-upgrade@example.com"
 # Two cores: a handful of concurrent task processes is what the machine can run without thrashing.
 TASK_CONCURRENCY = 8
+EXECUTOR_CLASSES = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+# Seconds to hand a task to the broker. Celery's default of 1 s is short for a loaded two-core machine.
+CELERY_OPERATION_TIMEOUT = 5
 
 
 def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[str, str]:
@@ -31,7 +35,7 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
     config = {
         "AIRFLOW_HOME": str(settings.home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlalchemy_url(settings),
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": EXECUTOR_CLASSES[settings.executor],
         "AIRFLOW__CORE__DAGS_FOLDER": str(settings.dags_folder),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(settings.plugins_folder),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -73,7 +77,34 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
     config.update(estate_connections(settings.estate_root / "connections.env"))
     if settings.smtp_port is not None:
         config.update(smtp_settings(settings.smtp_port))
+    if settings.celery:
+        config.update(celery_settings(settings))
     return config
+
+
+def celery_worker_concurrency(settings: HarnessSettings) -> int:
+    """Task slots per worker: the machine's TASK_CONCURRENCY shared between the workers (at least 1)."""
+    return max(1, TASK_CONCURRENCY // len(settings.celery_workers))
+
+
+def celery_settings(settings: HarnessSettings) -> dict[str, str]:
+    """The CeleryExecutor: the private Redis as broker, task states in the metadata database."""
+    if settings.redis_port is None:
+        raise HarnessConfigError("the celery executor's Redis port is not chosen yet (`up` chooses it)")
+    return {
+        "AIRFLOW__CELERY__BROKER_URL": broker_url(settings.redis_port),
+        # Celery's database result backend (SQLAlchemy URL behind `db+`) in Airflow's own database.
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + sqlalchemy_url(settings, driver="postgresql"),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(celery_worker_concurrency(settings)),
+        "AIRFLOW__CELERY__OPERATION_TIMEOUT": str(CELERY_OPERATION_TIMEOUT),
+        # The queue of tasks that name none; a worker of the layout serves it (settings check that).
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": DEFAULT_QUEUE,
+    }
+
+
+def celery_worker_environment(hostname: str) -> dict[str, str]:
+    """What one worker adds to the instance's environment: its task instances report its node name."""
+    return {NODE_VARIABLE: node_name(hostname), "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE}
 
 
 def ledger_connection(dsn: str) -> str:

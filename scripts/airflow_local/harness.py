@@ -3,10 +3,14 @@
 End-to-end tests and the demo need the real components: human-in-the-loop tasks only resume
 when an api-server records the answer and a scheduler picks the task up again (`dag.test()`
 blocks on them). Everything is bound to 127.0.0.1 and verified to be.
+
+With the celery executor, a private Redis (the broker) and the Celery workers of the settings'
+layout are components too: Redis starts first, and `up` returns once every worker answers a ping.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import socket
@@ -21,9 +25,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow_local import metadata_db
+from airflow_local import celery_workers, metadata_db
+from airflow_local.celery_workers import REDIS, WORKER_PREFIX, worker_component
 from airflow_local.client import AirflowClient
-from airflow_local.environment import airflow_settings, component_environment, write_env_file
+from airflow_local.environment import (
+    airflow_settings,
+    celery_worker_concurrency,
+    celery_worker_environment,
+    component_environment,
+    write_env_file,
+)
 from airflow_local.processes import (
     STOP_GRACE_SECONDS,
     ComponentProcess,
@@ -37,6 +48,7 @@ from airflow_local.settings import HarnessSettings
 from airflow_local.users import all_users, ensure_passwords, read_passwords
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+"""Airflow's own components, started with either executor."""
 # Components whose liveness /api/v2/monitor/health reports (by its key there).
 HEALTH_KEYS = {"scheduler": "scheduler", "dag-processor": "dag_processor", "triggerer": "triggerer"}
 LOG_TAIL_LINES = 40
@@ -76,7 +88,7 @@ class LocalAirflow:
         still queued; this says at once what happened.
         """
         exited = []
-        for name in COMPONENTS:
+        for name in component_names(self.settings):
             log_path = self.settings.logs_dir / f"{name}.log"
             component = recorded_component(self.settings.run_dir, name, log_path)
             if component is None or not component.is_running():
@@ -144,11 +156,27 @@ class ComponentStatus:
     name: str
     pid: int | None
     running: bool
-    health: str | None  # from /monitor/health; None where the endpoint has no entry for it
+    health: str | None  # /monitor/health's verdict, or Redis PING / Celery ping answered; None: no answer
+
+
+def component_names(settings: HarnessSettings) -> tuple[str, ...]:
+    """The components of the instance: Airflow's, and with celery the broker and each worker."""
+    if not settings.celery:
+        return COMPONENTS
+    return (*COMPONENTS, REDIS, *(worker_component(hostname) for hostname, _ in settings.celery_workers))
 
 
 def component_argv(settings: HarnessSettings, name: str) -> list[str]:
     """The command of each component; every one bound to loopback or serving nothing at all."""
+    if name == REDIS:
+        if settings.redis_port is None:
+            raise HarnessError("the celery executor's Redis port is not chosen yet (`up` chooses it)")
+        try:
+            return celery_workers.redis_argv(settings.redis_port, settings.redis_dir)
+        except FileNotFoundError as error:
+            raise HarnessError(str(error)) from None
+    if name.startswith(WORKER_PREFIX):
+        return _worker_argv(settings, name)
     arguments = {
         "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(settings.port), "--workers", "1"],
         # Without --skip-serve-logs both start a log server on 0.0.0.0 (8793/8794). Task logs are
@@ -158,6 +186,47 @@ def component_argv(settings: HarnessSettings, name: str) -> list[str]:
         "triggerer": ["triggerer", "--skip-serve-logs"],
     }[name]
     return [sys.executable, "-m", "airflow", *arguments]
+
+
+def _worker_argv(settings: HarnessSettings, name: str) -> list[str]:
+    queues = dict(settings.celery_workers).get(name.removeprefix(WORKER_PREFIX))
+    if queues is None:
+        raise HarnessError(f"no Celery worker {name!r} in the settings' layout {settings.celery_workers}")
+    return [
+        sys.executable,
+        "-m",
+        "airflow",
+        "celery",
+        "worker",
+        "--celery-hostname",
+        f"{name.removeprefix(WORKER_PREFIX)}@%h",
+        "--queues",
+        ",".join(queues),
+        "--concurrency",
+        str(celery_worker_concurrency(settings)),
+        # Airflow's log server binds every interface (no host setting in 3.3.2); the api-server
+        # reads the workers' task logs from the log folder they share with it, as for the scheduler.
+        "--skip-serve-logs",
+        # Workers need not know each other: no start-up sync and no heartbeat events between them.
+        "--without-mingle",
+        "--without-gossip",
+    ]
+
+
+def with_broker_port(settings: HarnessSettings, *, choose: bool = False) -> HarnessSettings:
+    """`settings` with the Redis port of the home (celery only); `choose`: a new free port, recorded.
+
+    `up` chooses it; `status`, `restart` and the env file of a running instance use the recorded one.
+    """
+    if not settings.celery or settings.redis_port is not None:
+        return settings
+    if choose:
+        port = _free_port()
+        settings.redis_dir.mkdir(parents=True, exist_ok=True)
+        settings.redis_port_file.write_text(f"{port}\n", encoding="utf-8")
+        return dataclasses.replace(settings, redis_port=port)
+    port = _recorded_broker_port(settings)
+    return settings if port is None else dataclasses.replace(settings, redis_port=port)
 
 
 def prepare(settings: HarnessSettings) -> tuple[dict[str, str], dict[str, str]]:
@@ -221,21 +290,29 @@ def up(
     """
     started_at = time.monotonic()
     statuses = status(settings)
-    if all(entry.running for entry in statuses):
+    wanted = component_names(settings)
+    if all(entry.running for entry in statuses) and {entry.name for entry in statuses} == set(wanted):
         report(f"already running at {settings.base_url}")
-        return LocalAirflow(settings, read_passwords(settings.passwords_file))
+        return LocalAirflow(with_broker_port(settings), read_passwords(settings.passwords_file))
     if any(entry.running for entry in statuses):
-        report("some components run, others do not: stopping them to start cleanly")
+        report("some components run, others do not (or another executor's): stopping them to start cleanly")
         down(settings)
     _require_free_port(settings.port)
 
+    settings = with_broker_port(settings, choose=True)
     environment, passwords = prepare(settings)
     prepare_ledger(settings)
     migrate_database(settings, environment)
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
-    components = _start(settings, COMPONENTS, environment, die_with_caller)
+    components: list[ComponentProcess] = []
     try:
-        _wait_until_healthy(settings, components, heartbeat_floor)
+        if settings.celery:
+            # The broker first: the scheduler and the workers connect to it as they start.
+            components += _start(settings, (REDIS,), environment, die_with_caller)
+            _wait_until_healthy(settings, components, heartbeat_floor, names=(REDIS,))
+        others = tuple(name for name in wanted if name != REDIS)
+        components += _start(settings, others, environment, die_with_caller)
+        _wait_until_healthy(settings, components, heartbeat_floor, names=wanted)
         exposed = non_loopback(listening_sockets(components))
         if exposed:
             raise HarnessError(f"components listen on non-loopback addresses: {exposed}")
@@ -260,9 +337,11 @@ def restart(
     while runs are in flight. The components get this process's environment again, so a caller that
     added Airflow connections to it for `up` must add them again around this call.
     """
-    unknown = sorted(set(components) - set(COMPONENTS))
+    settings = with_broker_port(settings)
+    known = component_names(settings)
+    unknown = sorted(set(components) - set(known))
     if unknown:
-        raise HarnessError(f"unknown component(s) {unknown}; choose from {', '.join(COMPONENTS)}")
+        raise HarnessError(f"unknown component(s) {unknown}; choose from {', '.join(known)}")
     recorded = [recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in components]
     grace = 0.0 if kill else STOP_GRACE_SECONDS
     stop_components(settings.run_dir, [c for c in recorded if c is not None], grace=grace)
@@ -275,46 +354,115 @@ def restart(
 def _start(
     settings: HarnessSettings, names: tuple[str, ...], environment: dict[str, str], die_with_caller: bool
 ) -> list[ComponentProcess]:
-    """Start the named components with the Airflow `environment` on top of this process's."""
+    """Start the named components with the Airflow `environment` on top of this process's.
+
+    A Celery worker also gets its own node name (which its task instances report as hostname).
+    """
     process_environment = component_environment(environment)
-    return [
-        start_component(
-            name,
-            component_argv(settings, name),
-            process_environment,
-            settings.logs_dir / f"{name}.log",
-            settings.run_dir,
-            settings.home,
-            die_with_caller=die_with_caller,
+    started = []
+    for name in names:
+        own = process_environment
+        if name.startswith(WORKER_PREFIX):
+            own = process_environment | celery_worker_environment(name.removeprefix(WORKER_PREFIX))
+        started.append(
+            start_component(
+                name,
+                component_argv(settings, name),
+                own,
+                settings.logs_dir / f"{name}.log",
+                settings.run_dir,
+                settings.home,
+                die_with_caller=die_with_caller,
+            )
         )
-        for name in names
-    ]
+    return started
+
+
+def known_components(settings: HarnessSettings) -> tuple[str, ...]:
+    """The settings' components, then any other this home recorded (started with another executor)."""
+    wanted = component_names(settings)
+    recorded = (
+        sorted(path.stem for path in settings.run_dir.glob("*.pid")) if settings.run_dir.exists() else []
+    )
+    return (*wanted, *(name for name in recorded if name not in wanted))
 
 
 def down(settings: HarnessSettings) -> list[str]:
-    """Stop every recorded component (idempotent); return the names of those that were running."""
-    recorded = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in COMPONENTS)
-    return stop_components(settings.run_dir, [component for component in recorded if component is not None])
+    """Stop every recorded component (idempotent); return the names of those that were running.
+
+    The broker goes last, so the workers' warm shutdown can still reach it.
+    """
+    found = (
+        recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log")
+        for n in known_components(settings)
+    )
+    recorded = [component for component in found if component is not None]
+    stopped = stop_components(
+        settings.run_dir, [component for component in recorded if component.name != REDIS]
+    )
+    return stopped + stop_components(
+        settings.run_dir, [component for component in recorded if component.name == REDIS]
+    )
 
 
 def status(settings: HarnessSettings) -> list[ComponentStatus]:
-    """Process state of each component plus what /api/v2/monitor/health says about it."""
+    """Process state of each component plus its health: /api/v2/monitor/health, Redis PING, Celery ping."""
+    names = known_components(settings)
+    recorded = {
+        name: recorded_component(settings.run_dir, name, settings.logs_dir / f"{name}.log") for name in names
+    }
+    running = {name: component is not None and component.is_running() for name, component in recorded.items()}
     health = _health(settings.port)
+    port = _recorded_broker_port(settings)
+    broker_up = port is not None and running.get(REDIS, False) and celery_workers.redis_answers(port)
+    workers = [name for name in names if name.startswith(WORKER_PREFIX) and running[name]]
+    answering = _workers_answering(port, workers) if broker_up else set()
     statuses = []
-    for name in COMPONENTS:
-        component = recorded_component(settings.run_dir, name, settings.logs_dir / f"{name}.log")
-        running = component is not None and component.is_running()
+    for name in names:
+        component = recorded[name]
         if name == "api-server":
-            verdict = "healthy" if running and health is not None else None
-        else:
+            verdict = "healthy" if running[name] and health is not None else None
+        elif name in HEALTH_KEYS:
             verdict = (health or {}).get(HEALTH_KEYS[name], {}).get("status")
-        statuses.append(ComponentStatus(name, component.pid if component else None, running, verdict))
+        elif name == REDIS:
+            verdict = "healthy" if broker_up else None
+        else:
+            verdict = "healthy" if name in answering else None
+        statuses.append(ComponentStatus(name, component.pid if component else None, running[name], verdict))
     return statuses
 
 
 def running_components(settings: HarnessSettings) -> list[ComponentProcess]:
-    found = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in COMPONENTS)
+    names = known_components(settings)
+    found = (recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in names)
     return [component for component in found if component is not None and component.is_running()]
+
+
+def celery_workers_online(settings: HarnessSettings) -> dict[str, list[str]]:
+    """Celery nodes answering through this instance's broker, with their queues (`celery inspect`)."""
+    port = _recorded_broker_port(settings)
+    if port is None:
+        raise HarnessError(
+            f"no Celery broker recorded in {settings.home} (not started with the celery executor)"
+        )
+    return celery_workers.active_queues(port)
+
+
+def _recorded_broker_port(settings: HarnessSettings) -> int | None:
+    """The settings' Redis port, else the one `up` recorded in the home (whatever the executor now)."""
+    if settings.redis_port is not None:
+        return settings.redis_port
+    if settings.redis_port_file.exists():
+        return int(settings.redis_port_file.read_text(encoding="utf-8").strip())
+    return None
+
+
+def _workers_answering(port: int | None, workers: list[str]) -> set[str]:
+    """The worker components among `workers` whose Celery node answers a ping."""
+    if port is None or not workers:
+        return set()
+    nodes = {celery_workers.node_name(name.removeprefix(WORKER_PREFIX)): name for name in workers}
+    return {nodes[node] for node in celery_workers.nodes_answering_ping(port, list(nodes))}
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -346,27 +494,50 @@ def _wait_until_healthy(
     heartbeat_floor: datetime,
     names: tuple[str, ...] = COMPONENTS,
 ) -> None:
-    """Poll until the api-server answers and each of `names` heartbeats after our start; fail on exits."""
+    """Poll until each of `names` is healthy; fail on exits.
+
+    Airflow's: the api-server answers and the others heartbeat after our start. Redis answers PING;
+    each Celery worker answers a ping through it (as `celery inspect ping` does).
+    """
     deadline = time.monotonic() + settings.startup_timeout
     unhealthy: list[str] = list(names)
     while time.monotonic() < deadline:
         exited = [component for component in components if not component.is_running()]
         if exited:
             tails = "\n".join(log_tail(component.log_path) for component in exited)
-            names = ", ".join(component.name for component in exited)
-            raise HarnessError(f"{names} exited during startup:\n{tails}")
+            exited_names = ", ".join(component.name for component in exited)
+            raise HarnessError(f"{exited_names} exited during startup:\n{tails}")
+        unhealthy = _unhealthy(settings, names, heartbeat_floor, unhealthy)
+        if not unhealthy:
+            return
+        time.sleep(POLL_SECONDS)
+    tails = "\n".join(log_tail(settings.logs_dir / f"{name}.log") for name in unhealthy)
+    raise HarnessError(f"not healthy after {settings.startup_timeout:.0f} s: {', '.join(unhealthy)}\n{tails}")
+
+
+def _unhealthy(
+    settings: HarnessSettings, names: tuple[str, ...], heartbeat_floor: datetime, previous: list[str]
+) -> list[str]:
+    """Which of `names` are not healthy yet (Airflow's keep `previous` while the api-server is silent)."""
+    unhealthy = []
+    if any(name in COMPONENTS for name in names):
         health = _health(settings.port)
-        if health is not None:
-            unhealthy = [
+        if health is None:
+            unhealthy += [name for name in previous if name in COMPONENTS]
+        else:
+            unhealthy += [
                 name
                 for name, key in HEALTH_KEYS.items()
                 if name in names and not _fresh_and_healthy(health.get(key) or {}, key, heartbeat_floor)
             ]
-            if not unhealthy:
-                return
-        time.sleep(POLL_SECONDS)
-    tails = "\n".join(log_tail(settings.logs_dir / f"{name}.log") for name in unhealthy)
-    raise HarnessError(f"not healthy after {settings.startup_timeout:.0f} s: {', '.join(unhealthy)}\n{tails}")
+    port = settings.redis_port
+    broker_up = port is not None and celery_workers.redis_answers(port)
+    if REDIS in names and not broker_up:
+        unhealthy.append(REDIS)
+    workers = [name for name in names if name.startswith(WORKER_PREFIX)]
+    answering = _workers_answering(port, workers) if broker_up else set()
+    unhealthy += [name for name in workers if name not in answering]
+    return unhealthy
 
 
 def _fresh_and_healthy(entry: dict, key: str, heartbeat_floor: datetime) -> bool:
@@ -383,6 +554,13 @@ def _health(port: int) -> dict | None:
             return json.load(response)
     except (OSError, urllib.error.URLError, json.JSONDecodeError):
         return None
+
+
+def _free_port() -> int:
+    """A loopback port no one listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _require_free_port(port: int) -> None:

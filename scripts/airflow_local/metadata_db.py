@@ -27,8 +27,8 @@ class MetadataDatabaseError(RuntimeError):
     """The metadata database could not be created or migrated."""
 
 
-def sqlalchemy_url(settings: HarnessSettings) -> str:
-    """`[database] sql_alchemy_conn` of the instance."""
+def sqlalchemy_url(settings: HarnessSettings, driver: str = "postgresql+psycopg2") -> str:
+    """`[database] sql_alchemy_conn` of the instance (`driver`: the URL's scheme for PostgreSQL)."""
     if settings.metadata_dsn is None:
         return f"sqlite:///{settings.database_file}"
     from psycopg2.extensions import parse_dsn
@@ -36,7 +36,7 @@ def sqlalchemy_url(settings: HarnessSettings) -> str:
 
     parts = parse_dsn(settings.metadata_dsn)
     return URL.create(
-        "postgresql+psycopg2",
+        driver,
         username=parts.get("user"),
         password=parts.get("password"),
         host=parts.get("host", "127.0.0.1"),

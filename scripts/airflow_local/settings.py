@@ -18,6 +18,19 @@ DEFAULT_ESTATE_ROOT = "/tmp/crm-estate"  # the simulated estate's documented def
 DEFAULT_LEDGER_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=managed_upgrade_ledger"
 DEFAULT_STARTUP_TIMEOUT = 180.0
 
+# Which executor runs the tasks: Airflow's LocalExecutor, or the CeleryExecutor with a private Redis
+# as its broker and Celery workers as processes of their own.
+EXECUTORS = ("local", "celery")
+DEFAULT_EXECUTOR = "local"
+# `[operators] default_queue`: where a task that names no queue of its own goes.
+DEFAULT_QUEUE = "default"
+DEFAULT_PROD_ZONE_QUEUE = "prod_zone"
+# Celery worker names (the part before `@<machine>`) and queue names: no separators, no `%` formats.
+CELERY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+CeleryWorkers = tuple[tuple[str, tuple[str, ...]], ...]
+"""(hostname, queues) of each Celery worker: `hostname` becomes its Celery node `<hostname>@<machine>`."""
+
 # Simple auth manager roles, lowest to highest (SimpleAuthManagerRole in the installed Airflow).
 ROLES = ("viewer", "user", "op", "admin")
 # The separators of `[core] simple_auth_manager_users` (",", ":", "|") can never be part of a name.
@@ -46,6 +59,15 @@ class HarnessOverrides:
     dags_folder: Path | None = None
     extra_users: tuple[str, ...] = ()
     customers_folder: Path | None = None
+    executor: str | None = None
+    """"local" or "celery"; None: `AIRFLOW_LOCAL_EXECUTOR`, else local."""
+    celery_workers: CeleryWorkers | None = None
+    """The Celery workers to start; None: `default_celery_workers` (one per queue of a deployment)."""
+
+
+def default_celery_workers(prod_zone_queue: str = DEFAULT_PROD_ZONE_QUEUE) -> CeleryWorkers:
+    """One worker on the default queue, one on the queue of the hosts only the production zone reaches."""
+    return (("default", (DEFAULT_QUEUE,)), ("prod-zone", (prod_zone_queue,)))
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,29 @@ class HarnessSettings:
     ledger_dsn: str = DEFAULT_LEDGER_DSN
     # Airflow's metadata database: a PostgreSQL DSN, or None for a SQLite file in the home.
     metadata_dsn: str | None = None
+    executor: str = DEFAULT_EXECUTOR
+    prod_zone_queue: str = DEFAULT_PROD_ZONE_QUEUE
+    celery_workers: CeleryWorkers = field(default_factory=default_celery_workers)
+    # The Celery broker's loopback port: chosen free by `up` and kept in the home (None: not chosen yet).
+    redis_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.executor not in EXECUTORS:
+            raise HarnessConfigError(
+                f"executor {self.executor!r} (AIRFLOW_LOCAL_EXECUTOR or --executor) must be one of "
+                f"{', '.join(EXECUTORS)}"
+            )
+        if self.executor == "celery" and self.metadata_dsn is None:
+            raise HarnessConfigError(
+                "the celery executor needs a PostgreSQL metadata database: set AIRFLOW_LOCAL_METADATA_DSN "
+                "(workers, scheduler and api-server share it, and it is Celery's result backend; "
+                "SQLite is one local file)"
+            )
+        _check_celery_workers(self.celery_workers)
+
+    @property
+    def celery(self) -> bool:
+        return self.executor == "celery"
 
     @property
     def base_url(self) -> str:
@@ -99,6 +144,15 @@ class HarnessSettings:
     def database_file(self) -> Path:
         return self.home / "airflow.db"
 
+    @property
+    def redis_dir(self) -> Path:
+        """The private Redis's working directory (it persists nothing: no snapshots, no append-only file)."""
+        return self.home / "redis"
+
+    @property
+    def redis_port_file(self) -> Path:
+        return self.redis_dir / "port"
+
     @classmethod
     def from_environment(
         cls, overrides: HarnessOverrides | None = None, environ: Mapping[str, str] | None = None
@@ -112,6 +166,15 @@ class HarnessSettings:
         users = tuple(parse_user_spec(s, "AIRFLOW_LOCAL_EXTRA_USERS") for s in user_specs) + tuple(
             parse_user_spec(s, "HarnessOverrides.extra_users") for s in overrides.extra_users
         )
+        executor = (
+            (overrides.executor or env.get("AIRFLOW_LOCAL_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower()
+        )
+        prod_zone_queue = env.get("AIRFLOW_LOCAL_PROD_ZONE_QUEUE", "").strip() or DEFAULT_PROD_ZONE_QUEUE
+        if not CELERY_NAME_PATTERN.match(prod_zone_queue):
+            raise HarnessConfigError(
+                f"AIRFLOW_LOCAL_PROD_ZONE_QUEUE={prod_zone_queue!r} is not a queue name "
+                f"({CELERY_NAME_PATTERN.pattern})"
+            )
         settings = cls(
             home=home.resolve(),
             dags_folder=dags.resolve(),
@@ -125,10 +188,36 @@ class HarnessSettings:
             estate_root=Path(env.get("ESTATE_ROOT") or DEFAULT_ESTATE_ROOT),
             extra_users=users,
             startup_timeout=_seconds(env, "AIRFLOW_LOCAL_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT),
+            executor=executor,
+            prod_zone_queue=prod_zone_queue,
+            celery_workers=default_celery_workers(prod_zone_queue)
+            if overrides.celery_workers is None
+            else overrides.celery_workers,
         )
         if not settings.dags_folder.is_dir():
             raise HarnessConfigError(f"dags folder {settings.dags_folder} does not exist")
         return settings
+
+
+def _check_celery_workers(workers: CeleryWorkers) -> None:
+    """Distinct, well-formed worker names; every worker on a queue; someone on the default queue."""
+    if not workers:
+        raise HarnessConfigError("celery_workers: at least one worker is needed")
+    names = [name for name, _ in workers]
+    if len(set(names)) != len(names):
+        raise HarnessConfigError(f"celery_workers: worker hostnames must be distinct, got {names}")
+    for name, queues in workers:
+        bad = [value for value in (name, *queues) if not CELERY_NAME_PATTERN.match(value)]
+        if bad or not queues or isinstance(queues, str):
+            raise HarnessConfigError(
+                f"celery_workers: ({name!r}, {queues!r}) must be (hostname, (queue, ...)) with names "
+                f"matching {CELERY_NAME_PATTERN.pattern}"
+            )
+    if not any(DEFAULT_QUEUE in queues for _, queues in workers):
+        raise HarnessConfigError(
+            f"celery_workers: no worker serves the default queue {DEFAULT_QUEUE!r}; tasks naming no "
+            "queue would never run"
+        )
 
 
 def _port(env: Mapping[str, str], name: str, default: int | None) -> int | None:

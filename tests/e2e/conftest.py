@@ -9,6 +9,10 @@ that needs another DAG folder or extra users parametrizes it:
         "airflow", [HarnessOverrides(dags_folder=..., extra_users=("bob:user",))], indirect=True
     )
 
+`HarnessOverrides(executor="celery")` runs the CeleryExecutor instead (a private Redis and two
+Celery workers, see scripts/airflow_local/celery_workers.py); a failed test then also shows the
+logs of the broker and of each worker.
+
 A module that provisions installations of its own before Airflow starts (customers in its own
 `customers_folder`) overrides the session fixture `harness_connections` to hand their connections
 to Airflow.
@@ -164,7 +168,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     running = getattr(item, "funcargs", {}).get("airflow")
     if report.failed and isinstance(running, harness.LocalAirflow):
-        for component in LOGGED_COMPONENTS:
+        # With celery also the broker and every worker ("redis", "worker-<hostname>").
+        others = [name for name in harness.component_names(running.settings) if name not in LOGGED_COMPONENTS]
+        for component in (*LOGGED_COMPONENTS, *others):
             report.sections.append((f"airflow {component} log", running.log_tail(component)))
     return report
 

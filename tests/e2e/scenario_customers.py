@@ -72,10 +72,12 @@ def provision_customer(
     case_id: str,
     token: str,
     extra_test_cases: Sequence[dict[str, Any]] = (),
+    worker_queues: Mapping[str, str] | None = None,
 ) -> ScenarioCustomer:
     """Installations at the current version on the three hosts, and ``<folder>/<customer_id>.yaml``.
 
-    ``token`` makes paths and database names unique to the session, so reruns never collide.
+    ``token`` makes paths and database names unique to the session, so reruns never collide;
+    ``worker_queues`` (environment -> Celery queue) puts environments in network zones of their own.
     """
     installations: dict[str, Installation] = {}
     try:
@@ -103,6 +105,8 @@ def provision_customer(
         for env, installation in installations.items()
     )
     document = customer_document(customer_id, case_id, installations, extra_test_cases)
+    for env, queue in (worker_queues or {}).items():
+        document["environments"][env]["worker_queue"] = queue
     path = folder / f"{customer_id}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return ScenarioCustomer(load_customer_config(path), installations, connections)

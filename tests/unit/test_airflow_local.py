@@ -5,9 +5,11 @@ The harness running real Airflow is tested in tests/e2e/test_harness.py; these r
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shlex
+import shutil
 import socket
 import stat
 import subprocess
@@ -18,10 +20,27 @@ from pathlib import Path
 import psutil
 import pytest
 
-from airflow_local import harness
-from airflow_local.environment import airflow_settings, estate_connections, write_env_file
-from airflow_local.processes import ComponentProcess, recorded_component, start_component, stop_components
-from airflow_local.settings import REPO_ROOT, HarnessConfigError, HarnessOverrides, HarnessSettings
+from airflow_local import celery_workers, harness
+from airflow_local.environment import (
+    airflow_settings,
+    celery_worker_environment,
+    estate_connections,
+    write_env_file,
+)
+from airflow_local.processes import (
+    ComponentProcess,
+    listening_sockets,
+    recorded_component,
+    start_component,
+    stop_components,
+)
+from airflow_local.settings import (
+    REPO_ROOT,
+    HarnessConfigError,
+    HarnessOverrides,
+    HarnessSettings,
+    default_celery_workers,
+)
 from airflow_local.users import all_users, customer_users, ensure_passwords
 
 
@@ -116,6 +135,8 @@ def test_components_are_told_loopback_addresses_and_the_mail_sink(tmp_path):
         ("AIRFLOW_LOCAL_EXTRA_USERS", "bob:superuser", "role one of"),
         ("AIRFLOW_LOCAL_EXTRA_USERS", "b,ob:user", "must be name:role"),
         ("AIRFLOW_LOCAL_DAGS", "/nonexistent/dags", "does not exist"),
+        ("AIRFLOW_LOCAL_EXECUTOR", "threads", "AIRFLOW_LOCAL_EXECUTOR or --executor"),
+        ("AIRFLOW_LOCAL_PROD_ZONE_QUEUE", "prod zone", "not a queue name"),
     ],
 )
 def test_bad_settings_are_rejected_naming_the_variable(tmp_path, name, value, problem):
@@ -223,3 +244,202 @@ def test_an_exited_component_is_named_with_the_last_error_of_its_log(tmp_path):
         stop_components(
             settings.run_dir, [*running.values(), *([scheduler] if "scheduler" in locals() else [])]
         )
+
+
+# --- the celery executor ---------------------------------------------------------------------------
+
+METADATA_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=airflow_unit"
+
+
+def _environ(tmp_path: Path, **variables: str) -> dict[str, str]:
+    dags = tmp_path / "dags"
+    dags.mkdir(exist_ok=True)
+    return {"AIRFLOW_LOCAL_HOME": str(tmp_path / "home"), "AIRFLOW_LOCAL_DAGS": str(dags), **variables}
+
+
+def test_the_executor_is_local_unless_the_environment_or_an_override_says_celery(tmp_path):
+    environ = _environ(tmp_path, AIRFLOW_LOCAL_METADATA_DSN=METADATA_DSN)
+
+    assert HarnessSettings.from_environment(environ=environ).executor == "local"
+    celery = HarnessSettings.from_environment(environ=environ | {"AIRFLOW_LOCAL_EXECUTOR": "Celery"})
+    assert (celery.executor, celery.celery) == ("celery", True)
+    overridden = HarnessOverrides(executor="local")
+    assert (
+        HarnessSettings.from_environment(overridden, environ | {"AIRFLOW_LOCAL_EXECUTOR": "celery"}).executor
+        == "local"
+    )
+    assert HarnessSettings.from_environment(HarnessOverrides(executor="celery"), environ).celery
+
+
+def test_celery_refuses_a_sqlite_metadata_database(tmp_path):
+    with pytest.raises(
+        HarnessConfigError, match="needs a PostgreSQL metadata database: set AIRFLOW_LOCAL_METADATA_DSN"
+    ):
+        HarnessSettings.from_environment(HarnessOverrides(executor="celery"), _environ(tmp_path))
+
+
+def test_default_workers_serve_the_default_and_the_prod_zone_queue_and_a_test_may_ask_for_others(tmp_path):
+    environ = _environ(tmp_path, AIRFLOW_LOCAL_METADATA_DSN=METADATA_DSN)
+
+    default = HarnessSettings.from_environment(HarnessOverrides(executor="celery"), environ)
+    renamed = HarnessSettings.from_environment(
+        HarnessOverrides(executor="celery"), environ | {"AIRFLOW_LOCAL_PROD_ZONE_QUEUE": "eu_prod"}
+    )
+    three = (("a", ("default",)), ("b", ("default", "prod_zone")), ("c", ("reports",)))
+    custom = HarnessSettings.from_environment(
+        HarnessOverrides(executor="celery", celery_workers=three), environ
+    )
+
+    assert default.celery_workers == (("default", ("default",)), ("prod-zone", ("prod_zone",)))
+    assert (
+        renamed.celery_workers
+        == default_celery_workers("eu_prod")
+        == (
+            ("default", ("default",)),
+            ("prod-zone", ("eu_prod",)),
+        )
+    )
+    assert custom.celery_workers == three
+    assert harness.component_names(custom) == (
+        *harness.COMPONENTS,
+        "redis",
+        "worker-a",
+        "worker-b",
+        "worker-c",
+    )
+    assert harness.component_names(HarnessSettings.from_environment(environ=environ)) == harness.COMPONENTS
+
+
+@pytest.mark.parametrize(
+    ("workers", "problem"),
+    [
+        ((), "at least one worker"),
+        ((("w", ("default",)), ("w", ("other",))), "must be distinct"),
+        ((("w@host", ("default",)),), "must be \\(hostname"),
+        ((("w", ("default", "%h")),), "must be \\(hostname"),
+        ((("w", ()),), "must be \\(hostname"),
+        ((("w", "default"),), "must be \\(hostname"),
+        ((("w", ("prod_zone",)),), "no worker serves the default queue 'default'"),
+    ],
+)
+def test_a_worker_layout_that_cannot_work_is_refused(tmp_path, workers, problem):
+    environ = _environ(tmp_path, AIRFLOW_LOCAL_METADATA_DSN=METADATA_DSN)
+    with pytest.raises(HarnessConfigError, match=problem):
+        HarnessSettings.from_environment(HarnessOverrides(executor="celery", celery_workers=workers), environ)
+
+
+def test_celery_components_are_told_the_private_broker_the_result_backend_and_the_worker_layout(tmp_path):
+    settings = _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN, redis_port=46379)
+
+    config = airflow_settings(settings, {"ops": "op"})
+    local = airflow_settings(_settings(tmp_path), {"ops": "op"})
+
+    assert config["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert config["AIRFLOW__CELERY__BROKER_URL"] == "redis://127.0.0.1:46379/0"
+    assert config["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://postgres@127.0.0.1:5432/airflow_unit"
+    assert (
+        config["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+        == "postgresql+psycopg2://postgres@127.0.0.1:5432/airflow_unit"
+    )
+    assert config["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "4"  # two workers share the machine's 8 slots
+    assert config["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "default"
+    assert local["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert not [name for name in local if name.startswith("AIRFLOW__CELERY__")]
+    with pytest.raises(HarnessConfigError, match="Redis port is not chosen"):
+        airflow_settings(_settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN), {})
+
+
+def test_each_worker_is_its_own_celery_node_on_its_queues_and_redis_is_private(tmp_path):
+    settings = _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN, redis_port=46379)
+
+    default = harness.component_argv(settings, "worker-default")
+    prod_zone = harness.component_argv(settings, "worker-prod-zone")
+
+    assert default[default.index("celery") :][:2] == ["celery", "worker"]
+    for argv, name, queue in ((default, "default", "default"), (prod_zone, "prod-zone", "prod_zone")):
+        options = dict(itertools.pairwise(argv))
+        assert (options["--celery-hostname"], options["--queues"], options["--concurrency"]) == (
+            f"{name}@%h",
+            queue,
+            "4",
+        )
+        assert "--skip-serve-logs" in argv  # Airflow's log server would bind every interface
+    with pytest.raises(harness.HarnessError, match="no Celery worker 'worker-nobody'"):
+        harness.component_argv(settings, "worker-nobody")
+    if shutil.which("redis-server"):
+        redis = harness.component_argv(settings, "redis")
+        options = dict(itertools.pairwise(redis))
+        assert (options["--bind"], options["--port"], options["--save"], options["--appendonly"]) == (
+            "127.0.0.1",
+            "46379",
+            "",
+            "no",
+        )
+        assert options["--dir"] == str(settings.home / "redis")
+
+
+def test_a_worker_s_task_instances_report_its_celery_node_as_hostname(monkeypatch):
+    environment = celery_worker_environment("prod-zone")
+    node = f"prod-zone@{socket.gethostname()}"
+
+    assert environment == {
+        "HARNESS_CELERY_NODE": node,
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "airflow_local.celery_workers.task_hostname",
+    }
+    monkeypatch.setenv("HARNESS_CELERY_NODE", node)
+    assert celery_workers.task_hostname() == node
+
+
+def test_down_stops_what_another_executor_started_and_the_broker_last(tmp_path):
+    celery = _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN)
+    started = [
+        start_component(
+            name, ["sleep", "300"], dict(os.environ), tmp_path / f"{name}.out", celery.run_dir, tmp_path
+        )
+        for name in ("redis", "scheduler", "worker-default", "worker-prod-zone")
+    ]
+
+    stopped = harness.down(_settings(tmp_path))  # `down` without --executor
+
+    assert stopped[-1] == "redis"
+    assert sorted(stopped) == ["redis", "scheduler", "worker-default", "worker-prod-zone"]
+    assert not [component for component in started if component.is_running()]
+    assert harness.down(celery) == []
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server missing: scripts/install-system-deps"
+)
+def test_the_private_redis_answers_on_its_loopback_port_only_and_stops(tmp_path):
+    settings = harness.with_broker_port(
+        _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN), choose=True
+    )
+    port = settings.redis_port
+    redis = start_component(
+        "redis",
+        harness.component_argv(settings, "redis"),
+        dict(os.environ),
+        tmp_path / "r.log",
+        settings.run_dir,
+        tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not celery_workers.redis_answers(port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert celery_workers.redis_answers(port)
+        assert {(ip, listening) for _, _, ip, listening in listening_sockets([redis])} == {
+            ("127.0.0.1", port)
+        }
+        # `status` and `restart` of the home find the port `up` chose.
+        assert (
+            harness.with_broker_port(
+                _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN)
+            ).redis_port
+            == port
+        )
+    finally:
+        assert harness.down(settings) == ["redis"]
+    assert not celery_workers.redis_answers(port)
+    # Nothing persisted: no snapshot, no append-only file; only the port `up` recorded.
+    assert [path.name for path in settings.redis_dir.iterdir()] == ["port"]

@@ -18,8 +18,14 @@ import pytest
 
 from managed_upgrade.config import CustomerConfig, load_customer_config
 from managed_upgrade.sla.alerts import Alert, email_subject
+from managed_upgrade_airflow.notifiers import webhook_notifier
 from managed_upgrade_airflow.notifiers.alert_delivery import send_alert
-from managed_upgrade_airflow.notifiers.webhook_notifier import ATTEMPTS, GLOBAL_WEBHOOK_CONN_ID
+from managed_upgrade_airflow.notifiers.webhook_notifier import (
+    ATTEMPTS,
+    GLOBAL_WEBHOOK_CONN_ID,
+    WebhookDeliveryError,
+    WebhookNotifier,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +77,8 @@ def webhook() -> Iterator[WebhookReceiver]:
             )
             status = receiver.statuses.pop(0) if receiver.statuses else 200
             self.send_response(status)
+            if 300 <= status < 400:
+                self.send_header("Location", "/moved")
             self.end_headers()
             self.wfile.write(b"ok" if status < 400 else b"receiver broke")
 
@@ -207,6 +215,53 @@ def test_without_a_customer_webhook_the_global_connection_is_used_built_from_its
     assert send_alert(MISS, GLOBEX) == {"email": "sent", "webhook": "sent"}
     (request,) = webhook.requests
     assert request["path"] == "/global/alerts" and "Authorization" not in request["headers"]
+    assert "endpoint" not in {name.lower() for name in request["headers"]}
+
+
+def closed_port() -> int:
+    """A port nothing listens on once the probe is closed."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_an_unreachable_webhook_is_retried_and_named_without_its_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhook_notifier, "BACKOFF_SECONDS", 0.01)
+    url = f"http://127.0.0.1:{closed_port()}/services/T000/B000/secret-path"
+    set_connection(monkeypatch, CUSTOMER_WEBHOOK, {"conn_type": "http", "host": url, "password": TOKEN})
+    with pytest.raises(WebhookDeliveryError) as raised:
+        WebhookNotifier({"text": "hi"}, CUSTOMER_WEBHOOK).notify({})
+    message = str(raised.value)
+    assert message == (
+        f"webhook connection {CUSTOMER_WEBHOOK} (127.0.0.1) failed after {ATTEMPTS} attempts: "
+        "ConnectionError: [Errno 111] Connection refused"
+    )
+    assert "secret-path" not in message and TOKEN not in message
+
+
+def test_a_webhook_that_never_answers_times_out_on_every_attempt(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(webhook_notifier, "TIMEOUT_SECONDS", 0.3)
+    monkeypatch.setattr(webhook_notifier, "BACKOFF_SECONDS", 0.01)
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hooks/alerts"
+        set_connection(monkeypatch, CUSTOMER_WEBHOOK, {"conn_type": "http", "host": url})
+        with pytest.raises(WebhookDeliveryError) as raised:
+            WebhookNotifier({"text": "hi"}, CUSTOMER_WEBHOOK).notify({})
+    assert str(raised.value) == (
+        f"webhook connection {CUSTOMER_WEBHOOK} (127.0.0.1) failed after {ATTEMPTS} attempts: "
+        "ReadTimeout: timed out"
+    )
+
+
+def test_a_redirect_is_not_followed(webhook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    webhook.statuses = [307]  # would replay the alert, token included, wherever it points
+    set_connection(monkeypatch, CUSTOMER_WEBHOOK, {"conn_type": "http", "host": webhook.url})
+    WebhookNotifier({"text": "hi"}, CUSTOMER_WEBHOOK).notify({})
+    assert len(webhook.requests) == 1
 
 
 def test_without_any_webhook_connection_only_email_is_sent(

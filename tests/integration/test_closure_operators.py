@@ -65,7 +65,8 @@ def settings_xcom(config):
 
 
 def _verify(config, context) -> dict[str, Any]:
-    return VerifyTargetVersionsOperator.for_customer(config, task_id="verify_target_versions").execute(context)
+    operator = VerifyTargetVersionsOperator.for_customer(config, task_id="verify_target_versions")
+    return operator.execute(context)
 
 
 def _record_run_facts(ledger: Ledger, run_id: str, settings: dict[str, Any]) -> None:

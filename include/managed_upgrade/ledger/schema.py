@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any, Protocol, Self, TypeAlias, TypeVar
 
 import psycopg2
 from psycopg2 import sql
@@ -14,6 +16,41 @@ DEFAULT_SCHEMA = "managed_upgrade"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every migrating process.
 _ADVISORY_LOCK_KEY = 0x4D555047  # "MUPG"
+
+Row_co = TypeVar("Row_co", covariant=True)
+Query: TypeAlias = "str | sql.Composable"
+"""SQL text, or SQL composed with :mod:`psycopg2.sql` (identifiers quoted by the driver)."""
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+"""Query parameters: positional for ``%s``, by name for ``%(name)s``; any value the driver adapts."""
+
+
+class DbCursor(Protocol[Row_co]):
+    """The part of a psycopg2 cursor the ledger uses; ``Row_co`` is what a fetch returns (a tuple of
+    the plain cursor, a dict of ``RealDictCursor``)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, query: Query, vars: Params | None = None, /) -> object: ...
+
+    def fetchone(self) -> Row_co | None: ...
+
+    def fetchall(self) -> Sequence[Row_co]: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> object: ...
+
+
+class DbConnection(Protocol):
+    """The part of a psycopg2 connection the ledger uses; as a context manager, one transaction
+    (committed on success, rolled back on an error)."""
+
+    def cursor(self, *, cursor_factory: type[Any] | None = None) -> DbCursor[Any]: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc_info: object) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -27,7 +64,7 @@ class Migration:
 
 def available_migrations() -> list[Migration]:
     """Every migration shipped with the package, in version order."""
-    found = []
+    found: list[Migration] = []
     for entry in resources.files("managed_upgrade.ledger").joinpath("migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
@@ -39,7 +76,7 @@ def available_migrations() -> list[Migration]:
     return found
 
 
-def _applied_versions(cursor, schema: str) -> set[int]:
+def _applied_versions(cursor: DbCursor[tuple[Any, ...]], schema: str) -> set[int]:
     cursor.execute(
         "SELECT 1 FROM information_schema.tables"
         " WHERE table_schema = %s AND table_name = 'schema_migrations'",
@@ -51,14 +88,14 @@ def _applied_versions(cursor, schema: str) -> set[int]:
     return {row[0] for row in cursor.fetchall()}
 
 
-def pending_migrations(connection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+def pending_migrations(connection: DbConnection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
     """Migrations not yet applied to ``schema``."""
     with connection.cursor() as cursor:
         applied = _applied_versions(cursor, schema)
     return [m for m in available_migrations() if m.version not in applied]
 
 
-def migrate(connection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
+def migrate(connection: DbConnection, schema: str = DEFAULT_SCHEMA) -> list[Migration]:
     """Apply pending migrations in one transaction each; returns what was applied.
 
     An advisory lock serialises concurrent callers (several workers starting at once), and each

@@ -6,15 +6,15 @@ own, so a column change is a change here and in a migration, nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypedDict, TypeVar, cast
 
 from psycopg2 import sql
 from psycopg2.extras import Json, RealDictCursor
 
-from managed_upgrade.ledger.schema import DEFAULT_SCHEMA
+from managed_upgrade.ledger.schema import DEFAULT_SCHEMA, DbConnection, DbCursor, Params
 
 _ALERT_KEY_COLUMNS = {
     "miss": ("sla_misses", ("budget_unit",)),
@@ -34,27 +34,229 @@ _RUN_CONFIG_SELECT = (
     " WHERE dag_id = %s AND run_id = %s"
 )
 
+JsonObject = dict[str, Any]
+"""A ``jsonb`` document: what the caller stored, decoded."""
+AlertKey = str | tuple[str, int]
+"""Which alert of a kind: the budget unit (miss), ``(budget_unit, number)`` (reminder), the kind of
+deadline (deadline)."""
+
+
+# -- the rows the reading methods return: exactly the columns their SELECT names ---------------------
+class RunConfigRow(TypedDict):
+    """A run's config snapshot (``run_configs``)."""
+
+    customer_id: str
+    source: str
+    digest: str
+    document: JsonObject
+    taken_at: datetime
+    taken_by: str
+
+
+class PlannedActivityRow(TypedDict):
+    """One planned activity of a run (``planned_activities``)."""
+
+    activity_key: str
+    budget_unit: str | None
+    owner: str
+    planned_start: datetime | None
+    planned_finish: datetime | None
+    budget_days: float | None
+
+
+class EventRow(TypedDict):
+    """One activity event of a run (``activity_events``)."""
+
+    activity_key: str
+    event: str
+    try_number: int
+    at: datetime
+    detail: JsonObject
+
+
+class GateAnswerRow(TypedDict):
+    """One answer given at a gate or review question (``gate_answers``)."""
+
+    task_id: str
+    try_number: int
+    question: int
+    responded_by: str
+    responded_at: datetime
+    chosen_options: list[str]
+    params_input: JsonObject
+
+
+class BackupRow(TypedDict):
+    """One backup of a customer's environment (``backups``)."""
+
+    backup_id: str
+    dag_id: str
+    run_id: str
+    environment: str
+    location: str
+    version: str
+    created_at: datetime
+    descriptor: JsonObject
+    pruned_at: datetime | None
+
+
+class ReportRow(TypedDict):
+    """The test report of one round in one environment (``test_reports``)."""
+
+    environment: str
+    round: int
+    created_at: datetime
+    report: JsonObject
+    junit_xml: str
+    markdown: str
+
+
+class FixRow(TypedDict):
+    """The fix recorded for one round in one environment (``fixes``)."""
+
+    environment: str
+    round: int
+    recorded_by: str
+    recorded_at: datetime
+    description: str
+    bundle: JsonObject
+
+
+class SlaMissRow(TypedDict):
+    """One claimed SLA miss and how its alert fared (``sla_misses``)."""
+
+    run_id: str
+    budget_unit: str
+    owner: str
+    budget_days: float
+    planned_finish: datetime
+    detected_at: datetime
+    overrun_days: float
+    activity_keys: list[str]
+    notified: dict[str, str]
+    notified_at: datetime | None
+
+
+class CustomerReminderRow(TypedDict):
+    """One claimed customer reminder and how it fared (``customer_reminders``)."""
+
+    run_id: str
+    budget_unit: str
+    number: int
+    owner: str
+    wait_started_at: datetime
+    due_at: datetime
+    detected_at: datetime
+    notified: dict[str, str]
+    notified_at: datetime | None
+
+
+class RunDeadlineAlertRow(TypedDict):
+    """One claimed run deadline alert and how it fared (``run_deadline_alerts``)."""
+
+    run_id: str
+    kind: str
+    due_at: datetime
+    detected_at: datetime
+    notified: dict[str, str]
+    notified_at: datetime | None
+
+
+class UnnotifiedMiss(TypedDict):
+    """A miss claimed but never marked notified."""
+
+    kind: Literal["miss"]
+    key: str
+    budget_unit: str
+    owner: str
+    budget_days: float
+    planned_finish: datetime
+    overrun_days: float
+    activity_keys: list[str]
+    detected_at: datetime
+
+
+class UnnotifiedReminder(TypedDict):
+    """A customer reminder claimed but never marked notified."""
+
+    kind: Literal["reminder"]
+    key: tuple[str, int]
+    budget_unit: str
+    number: int
+    owner: str
+    wait_started_at: datetime
+    due_at: datetime
+    detected_at: datetime
+
+
+class UnnotifiedDeadline(TypedDict):
+    """A run deadline alert claimed but never marked notified."""
+
+    kind: Literal["deadline"]
+    key: str
+    deadline_kind: str
+    due_at: datetime
+    detected_at: datetime
+
+
+UnnotifiedAlert = UnnotifiedMiss | UnnotifiedReminder | UnnotifiedDeadline
+
+
+class RunStop(TypedDict):
+    """A stop of the run or of one of its tasks (``run_stops``)."""
+
+    task_id: str | None
+    how: str
+    stopped_at: datetime
+    reason: str
+
+
+class RunStopRow(RunStop):
+    """A stop as recorded, with when it was recorded."""
+
+    recorded_at: datetime
+
+
+class ClosedQuestionRow(TypedDict):
+    """An open question closed unanswered (``closed_questions``)."""
+
+    task_id: str
+    question: int
+    hitl_dag_id: str
+    hitl_run_id: str
+    hitl_task_id: str
+    closed_at: datetime
+    reason: str
+
+
+RowT = TypeVar("RowT")
+_UNTYPED_ROW: type[dict[str, Any]] = dict
+"""Row type of the readers whose callers still take a plain dict (a TypedDict is not one); their
+docstrings name the TypedDict that describes the row."""
+
 
 class Ledger:
     """A ledger bound to one open psycopg2 connection and schema."""
 
-    def __init__(self, connection, schema: str = DEFAULT_SCHEMA) -> None:
+    def __init__(self, connection: DbConnection, schema: str = DEFAULT_SCHEMA) -> None:
         self._connection = connection
         self._schema = schema
 
     @contextmanager
-    def _cursor(self) -> Iterator[RealDictCursor]:
+    def _cursor(self) -> Iterator[DbCursor[dict[str, Any]]]:
+        """A cursor returning rows as dicts, in one transaction with the ledger schema on the path."""
         with self._connection, self._connection.cursor(cursor_factory=RealDictCursor) as cursor:
             cursor.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(self._schema)))
             yield cursor
 
-    def _rows(self, query: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    def _rows(self, row_type: type[RowT], query: str, params: Params) -> list[RowT]:
+        """The rows of ``query``, each a ``row_type`` (a TypedDict with the columns it selects)."""
         with self._cursor() as cur:
             cur.execute(query, params)
-            return list(cur.fetchall())
+            return cast("list[RowT]", list(cur.fetchall()))
 
     # -- runs ---------------------------------------------------------------------------------
-    def record_run(self, dag_id: str, run_id: str, customer_id: str, conf: dict[str, Any]) -> None:
+    def record_run(self, dag_id: str, run_id: str, customer_id: str, conf: JsonObject) -> None:
         with self._cursor() as cur:
             cur.execute(
                 "INSERT INTO runs (dag_id, run_id, customer_id, conf) VALUES (%s, %s, %s, %s)"
@@ -62,14 +264,15 @@ class Ledger:
                 (dag_id, run_id, customer_id, Json(conf)),
             )
 
-    def run_summary(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    def run_summary(self, dag_id: str, run_id: str) -> JsonObject | None:
         """The summary a finished run recorded (``None`` while the run has none)."""
         with self._cursor() as cur:
             cur.execute("SELECT summary FROM runs WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
             row = cur.fetchone()
-        return row["summary"] if row else None
+        summary: JsonObject | None = row["summary"] if row else None
+        return summary
 
-    def finish_run(self, dag_id: str, run_id: str, summary: dict[str, Any]) -> None:
+    def finish_run(self, dag_id: str, run_id: str, summary: JsonObject) -> None:
         with self._cursor() as cur:
             cur.execute(
                 "UPDATE runs SET summary = %s, finished_at = now() WHERE dag_id = %s AND run_id = %s",
@@ -78,8 +281,8 @@ class Ledger:
 
     # -- the run's config snapshot ----------------------------------------------------------------
     def keep_run_config(
-        self, dag_id: str, run_id: str, snapshot: dict[str, Any], *, taken_by: str
-    ) -> dict[str, Any]:
+        self, dag_id: str, run_id: str, snapshot: Mapping[str, Any], *, taken_by: str
+    ) -> RunConfigRow:
         """Store ``snapshot`` as the run's config unless one is stored already; returns the stored one.
 
         The first caller wins, whichever task it is (tasks start in parallel): ``snapshot`` has the
@@ -102,17 +305,17 @@ class Ledger:
             cur.execute(_RUN_CONFIG_SELECT, (dag_id, run_id))
             row = cur.fetchone()
         assert row is not None  # inserted above or by the caller that won
-        return dict(row)
+        return cast(RunConfigRow, dict(row))
 
-    def run_config(self, dag_id: str, run_id: str) -> dict[str, Any] | None:
+    def run_config(self, dag_id: str, run_id: str) -> RunConfigRow | None:
         """The run's config snapshot row, ``None`` before any of its tasks has started."""
         with self._cursor() as cur:
             cur.execute(_RUN_CONFIG_SELECT, (dag_id, run_id))
             row = cur.fetchone()
-        return dict(row) if row else None
+        return cast(RunConfigRow, dict(row)) if row else None
 
     # -- the plan -----------------------------------------------------------------------------
-    def save_plan(self, dag_id: str, run_id: str, rows: list[dict[str, Any]]) -> None:
+    def save_plan(self, dag_id: str, run_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Replace the run's planned activities (rows as :meth:`managed_upgrade.sla.plan.Plan.to_rows`)."""
         with self._cursor() as cur:
             cur.execute("DELETE FROM planned_activities WHERE dag_id = %s AND run_id = %s", (dag_id, run_id))
@@ -125,8 +328,9 @@ class Ledger:
                     {**row, "dag_id": dag_id, "run_id": run_id},
                 )
 
-    def plan(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def plan(self, dag_id: str, run_id: str) -> list[PlannedActivityRow]:
         return self._rows(
+            PlannedActivityRow,
             "SELECT activity_key, budget_unit, owner, planned_start, planned_finish, budget_days"
             " FROM planned_activities WHERE dag_id = %s AND run_id = %s"
             " ORDER BY planned_start, activity_key",
@@ -143,7 +347,7 @@ class Ledger:
         *,
         at: datetime,
         try_number: int = 1,
-        detail: dict[str, Any] | None = None,
+        detail: JsonObject | None = None,
     ) -> bool:
         """Record an event once; returns False when it was already there (idempotent replays)."""
         with self._cursor() as cur:
@@ -155,7 +359,9 @@ class Ledger:
             return cur.fetchone() is not None
 
     def events(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's activity events in order, each with the keys of :class:`EventRow`."""
         return self._rows(
+            _UNTYPED_ROW,
             "SELECT activity_key, event, try_number, at, detail FROM activity_events"
             " WHERE dag_id = %s AND run_id = %s ORDER BY at, id",
             (dag_id, run_id),
@@ -171,7 +377,7 @@ class Ledger:
         responded_by: str,
         responded_at: datetime,
         chosen_options: list[str],
-        params_input: dict[str, Any],
+        params_input: JsonObject,
         *,
         question: int = 0,
     ) -> None:
@@ -194,8 +400,9 @@ class Ledger:
                 ),
             )
 
-    def gate_answers(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def gate_answers(self, dag_id: str, run_id: str) -> list[GateAnswerRow]:
         return self._rows(
+            GateAnswerRow,
             "SELECT task_id, try_number, question, responded_by, responded_at, chosen_options,"
             " params_input FROM gate_answers WHERE dag_id = %s AND run_id = %s ORDER BY responded_at",
             (dag_id, run_id),
@@ -211,7 +418,7 @@ class Ledger:
         environment: str,
         location: str,
         version: str,
-        descriptor: dict[str, Any],
+        descriptor: JsonObject,
     ) -> None:
         with self._cursor() as cur:
             cur.execute(
@@ -230,8 +437,9 @@ class Ledger:
                 (backup_ids,),
             )
 
-    def backups(self, customer_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+    def backups(self, customer_id: str, environment: str | None = None) -> list[BackupRow]:
         return self._rows(
+            BackupRow,
             "SELECT backup_id, dag_id, run_id, environment, location, version, created_at, descriptor,"
             " pruned_at FROM backups WHERE customer_id = %s AND (%s IS NULL OR environment = %s)"
             " ORDER BY created_at DESC",
@@ -245,7 +453,7 @@ class Ledger:
         run_id: str,
         environment: str,
         round_number: int,
-        report: dict[str, Any],
+        report: JsonObject,
         junit_xml: str,
         markdown: str,
     ) -> None:
@@ -258,8 +466,9 @@ class Ledger:
                 (dag_id, run_id, environment, round_number, Json(report), junit_xml, markdown),
             )
 
-    def test_reports(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+    def test_reports(self, dag_id: str, run_id: str, environment: str | None = None) -> list[ReportRow]:
         return self._rows(
+            ReportRow,
             "SELECT environment, round, created_at, report, junit_xml, markdown FROM test_reports"
             " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
             " ORDER BY environment, round",
@@ -274,7 +483,7 @@ class Ledger:
         round_number: int,
         recorded_by: str,
         description: str,
-        bundle: dict[str, Any],
+        bundle: JsonObject,
     ) -> None:
         with self._cursor() as cur:
             cur.execute(
@@ -285,8 +494,9 @@ class Ledger:
                 (dag_id, run_id, environment, round_number, recorded_by, description, Json(bundle)),
             )
 
-    def fixes(self, dag_id: str, run_id: str, environment: str | None = None) -> list[dict[str, Any]]:
+    def fixes(self, dag_id: str, run_id: str, environment: str | None = None) -> list[FixRow]:
         return self._rows(
+            FixRow,
             "SELECT environment, round, recorded_by, recorded_at, description, bundle FROM fixes"
             " WHERE dag_id = %s AND run_id = %s AND (%s IS NULL OR environment = %s)"
             " ORDER BY environment, round",
@@ -314,7 +524,9 @@ class Ledger:
             return cur.fetchone() is not None
 
     def sla_misses(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The misses of the DAG (of one run), each with the keys of :class:`SlaMissRow`."""
         return self._rows(
+            _UNTYPED_ROW,
             "SELECT run_id, budget_unit, owner, budget_days, planned_finish, detected_at, overrun_days,"
             " activity_keys, notified, notified_at FROM sla_misses"
             " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, budget_unit",
@@ -404,7 +616,7 @@ class Ledger:
         kind: str,
         dag_id: str,
         run_id: str,
-        key: Any,
+        key: AlertKey,
         channels: dict[str, str],
         *,
         at: datetime | None = None,
@@ -430,7 +642,7 @@ class Ledger:
             )
             return cur.rowcount == 1
 
-    def release_claim(self, kind: str, dag_id: str, run_id: str, key: Any) -> bool:
+    def release_claim(self, kind: str, dag_id: str, run_id: str, key: AlertKey) -> bool:
         """Withdraw a claimed alert that was never sent (its watcher stopped between claim and send).
 
         ``kind`` and ``key`` as in :meth:`mark_alert_notified`. A notified alert is never removed.
@@ -450,7 +662,7 @@ class Ledger:
             )
             return cur.rowcount == 1
 
-    def unnotified_alerts(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def unnotified_alerts(self, dag_id: str, run_id: str) -> list[UnnotifiedAlert]:
         """Alerts claimed but never marked notified (the claimer died before sending), oldest first.
 
         Each row has ``kind`` (miss, reminder, deadline) and ``key`` as :meth:`mark_alert_notified`
@@ -463,7 +675,7 @@ class Ledger:
                 " WHERE dag_id = %s AND run_id = %s AND notified_at IS NULL",
                 (dag_id, run_id),
             )
-            rows = list(cur.fetchall())
+            rows: list[dict[str, Any]] = list(cur.fetchall())
             cur.execute(
                 "SELECT 'reminder' AS kind, budget_unit, number, owner, wait_started_at, due_at, detected_at"
                 " FROM customer_reminders WHERE dag_id = %s AND run_id = %s AND notified_at IS NULL",
@@ -476,18 +688,22 @@ class Ledger:
                 (dag_id, run_id),
             )
             rows += list(cur.fetchall())
-        return sorted(rows, key=lambda row: (row["detected_at"], row["kind"], str(row["key"])))
+        rows.sort(key=lambda row: (row["detected_at"], row["kind"], str(row["key"])))
+        return cast("list[UnnotifiedAlert]", rows)
 
     def customer_reminders(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The reminders of the DAG (of one run), each with the keys of :class:`CustomerReminderRow`."""
         return self._rows(
+            _UNTYPED_ROW,
             "SELECT run_id, budget_unit, number, owner, wait_started_at, due_at, detected_at, notified,"
             " notified_at FROM customer_reminders WHERE dag_id = %s AND (%s IS NULL OR run_id = %s)"
             " ORDER BY detected_at, budget_unit, number",
             (dag_id, run_id, run_id),
         )
 
-    def run_deadline_alerts(self, dag_id: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    def run_deadline_alerts(self, dag_id: str, run_id: str | None = None) -> list[RunDeadlineAlertRow]:
         return self._rows(
+            RunDeadlineAlertRow,
             "SELECT run_id, kind, due_at, detected_at, notified, notified_at FROM run_deadline_alerts"
             " WHERE dag_id = %s AND (%s IS NULL OR run_id = %s) ORDER BY detected_at, kind",
             (dag_id, run_id, run_id),
@@ -517,8 +733,9 @@ class Ledger:
                 (dag_id, run_id, task_id, how, at, reason),
             )
 
-    def run_stops(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def run_stops(self, dag_id: str, run_id: str) -> list[RunStopRow]:
         return self._rows(
+            RunStopRow,
             "SELECT task_id, how, stopped_at, reason, recorded_at FROM run_stops"
             " WHERE dag_id = %s AND run_id = %s ORDER BY stopped_at, id",
             (dag_id, run_id),
@@ -526,7 +743,7 @@ class Ledger:
 
     def run_stop_since(
         self, dag_id: str, run_id: str, since: datetime, *, hows: Sequence[str] | None = None
-    ) -> dict[str, Any] | None:
+    ) -> RunStop | None:
         """The first stop of the run at or after ``since`` (of one of ``hows``, if given), else ``None``.
 
         ``since`` is when the asking watcher (or task try) began: a stop before it belongs to an
@@ -540,7 +757,7 @@ class Ledger:
         if hows is not None:
             query += " AND how = ANY(%s)"
             params.append(list(hows))
-        rows = self._rows(query + " ORDER BY stopped_at, id LIMIT 1", params)
+        rows = self._rows(RunStop, query + " ORDER BY stopped_at, id LIMIT 1", params)
         return rows[0] if rows else None
 
     def record_closed_question(
@@ -569,8 +786,9 @@ class Ledger:
                  reason),
             )  # fmt: skip
 
-    def closed_questions(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    def closed_questions(self, dag_id: str, run_id: str) -> list[ClosedQuestionRow]:
         return self._rows(
+            ClosedQuestionRow,
             "SELECT task_id, question, hitl_dag_id, hitl_run_id, hitl_task_id, closed_at, reason"
             " FROM closed_questions WHERE dag_id = %s AND run_id = %s ORDER BY closed_at, id",
             (dag_id, run_id),

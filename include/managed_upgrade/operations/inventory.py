@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from managed_upgrade.markdown import md
+from managed_upgrade.operations.settings_files import parse_properties
 from managed_upgrade.vocabulary import is_safe
 
 DISK_HEADROOM_FACTOR = 3
@@ -93,14 +94,8 @@ def parse_module_descriptor(directory: str, text: str) -> dict[str, str]:
 
 
 def parse_properties_keys(text: str) -> list[str]:
-    """Keys of a ``key=value`` properties file in file order (comments and blanks skipped)."""
-    keys = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not stripped or stripped.startswith(("#", "!")) or "=" not in stripped:
-            continue
-        keys.append(stripped.split("=", 1)[0].strip())
-    return keys
+    """Keys of a properties file in file order, read as the CRM (Java) reads them."""
+    return list(parse_properties(text))
 
 
 def parse_du_kib(output: str) -> int:

@@ -65,11 +65,10 @@ SETTINGS_TABLE = "crm_settings"
 SNAPSHOT_NAME = "settings.snapshot.json"
 DB_SOURCE = f"db:{SETTINGS_TABLE}"
 REMOVED = "(removed by the new release)"  # reported as the "new" value of a dropped old default
-_KEY = re.compile(r"^[^\s=:#!][^\s=]*$")
+MAX_KEY_LENGTH = 1024
+MAX_VALUE_LENGTH = 65_536
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.properties$")
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|credential|private", re.IGNORECASE)
-_LINE_BREAKING = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00")
-"""NUL and every character ``str.splitlines`` breaks a line at: none may be inside a value."""
 
 
 def shown(key: str, value: str) -> str:
@@ -82,19 +81,27 @@ class SettingsError(OperationError):
 
 
 def require_key(key: str, where: str) -> str:
-    if not isinstance(key, str) or not _KEY.fullmatch(key):
+    """A setting key as the CRM can hold it: text, no NUL, bounded. Files get it escaped as Java writes it."""
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH or _unwritable(key):
         raise SettingsError(
-            f"{where}: setting key {key!r} is not allowed (no spaces, '=', or leading '#', '!', ':')"
+            f"{where}: setting key {key!r:.80} is not allowed (1-{MAX_KEY_LENGTH} characters, no NUL or "
+            "lone surrogate)"
         )
     return key
 
 
 def require_value(value: str, where: str) -> str:
-    if not isinstance(value, str) or any(c in _LINE_BREAKING for c in value):
+    """A setting value: text, no NUL, bounded (line breaks are fine: the files escape them)."""
+    if not isinstance(value, str) or len(value) > MAX_VALUE_LENGTH or _unwritable(value):
         raise SettingsError(
-            f"{where}: setting value {value!r} would break the key=value format (line break or NUL)"
+            f"{where}: setting value {value!r:.80} cannot be written back (at most {MAX_VALUE_LENGTH} "
+            "characters, no NUL or lone surrogate)"
         )
     return value
+
+
+def _unwritable(text: str) -> bool:
+    return "\x00" in text or any("\ud800" <= character <= "\udfff" for character in text)
 
 
 @dataclass(frozen=True)

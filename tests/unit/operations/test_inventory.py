@@ -151,7 +151,9 @@ def test_parsers_reject_garbage_with_the_source_named():
 
 
 def test_small_parsers():
-    assert parse_properties_keys("# c\n! also comment\n\na = 1\nb=2=3\nnot a pair\n") == ["a", "b"]
+    # as Java reads it: whitespace separates too ("not a pair" is key "not"), ':' as well
+    text = "# c\n! also comment\n\na = 1\nb=2=3\nnot a pair\nc: 4\n"
+    assert parse_properties_keys(text) == ["a", "b", "not", "c"]
     assert parse_module_descriptor("dir", "# comment\nversion: '1.0.0'\n  nested: x\n") == {
         "version": "1.0.0",
         "name": "dir",

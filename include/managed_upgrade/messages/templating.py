@@ -3,7 +3,7 @@
 Wording lives in ``templates/`` next to this module, one template per message and format, so it can
 change without touching the code that decides what to say:
 
-- ``*.txt.j2``  plain text (e-mail bodies and subjects), not escaped;
+- ``*.txt.j2``  plain text (e-mail bodies, e-mail and gate subjects), not escaped;
 - ``*.html.j2`` HTML e-mail bodies, every value escaped (autoescaping by file name);
 - ``*.md.j2``   markdown gate bodies; values are escaped explicitly with the ``md``, ``code`` and
   ``fenced`` filters, the same helpers the bodies used before they were templates.

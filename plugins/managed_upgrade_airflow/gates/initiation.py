@@ -77,11 +77,13 @@ class _InitiationGate(FactsGate):
 
     ``template_fields`` is empty on purpose: bodies are rendered from facts at execute time, and a
     Jinja pass over a subject built from config text would evaluate any ``{{`` in a customer's name.
+    Each gate names the one-line template of its subject in ``SUBJECT``; the config is data to it.
     """
 
     template_fields: Sequence[str] = ()
     assignee_role: ClassVar[GateResponder] = GateResponder.CONSULTANT
-    SUBJECT: ClassVar[str] = "{name}"
+    SUBJECT: ClassVar[str]
+    """The subject's template, rendered with ``config``."""
 
     def __init__(
         self,
@@ -101,7 +103,7 @@ class _InitiationGate(FactsGate):
 
     @classmethod
     def subject_for(cls, config: CustomerConfig) -> str:
-        return cls.SUBJECT.format(name=config.name)
+        return templating.render_body(cls.SUBJECT, config=config)
 
     @classmethod
     def assignees_for(cls, config: CustomerConfig) -> list[HitlUser]:
@@ -134,7 +136,7 @@ class RespondToRequestGate(_InitiationGate):
     """
 
     OPTION = "Send receipt to customer"
-    SUBJECT = "Respond to the Managed Upgrade request of {name}"
+    SUBJECT = "respond_to_request.subject.txt.j2"
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
         kwargs.setdefault("subject", self.subject_for(config))
@@ -181,7 +183,7 @@ class AcknowledgeRequestGate(_InitiationGate):
     """
 
     OPTION = "Send formal acknowledgement"
-    SUBJECT = "Acknowledge the Platinum Service Request of {name} formally"
+    SUBJECT = "acknowledge_request.subject.txt.j2"
     assignee_role: ClassVar[GateResponder] = GateResponder.PROJECT_MANAGER
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
@@ -225,7 +227,7 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
     """
 
     APPROVE = "Approve baseline"
-    SUBJECT = "Review the test case verification on the Dev system of {name}"
+    SUBJECT = "review_test_case_verification.subject.txt.j2"
 
     def __init__(
         self, *, config: CustomerConfig, verification_task_id: str = VERIFY_TEST_CASES_TASK_ID, **kwargs: Any

@@ -24,7 +24,7 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
-from managed_upgrade.markdown import md
+from managed_upgrade.messages import templating
 from managed_upgrade.operations.fix_bundle import (
     BundleTooLargeError,
     FixApplyError,
@@ -253,7 +253,7 @@ class ReviewGate(QuestionLoopOperator):
             customer_wait = True
         if refusal:  # after the note saying that the previous answer was refused
             note, _, rest = body.partition("\n\n") if body.startswith("> ") else ("", "", body)
-            why = f"> **Why it could not be carried out:** {md(refusal)}"
+            why = templating.render_body("review_refusal.md.j2", refusal=refusal)
             body = "\n\n".join(part for part in (note, why, rest) if part)
         return self.question(
             context,
@@ -266,10 +266,7 @@ class ReviewGate(QuestionLoopOperator):
         )
 
     def fix_subject(self, decision: Decision) -> str:
-        report = decision.report
-        return (
-            f"Fix and retest {self.title}: round {report.round}, {report.blocking} to fix ({report.headline})"
-        )
+        return templating.render_body("fix_request.subject.txt.j2", env=self.title, report=decision.report)
 
     def sign_off_question(
         self, context: Context, decision: Decision, history: LoopHistory

@@ -17,6 +17,7 @@ from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import OperationError
+from managed_upgrade.messages import templating
 from managed_upgrade.operations.installation import read_version
 from managed_upgrade.operations.settings_snapshot import reapply_review_markdown
 from managed_upgrade.review.review_loop import (
@@ -72,8 +73,9 @@ class CustomerSignOffOperator(ReviewGate):
         return decide_sign_off(history, question, self.max_rounds)
 
     def fix_subject(self, decision: Decision) -> str:
-        report = decision.report
-        return f"Fix {self.title} after the customer's rejection: round {report.round} ({report.headline})"
+        return templating.render_body(
+            "fix_after_rejection.subject.txt.j2", env=self.title, report=decision.report
+        )
 
     def installed_version(self, context: Context) -> str:
         handed_over = context["ti"].xcom_pull(task_ids=self.hand_over_task_id)
@@ -98,11 +100,13 @@ class CustomerSignOffOperator(ReviewGate):
         )
         settings = context["ti"].xcom_pull(task_ids=self.reapply_task_id)
         if isinstance(settings, dict) and "base" in settings:
-            body += "\n\n### Customer settings after the upgrade\n\n" + reapply_review_markdown(settings)
+            body += "\n\n" + templating.render_body(
+                "sign_off_settings.md.j2", settings_review=reapply_review_markdown(settings)
+            )
         return self.subject_of_sign_off(), sign_off_form_fields(self.config), body
 
     def subject_of_sign_off(self) -> str:
-        return f"Customer sign-off of the {self.title} environment ({self.config.name})"
+        return templating.render_body("sign_off.subject.txt.j2", env=self.title, config=self.config)
 
     def on_sign_off_answer(self, context: Context, answer: GateAnswer, decision: Decision) -> Any:
         if answer.option == REJECTED:

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import Param
 from airflow.sdk.exceptions import AirflowFailException
 
-from managed_upgrade.markdown import md
+from managed_upgrade.messages import templating
 from managed_upgrade.messages.customer_emails import questionnaire_follow_up_email
 from managed_upgrade.review.review_loop import GateAnswer
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
-from managed_upgrade_airflow.gates.initiation import ABORT, INVENTORY_TASK_ID, fenced
+from managed_upgrade_airflow.gates.initiation import ABORT, INVENTORY_TASK_ID
 from managed_upgrade_airflow.gates.question_loop import QuestionLoopOperator
 from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs
 from managed_upgrade_airflow.ledger_access import open_ledger
@@ -87,21 +87,6 @@ def follow_ups(answers: Sequence[GateAnswer]) -> tuple[list[FollowUp], GateAnswe
 
 def _when(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M %Z}" if value is not None else "?"
-
-
-def _follow_up_table(rounds: Sequence[FollowUp]) -> str:
-    if not rounds:
-        return ""
-    lines = ["### Follow-up with the customer", "", "| # | Questions | Answers |", "|---|---|---|"]
-    for number, item in enumerate(rounds, 1):
-        asked = f"{md(item.questions)} ({md(item.sent_by)}, {_when(item.sent_at)})"
-        answered = (
-            f"{md(item.answers)} (recorded by {md(item.recorded_by)}, {_when(item.answered_at)})"
-            if item.answers
-            else "_waiting_"
-        )
-        lines.append(f"| {number} | {asked} | {answered} |")
-    return "\n".join(lines)
 
 
 def analysis_form() -> dict[str, Param]:
@@ -192,40 +177,28 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
             reason = "'Customer answered' needs the customer's answers in the form"
         else:
             return ""
-        return f"> **The previous answer (by {md(last.responded_by)}) was refused:** {reason}.\n\n"
+        return templating.render_body("questionnaire_refused_answer.md.j2", answer=last, reason=reason)
 
     def analysis_question(
         self, context: Context, rounds: Sequence[FollowUp], number: int, note: str
     ) -> ReviewQuestion:
-        questionnaire = self.config.questionnaire
-        lines = ["### Upgrade questionnaire", ""]
-        if questionnaire.location:
-            lines += [f"Location: {md(questionnaire.location)}", ""]
-        if questionnaire.answers:
-            lines += ["| Question | Answer |", "|---|---|"]
-            lines += [
-                f"| {md(question)} | {md(answer)} |" for question, answer in questionnaire.answers.items()
-            ]
-        else:
-            lines.append("_No answers in the config; read them at the location above._")
         inventory = context["ti"].xcom_pull(task_ids=self.inventory_task_id) or {}
         markdown = inventory.get("markdown") if isinstance(inventory, dict) else None
-        lines += ["", markdown or f"_No inventory found in the XCom of {self.inventory_task_id}._"]
-        follow_up = _follow_up_table(rounds)
-        if follow_up:
-            lines += ["", follow_up]
-        lines += [
-            "",
-            f"**{COMPLETE}** when you know enough to plan the upgrade. **{FOLLOW_UP}** e-mails your "
-            "questions to the customer contacts; the analysis then waits for their answers (its SLA clock "
-            "pauses). "
-            f"**{ABORT}** stops the run.",
-        ]
         return self.question(
             context,
             number,
-            subject=f"Analyse the questionnaire and the Dev system of {self.config.name}",
-            body=note + "\n".join(lines),
+            subject=templating.render_body("questionnaire_analysis.subject.txt.j2", config=self.config),
+            body=templating.render_body(
+                "questionnaire_analysis.md.j2",
+                note=note,
+                questionnaire=self.config.questionnaire,
+                inventory=markdown,
+                inventory_task_id=self.inventory_task_id,
+                rounds=rounds,
+                complete=COMPLETE,
+                follow_up=FOLLOW_UP,
+                abort=ABORT,
+            ),
             options=ANALYSIS_OPTIONS,
             customer_wait=False,
             fields=form_field_specs(analysis_form()),
@@ -234,21 +207,18 @@ class QuestionnaireAnalysisOperator(QuestionLoopOperator):
     def wait_question(
         self, context: Context, rounds: Sequence[FollowUp], number: int, note: str
     ) -> ReviewQuestion:
-        pending = rounds[-1]
-        contacts = ", ".join(f"{c.name} <{c.email}>" for c in self.config.contacts.customer)
-        body = (
-            f"{note}Follow-up {len(rounds)} was e-mailed to {md(contacts)} by "
-            f"{md(pending.sent_by)} at {_when(pending.sent_at)}:\n\n"
-            f"{fenced(pending.questions)}\n\n"
-            "The customer holds the ball: the analysis budget's clock is paused and the customer is "
-            f"reminded every {self.config.customer_wait.reminder_days} business day(s). When the answers "
-            f"arrive, record them and choose **{ANSWERED}**; the analysis question comes back with them.\n\n"
-            f"{_follow_up_table(rounds)}"
+        facts = {"config": self.config, "rounds": rounds}
+        body = templating.render_body(
+            "questionnaire_wait.md.j2",
+            note=note,
+            contacts=[f"{c.name} <{c.email}>" for c in self.config.contacts.customer],
+            answered=ANSWERED,
+            **facts,
         )
         return self.question(
             context,
             number,
-            subject=f"Waiting for {self.config.name}'s answers to follow-up {len(rounds)}",
+            subject=templating.render_body("questionnaire_wait.subject.txt.j2", **facts),
             body=body,
             options=WAIT_OPTIONS,
             customer_wait=True,

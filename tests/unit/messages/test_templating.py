@@ -50,6 +50,15 @@ from managed_upgrade_airflow.gates.initiation import (
     RespondToRequestGate,
     ReviewTestCaseVerificationGate,
 )
+from managed_upgrade_airflow.gates.review import ReviewGate
+from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
+from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
+from managed_upgrade_airflow.operators.questionnaire_analysis import (
+    ANSWERED,
+    FOLLOW_UP,
+    QuestionnaireAnalysisOperator,
+    follow_ups,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 AT = datetime(2027, 2, 1, 9, 0, tzinfo=UTC)
@@ -197,6 +206,58 @@ def gate_bodies(config: CustomerConfig, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield gate.render_body({})
 
 
+def _asking(operator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``operator.question`` returns what would be asked instead of a question of a real task instance."""
+    monkeypatch.setattr(operator, "question", lambda context, number, **asked: SimpleNamespace(**asked))
+
+
+def review_questions(
+    config: CustomerConfig, monkeypatch: pytest.MonkeyPatch, text: str = "why *this*"
+) -> Iterator[Any]:
+    """Subject and body of every question the review gates ask, with and without each optional part."""
+    report = RoundReport(round=1, blocking=1, headline="3 of 4 passed")
+    history = LoopHistory("uat", "uat.review", (report,), (), ())
+    operators: tuple[type[ReviewGate], ...] = (FixAndRetestOperator, CustomerSignOffOperator)
+    for operator_class in operators:
+        operator = operator_class(task_id="uat.review", config=config, environment="uat")
+        _asking(operator, monkeypatch)
+        monkeypatch.setattr(operator, "environment_issues", lambda context: [])
+        monkeypatch.setattr(operator, "installed_version", lambda context: "11.0.0", raising=False)
+        questions = [(Question.FIX, (RETEST, ACCEPT, ABORT))]
+        if operator.in_sign_off:
+            questions.append((Question.SIGN_OFF, SIGN_OFF_OPTIONS))
+        for reapplied in (None, {"base": "10.2.0", "restored": [], "conflicts": []}):
+            context: Any = {"ti": SimpleNamespace(xcom_pull=lambda task_ids, found=reapplied: found)}
+            for question, options in questions:
+                decision = Decision(Action.ASK, report, question, options, 0, 5)
+                for refusal in (None, text):
+                    yield operator.review_question(context, decision, history, 1, refusal)
+
+
+def questionnaire_questions(
+    config: CustomerConfig, monkeypatch: pytest.MonkeyPatch, text: str = "Notes\nover two lines"
+) -> Iterator[Any]:
+    """Subject and body of every question of the questionnaire analysis, with and without each part."""
+    asked = GateAnswer("analyse", 1, "carla", AT, (FOLLOW_UP,), {"follow_up_questions": text})
+    answered = GateAnswer("analyse", 2, "dan", None, (ANSWERED,), {"customer_answers": text})
+    refused = GateAnswer("analyse", 3, "dan", AT, (FOLLOW_UP,), {})
+    questionnaire = config.questionnaire
+    without = questionnaire.model_copy(update={"answers": {}, "location": None})
+    for given in (questionnaire, without):
+        operator = QuestionnaireAnalysisOperator(
+            task_id="analyse", config=config.model_copy(update={"questionnaire": given})
+        )
+        _asking(operator, monkeypatch)
+        for inventory in (None, {"markdown": "### DEV system inventory"}):
+            context: Any = {"ti": SimpleNamespace(xcom_pull=lambda task_ids, found=inventory: found)}
+            for answers in ([], [asked], [asked, answered], [asked, answered, refused]):
+                rounds, last = follow_ups(answers)
+                note = operator.refusal_note(last)
+                yield operator.analysis_question(context, rounds, len(answers) + 1, note)
+                if rounds and not rounds[-1].answers:
+                    yield operator.wait_question(context, rounds, len(answers) + 1, note)
+
+
 @pytest.fixture
 def used_templates(monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Names of the templates loaded while the test runs, directly or by import, include or extends."""
@@ -219,6 +280,8 @@ def test_every_template_is_used_by_a_message_and_renders_for_every_customer(used
     for config in CONFIGS.values():
         assert all(email.subject and email.text and email.html for email in customer_emails(config))
         assert all(gate_bodies(config, monkeypatch))
+        questions = [*review_questions(config, monkeypatch), *questionnaire_questions(config, monkeypatch)]
+        assert all(question.subject and question.body for question in questions)
     assert all(review_bodies())
     assert all(refused_answer_notes())
     assert sorted(used_templates) == templating.template_names()
@@ -261,6 +324,29 @@ def test_template_syntax_in_customer_values_is_printed_literally(monkeypatch):
     bodies = list(gate_bodies(config, monkeypatch))
     assert not any("24690" in body for body in bodies)
     assert any("| Customer | {{ 12345\\*2 }} Corp (acme) |" in body for body in bodies)
+    subjects = [
+        gate.subject_for(config)
+        for gate in (RespondToRequestGate, AcknowledgeRequestGate, ReviewTestCaseVerificationGate)
+    ]
+    assert all("{{ 12345*2 }} Corp" in subject for subject in subjects)
+    questions = [
+        *review_questions(config, monkeypatch, text=INJECTION),
+        *questionnaire_questions(config, monkeypatch, text=INJECTION),
+    ]
+    assert not any("24690" in question.subject + question.body for question in questions)
+    assert any(
+        question.subject == "Customer sign-off of the UAT environment ({{ 12345*2 }} Corp)"
+        for question in questions
+    )
+    assert any(
+        question.subject == "Analyse the questionnaire and the Dev system of {{ 12345*2 }} Corp"
+        for question in questions
+    )
+    assert any(
+        "{{ 12345\\*2 }} {% if true %}yes{% endif %} {{ config.name }}" in question.body
+        for question in questions
+    )
+    assert any(INJECTION in question.body for question in questions)  # the follow-up questions, fenced
     bodies = list(review_bodies(text=INJECTION))
     assert not any("24690" in body for body in bodies)
     assert any("{{ 12345\\*2 }} {% if true %}yes{% endif %} {{ config.name }}" in body for body in bodies)

@@ -670,8 +670,11 @@ def test_a_miss_still_goes_out_once_after_scheduler_and_triggerer_crash_and_rest
         f" {ahead:.1f} s before the due time;"
         f" e-mail {mail_delay:.3f} s, webhook {webhook_delay:.3f} s after it"
     )
-    assert 0 <= mail_delay <= ALERT_LATENCY_SECONDS, mail_delay
-    assert 0 <= webhook_delay <= ALERT_LATENCY_SECONDS, webhook_delay
+    # never early; and promptly once a watcher runs again (on a loaded machine the new triggerer may
+    # take the watch over only after the due time: then it sends at once on taking over)
+    late_takeover = max(0.0, -ahead)
+    assert 0 <= mail_delay <= late_takeover + ALERT_LATENCY_SECONDS, (mail_delay, ahead)
+    assert 0 <= webhook_delay <= late_takeover + ALERT_LATENCY_SECONDS, (webhook_delay, ahead)
 
 
 def test_a_deadline_already_past_at_trigger_time_is_alerted_at_once(

@@ -228,22 +228,40 @@ def test_setting_keys_and_values_are_literal_in_files_and_sql(
     assert len(in_db) == len(database)
 
 
-def test_setting_values_that_would_break_the_file_format_are_refused(
+def test_setting_values_that_look_like_file_syntax_are_written_back_escaped_never_as_new_lines(
     traps, fresh_installation, remote_host, db_target
 ):
     installation = fresh_installation("dev", "10.2.0")
     host, db = remote_host("dev"), db_target(installation.db_name)
     snapshot = capture_settings(host, str(installation.install_path), db)
-    before = (installation.install_path / "settings" / "system.properties").read_text()
-    for bad in (
-        {"ui.theme": f"a\nevil.key=$(touch {traps.canary})"},
-        {f"bad key $(touch {traps.canary})": "x"},
-    ):
-        files = {**snapshot.files, "system.properties": {**snapshot.files["system.properties"], **bad}}
-        hostile = SettingsSnapshot(snapshot.captured_at, snapshot.install_path, files, snapshot.database)
-        with pytest.raises(SettingsError):
-            reapply_settings(host, str(installation.install_path), db, hostile)
-    assert (installation.install_path / "settings" / "system.properties").read_text() == before
+    settings_file = installation.install_path / "settings" / "system.properties"
+    hostile = {
+        "ui.theme": f"a\nevil.key=$(touch {traps.canary})",
+        f"bad key $(touch {traps.canary})": "x",
+        "#not.a.comment": "y",
+    }
+    files = {**snapshot.files, "system.properties": {**snapshot.files["system.properties"], **hostile}}
+    reapply_settings(
+        host,
+        str(installation.install_path),
+        db,
+        SettingsSnapshot(snapshot.captured_at, snapshot.install_path, files, snapshot.database),
+    )
+
+    assert parse_properties(settings_file.read_text()) == files["system.properties"]  # no key injected
+    assert "evil.key" not in parse_properties(settings_file.read_text())
+    assert not traps.canary.exists()
+
+    before = settings_file.read_text()
+    nul = {**snapshot.files, "system.properties": {"ui.theme": "a\x00b"}}
+    with pytest.raises(SettingsError, match="cannot be written back"):
+        reapply_settings(
+            host,
+            str(installation.install_path),
+            db,
+            SettingsSnapshot(snapshot.captured_at, snapshot.install_path, nul, snapshot.database),
+        )
+    assert settings_file.read_text() == before
 
 
 def test_a_backup_with_hostile_file_names_in_the_install_folder_round_trips(

@@ -38,6 +38,7 @@ from airflow_local.environment import (
 from airflow_local.processes import (
     STOP_GRACE_SECONDS,
     ComponentProcess,
+    kill_components,
     listening_sockets,
     non_loopback,
     recorded_component,
@@ -338,10 +339,7 @@ def restart(
     added Airflow connections to it for `up` must add them again around this call.
     """
     settings = with_broker_port(settings)
-    known = component_names(settings)
-    unknown = sorted(set(components) - set(known))
-    if unknown:
-        raise HarnessError(f"unknown component(s) {unknown}; choose from {', '.join(known)}")
+    _require_known(settings, components)
     recorded = [recorded_component(settings.run_dir, n, settings.logs_dir / f"{n}.log") for n in components]
     grace = 0.0 if kill else STOP_GRACE_SECONDS
     stop_components(settings.run_dir, [c for c in recorded if c is not None], grace=grace)
@@ -349,6 +347,53 @@ def restart(
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
     started = _start(settings, components, environment, die_with_caller)
     _wait_until_healthy(settings, started, heartbeat_floor, names=components)
+
+
+def kill_component(settings: HarnessSettings, name: str) -> bool:
+    """Crash one component: SIGKILL its process group and every descendant, no graceful shutdown.
+
+    Returns whether it was running. It stays down until `restart_component` starts it again, so a
+    test can act while it is gone (what a crash leaves behind is the component's to clean up).
+    """
+    settings = with_broker_port(settings)
+    _require_known(settings, (name,))
+    component = recorded_component(settings.run_dir, name, settings.logs_dir / f"{name}.log")
+    return bool(kill_components(settings.run_dir, [component] if component is not None else []))
+
+
+def restart_component(
+    settings: HarnessSettings, name: str, *, die_with_caller: bool = False
+) -> ComponentProcess:
+    """Start a component that no longer runs (killed, or exited) and wait until it is healthy again.
+
+    Like `restart`, it gets this process's environment plus the instance's settings, so a caller that
+    added Airflow connections for `up` must add them again around this call. Its sockets must be on
+    loopback, as `up` requires; otherwise it is stopped again and HarnessError says what it bound.
+    """
+    settings = with_broker_port(settings)
+    _require_known(settings, (name,))
+    existing = recorded_component(settings.run_dir, name, settings.logs_dir / f"{name}.log")
+    if existing is not None and existing.is_running():
+        raise HarnessError(f"{name} still runs (pid {existing.pid}); kill or stop it first")
+    environment = airflow_settings(settings, all_users(settings))
+    heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
+    started = _start(settings, (name,), environment, die_with_caller)
+    try:
+        _wait_until_healthy(settings, started, heartbeat_floor, names=(name,))
+        exposed = non_loopback(listening_sockets(started))
+        if exposed:
+            raise HarnessError(f"{name} listens on non-loopback addresses: {exposed}")
+    except BaseException:
+        stop_components(settings.run_dir, started)
+        raise
+    return started[0]
+
+
+def _require_known(settings: HarnessSettings, components: tuple[str, ...]) -> None:
+    known = component_names(settings)
+    unknown = sorted(set(components) - set(known))
+    if unknown:
+        raise HarnessError(f"unknown component(s) {unknown}; choose from {', '.join(known)}")
 
 
 def _start(

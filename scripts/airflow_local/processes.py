@@ -20,6 +20,8 @@ from pathlib import Path
 import psutil
 
 STOP_GRACE_SECONDS = 20.0
+KILL_WAIT_SECONDS = 10.0
+"""How long a SIGKILLed process may take to be gone (it cannot refuse; this only bounds the wait)."""
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1"})
 
@@ -122,6 +124,27 @@ def stop_components(
         for member in alive:
             _signal(member, signal.SIGKILL)
         psutil.wait_procs(alive, timeout=5)
+    for component in components:
+        _reap(component.pid)
+        _pid_file(run_dir, component.name).unlink(missing_ok=True)
+    return [component.name for component, _ in running]
+
+
+def kill_components(run_dir: Path, components: Iterable[ComponentProcess]) -> list[str]:
+    """SIGKILL each component's group and every descendant at once, as a crash ends them.
+
+    No SIGTERM first: nothing gets to shut down, flush, or hand its work back. Returns the names of
+    the components that were running; their pid files are removed either way.
+    """
+    components = list(components)
+    running = [(component, component.psutil_process()) for component in components]
+    running = [(component, process) for component, process in running if process is not None]
+    members = [member for _, process in running for member in (process, *_descendants(process))]
+    for component, _ in running:
+        _signal_group(component.pid, signal.SIGKILL)
+    for member in members:  # those that left the group
+        _signal(member, signal.SIGKILL)
+    psutil.wait_procs(members, timeout=KILL_WAIT_SECONDS)
     for component in components:
         _reap(component.pid)
         _pid_file(run_dir, component.name).unlink(missing_ok=True)

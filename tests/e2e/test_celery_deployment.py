@@ -8,14 +8,27 @@ own (``worker_queue: prod_zone``) then has its rehearsal upgrade run through eve
 answered by its assigned user through the REST API (the happy story of the upgrade scenarios,
 imported from there), and every task instance names in its ``hostname`` the Celery worker that ran
 it (the harness's workers report their node name, where Airflow's default is the machine's name).
+
+A second customer's rehearsal upgrade then survives crashes: while it runs, components are killed
+with SIGKILL (no graceful shutdown) and restarted -- the default Celery worker while it waits for the
+Dev installer it just started on the host, the scheduler while a gate waits for its answer, the
+triggerer while UAT's installer deferral waits, the dag-processor while Prod upgrades and the
+api-server while a gate waits (answered once it is back) -- and nothing is lost or done twice:
+the run succeeds, each host ran its installer once, each gate was answered once by its user, each
+backup task made one backup and the customer got each e-mail once.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +38,28 @@ from scenario_customers import (
     CURRENT_VERSION,
     TARGET_VERSION,
     ScenarioCustomer,
+    diagnostics,
+    open_ledger,
     provision_customer,
     remove_customer,
     remove_folder,
+    run_row,
     task_log,
+    xcom,
 )
 from test_upgrade_scenarios import (
+    DAG_PARSE_TIMEOUT,
+    ENV_TITLES,
     GATES_ANSWERED_BY,
     INSTALLER_SECONDS,
+    SECONDS_PER_BUSINESS_DAY,
+    STORY_TIMEOUT,
+    Story,
     cooperative,
     installed,
+    mails_of,
     play,
+    request_case_dates,
 )
 
 from airflow_local import harness
@@ -44,7 +68,11 @@ from airflow_local.processes import listening_sockets, non_loopback
 from airflow_local.settings import DEFAULT_PROD_ZONE_QUEUE, DEFAULT_QUEUE, HarnessOverrides
 from crm_estate import Estate
 from managed_upgrade.config import ENVIRONMENT_NAMES
+from managed_upgrade.operations.backup import BACKUP_ID_PATTERN, PARTIAL_SUFFIX
+from managed_upgrade.operations.upgrade import UpgradePlan
 from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade_airflow.operators.upgrade_environment import QUICK_FINISH_SECONDS
+from upgrade_demo.autopilot import GatePolicy, drive_run
 
 TOKEN = uuid.uuid4().hex[:8]
 CUSTOMERS_DIR = Path(tempfile.gettempdir()) / f"managed-upgrade-e2e-celery-{TOKEN}"
@@ -52,6 +80,21 @@ CUSTOMERS_DIR = Path(tempfile.gettempdir()) / f"managed-upgrade-e2e-celery-{TOKE
 CUSTOMER_ID, CASE_ID = "e2e_celery", "E2E-CELERY"
 SHARED_REDIS_PORT = 6379
 """The machine's own Redis, if it has one: the harness must never use it."""
+CRASH_CUSTOMER_ID, CRASH_CASE_ID = "e2e_crash", "E2E-CRASH"
+CRASH_INSTALLER_SECONDS = {"dev": 90, "uat": 50, "prod": INSTALLER_SECONDS}
+"""Dev's installer outlasts the retry of the task whose worker was killed (so the retry finds it still
+running), UAT's the killed triggerer's successor taking its trigger over (a dead triggerer's triggers
+move once its heartbeat is 30 s old); Prod's is as in the scenarios."""
+TASK_HEARTBEAT_TIMEOUT = 45
+"""``[scheduler] task_instance_heartbeat_timeout`` of the scheduler restarted by the crash rehearsal:
+Airflow's 300 s would leave a killed worker's task looking alive for five minutes before its retry.
+Task processes heartbeat every 5 s; only the restarted scheduler reads it."""
+CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 300.0
+"""The crashes add minutes (a killed worker's task is noticed after TASK_HEARTBEAT_TIMEOUT and retried
+30 s later; a dead triggerer's triggers move after 30 s; restarts take tens of seconds on a loaded
+machine)."""
+UPSTREAM_RACE = "not in a state where it could be marked as running"
+"""What Airflow 3.3.2 says when it fails a resumed deferred task (apache/airflow#71580, #72716)."""
 
 pytestmark = [
     pytest.mark.e2e,
@@ -88,9 +131,33 @@ def celery_customer(estate: Estate) -> Iterator[ScenarioCustomer]:
 
 
 @pytest.fixture(scope="session")
-def harness_connections(celery_customer: ScenarioCustomer) -> dict[str, dict[str, Any]]:
-    """The customer's config databases, for the Airflow of this module."""
-    return dict(celery_customer.connections)
+def crash_customer(estate: Estate, celery_customer: ScenarioCustomer) -> Iterator[ScenarioCustomer]:
+    """The crash rehearsal's customer, provisioned like the first (its config in the same folder),
+    with installers slow enough to crash components while they run."""
+    customer = None
+    try:
+        customer = provision_customer(
+            estate,
+            CUSTOMERS_DIR,
+            CRASH_CUSTOMER_ID,
+            CRASH_CASE_ID,
+            TOKEN,
+            worker_queues={"prod": DEFAULT_PROD_ZONE_QUEUE},
+        )
+        for env in ENVIRONMENT_NAMES:
+            estate.set_fault(customer.install_path(env), None, slow_seconds=CRASH_INSTALLER_SECONDS[env])
+        yield customer
+    finally:
+        if customer is not None:
+            remove_customer(estate, customer, CUSTOMERS_DIR)
+
+
+@pytest.fixture(scope="session")
+def harness_connections(
+    celery_customer: ScenarioCustomer, crash_customer: ScenarioCustomer
+) -> dict[str, dict[str, Any]]:
+    """Both customers' config databases, for the Airflow of this module."""
+    return {**celery_customer.connections, **crash_customer.connections}
 
 
 def test_two_celery_workers_serve_their_queues_under_their_own_hostnames(
@@ -181,3 +248,327 @@ def test_a_rehearsal_upgrade_runs_end_to_end_on_the_celery_workers(
         f"\ncelery deployment: up {airflow.startup_seconds:.1f} s, rehearsal upgrade {story_seconds:.1f} s, "
         f"{len(ran)} task instances on {sorted(hostnames)}"
     )
+
+
+# --- crashes: components killed (SIGKILL) and restarted while a rehearsal upgrade runs --------------
+
+
+@dataclass
+class Fault:
+    """One component killed and restarted, and the task whose outcome shows it was survived."""
+
+    component: str
+    moment: str
+    """What the run was doing when the component died."""
+    task_id: str
+    killed: bool = False
+    """It was running when killed (the harness found its processes)."""
+    killed_at: datetime | None = None
+    down_seconds: float = 0.0
+    """From the kill until it was healthy again."""
+    task_done_after: float | None = None
+    """From the kill until `task_id` ended (filled in after the run)."""
+
+
+@dataclass
+class CrashRehearsal:
+    """Kills components at chosen moments of one customer's run; each comes back at once."""
+
+    airflow: harness.LocalAirflow
+    customer: ScenarioCustomer
+    connections: dict[str, dict[str, Any]]
+    story: Story
+    faults: list[Fault] = field(default_factory=list)
+
+    def crash(self, component: str, moment: str, task_id: str, environ: dict[str, str] | None = None) -> None:
+        """SIGKILL `component` (its process group and descendants), then start it and wait until healthy."""
+        fault = Fault(component, moment, task_id)
+        self.faults.append(fault)
+        started = time.monotonic()
+        fault.killed_at = datetime.now(UTC)
+        fault.killed = harness.kill_component(self.airflow.settings, component)
+        with pytest.MonkeyPatch.context() as patch:  # the environment the airflow fixture started it with
+            for conn_id, connection in self.connections.items():
+                patch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(connection))
+            for name, value in (environ or {}).items():
+                patch.setenv(name, value)
+            harness.restart_component(self.airflow.settings, component, die_with_caller=True)
+        fault.down_seconds = time.monotonic() - started
+
+    def crashed(self, component: str) -> bool:
+        return any(fault.component == component for fault in self.faults)
+
+    def at_gate(self, component: str, environ: dict[str, str] | None = None) -> Callable[..., None]:
+        """A gate decider: crash `component` while the gate waits, then give the default answer."""
+
+        def decide(detail: dict[str, Any], round_number: int) -> None:
+            task_id = detail["gate"]["task_id"]
+            if round_number == 0 and not self.crashed(component):
+                self.crash(component, f"{task_id} waits for its answer", task_id, environ)
+
+        return decide
+
+    def between_gates(self, api: Any) -> None:
+        """`drive_run`'s check, once a second: crash what runs the installers at their moments."""
+        states = api.task_states(self.story.dag_id, self.story.run_id)
+        dev_jobs = installer_job_dirs(self.customer, "dev")
+        worker = worker_component("default")
+        dev_state = states.get("dev.upgrade_environment")
+        if not self.crashed(worker) and dev_state in ("running", "deferred") and dev_jobs:
+            pid_file = dev_jobs[0] / "pid"  # the job wrapper's first write
+            age = time.time() - (pid_file if pid_file.exists() else dev_jobs[0]).stat().st_mtime
+            window = "deferred"
+            if dev_state == "running":
+                window = (
+                    f"in the worker's {QUICK_FINISH_SECONDS:.0f} s wait before deferring"
+                    if age < QUICK_FINISH_SECONDS
+                    else "still in the worker"
+                )
+            self.crash(
+                worker,
+                f"dev.upgrade_environment {dev_state} ({window}), its installer started on the host "
+                f"{age:.1f} s earlier",
+                "dev.upgrade_environment",
+            )
+        uat_state = states.get("uat.upgrade_environment")
+        if (
+            not self.crashed("triggerer")
+            and uat_state == "deferred"
+            and trigger_started(self.airflow.settings.logs_dir, self.story, "uat.upgrade_environment")
+        ):
+            self.crash(
+                "triggerer",
+                "uat.upgrade_environment deferred, the triggerer watching its installer",
+                "uat.upgrade_environment",
+            )
+        if not self.crashed("dag-processor") and states.get("prod.upgrade_environment") in (
+            "running",
+            "deferred",
+        ):
+            self.crash(
+                "dag-processor",
+                f"prod.upgrade_environment {states['prod.upgrade_environment']}",
+                "prod.upgrade_environment",
+            )
+        self.airflow.require_running()
+
+
+def installer_job_dirs(customer: ScenarioCustomer, env: str) -> list[Path]:
+    """The detached installer runs on the environment's host: ``<backup>/installer-job/<job>/``."""
+    backups = customer.installations[env].backup_path
+    return sorted(path for path in backups.glob("*/installer-job/*") if path.is_dir())
+
+
+def trigger_started(logs_dir: Path, story: Story, task_id: str) -> bool:
+    """Whether a triggerer runs the task's trigger (it logs ``... starting`` beside the task's log)."""
+    folder = logs_dir / f"dag_id={story.dag_id}" / f"run_id={story.run_id}" / f"task_id={task_id}"
+    return any(
+        "starting" in path.read_text(encoding="utf-8", errors="replace")
+        for path in folder.glob("attempt=*.log.trigger.*.log")
+    )
+
+
+def upgrade_plan(api: Any, story: Story, env: str) -> UpgradePlan:
+    """The upgrade task's plan (job folder, installer log) with the backup its run took."""
+    installation = story.customer.installations[env]
+    backup = xcom(api, story.dag_id, story.run_id, f"{env}.backup_environment")
+    return UpgradePlan(
+        str(installation.install_path),
+        str(installation.staging_path),
+        str(installation.backup_path),
+        backup["backup_id"],
+        TARGET_VERSION,
+    )
+
+
+def upstream_race_lines(logs_dir: Path) -> list[str]:
+    """Lines of the component and task logs naming the Airflow 3.3.2 resume race."""
+    found = []
+    for path in sorted(logs_dir.rglob("*.log*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found += [f"{path.name}: {line.strip()}" for line in text.splitlines() if UPSTREAM_RACE in line]
+    return found
+
+
+def play_with_crashes(
+    airflow: harness.LocalAirflow, customer: ScenarioCustomer, connections: dict[str, dict[str, Any]]
+) -> CrashRehearsal:
+    """Ops triggers the customer's rehearsal; people answer every gate; components crash meanwhile."""
+    story = Story(customer, run_id=f"e2e__{customer.customer_id}")
+    rehearsal = CrashRehearsal(airflow, customer, connections, story)
+    with airflow.client() as api:
+        policy = GatePolicy(
+            {
+                # restarted so that a killed worker's task is noticed in seconds, not minutes
+                "initiation.respond_to_request": rehearsal.at_gate(
+                    "scheduler",
+                    {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT)},
+                ),
+                # the gate is answered through the api-server that was just killed, once it is back
+                "preparation.review_test_case_verification": rehearsal.at_gate("api-server"),
+            }
+        )
+        try:
+            api.wait_for_dag(customer.dag_id, timeout=DAG_PARSE_TIMEOUT)
+            api.unpause(customer.dag_id)
+            api.trigger(
+                customer.dag_id,
+                {"seconds_per_business_day": SECONDS_PER_BUSINESS_DAY, **request_case_dates(customer)},
+                run_id=story.run_id,
+                note="end-to-end crash rehearsal",
+            )
+            story.run, story.answered = drive_run(
+                api,
+                customer.dag_id,
+                story.run_id,
+                policy,
+                timeout=CRASH_STORY_TIMEOUT,
+                check=lambda: rehearsal.between_gates(api),
+            )
+            story.states = api.task_states(customer.dag_id, story.run_id)
+        except Exception as error:  # reported with the run's state; the faults so far stay
+            story.failure = f"{type(error).__name__}: {error}"
+    with airflow.client() as api:  # a fresh client: the api-server it started with was killed
+        story.diagnostics = diagnostics(api, customer.dag_id, story.run_id)
+    races = upstream_race_lines(airflow.settings.logs_dir)
+    if races:
+        story.diagnostics += "\nAirflow 3.3.2 resume race (apache/airflow#72716):\n" + "\n".join(races)
+    return rehearsal
+
+
+def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
+    airflow: harness.LocalAirflow,
+    crash_customer: ScenarioCustomer,
+    harness_connections: dict[str, dict[str, Any]],
+    estate: Estate,
+    smtp_sink: Any,
+) -> None:
+    customer = crash_customer
+    started = time.monotonic()
+    rehearsal = play_with_crashes(airflow, customer, harness_connections)
+    story_seconds = time.monotonic() - started
+    story, faults = rehearsal.story, rehearsal.faults
+    crashed = [fault.component for fault in faults]
+    summary = "\n".join(f"  {f.component}: {f.moment} (down {f.down_seconds:.1f} s)" for f in faults)
+
+    assert story.failure is None, f"{story.failure}\nfaults so far:\n{summary}\n{story.diagnostics}"
+    assert story.run["state"] == "success", f"{summary}\n{story.diagnostics}"
+    expected_faults = ["scheduler", "api-server", worker_component("default"), "triggerer", "dag-processor"]
+    assert crashed == expected_faults, f"{summary}\n{story.diagnostics}"
+    assert all(fault.killed for fault in faults), summary
+    for env in ENVIRONMENT_NAMES:
+        version, code, status = installed(estate, customer, env)
+        assert (version, code, status["version"], status["ok"]) == (
+            TARGET_VERSION,
+            0,
+            TARGET_VERSION,
+            True,
+        ), env
+
+    # Every gate answered once, by its assigned user: nothing asked or answered twice.
+    assert story.answered_by() == {task: {user} for task, user in GATES_ANSWERED_BY.items()}, (
+        story.diagnostics
+    )
+    assert len(story.answered) == len(GATES_ANSWERED_BY), story.answered
+    ledger_dsn = airflow.settings.ledger_dsn
+    with open_ledger(ledger_dsn) as ledger:
+        answers = ledger.gate_answers(story.dag_id, story.run_id)
+        backups = {env: ledger.backups(customer.customer_id, env) for env in ENVIRONMENT_NAMES}
+    run = run_row(ledger_dsn, story.dag_id, story.run_id)  # the run's record lost nothing either
+    assert run is not None and run["finished_at"] is not None, run
+    for env in ENVIRONMENT_NAMES:
+        part = run["summary"]["environments"][env]
+        assert (part["previous_version"], part["version"]) == (CURRENT_VERSION, TARGET_VERSION), part
+        assert part["signed_off"]["by"] == GATES_ANSWERED_BY[f"{env}.customer_sign_off"], part
+    per_question = Counter((row["task_id"], row["question"]) for row in answers)
+    assert [key for key, count in per_question.items() if count > 1] == [], answers
+    assert {(row["task_id"], row["responded_by"]) for row in answers} == set(GATES_ANSWERED_BY.items())
+
+    # One backup per environment per backup task (the preparation's and the one before the upgrade),
+    # complete on the host, none left half-made by a retry.
+    for env, rows in backups.items():
+        assert len(rows) == 2, rows
+        assert {(row["run_id"], row["version"]) for row in rows} == {(story.run_id, CURRENT_VERSION)}, rows
+        folder = customer.installations[env].backup_path
+        names = sorted(path.name for path in folder.iterdir() if path.is_dir())
+        assert names == sorted(row["backup_id"] for row in rows), (env, names)
+        assert all(re.fullmatch(BACKUP_ID_PATTERN, name) for name in names), names
+        assert not [name for name in names if name.endswith(PARTIAL_SUFFIX)], names
+
+    # On each host the installer ran exactly once: one detached job, one run in the installer log.
+    # A retry after the crash followed (or judged) the run its killed try started.
+    tries: dict[str, int] = {}
+    retry_logs: dict[str, str] = {}
+    with airflow.client() as api:
+        for env in ENVIRONMENT_NAMES:
+            plan = upgrade_plan(api, story, env)
+            jobs = sorted(path.name for path in Path(plan.job_base_dir).iterdir())
+            assert len(jobs) == 1, (env, jobs)
+            assert installer_job_dirs(customer, env) == [Path(plan.job_base_dir) / jobs[0]], env
+            runs = Path(plan.log_path).read_text(encoding="utf-8").count(f" installer {TARGET_VERSION} for ")
+            assert runs == 1, (env, plan.log_path)
+            instance = api.task_instance(story.dag_id, story.run_id, f"{env}.upgrade_environment")
+            tries[env] = instance["try_number"]
+            if tries[env] > 1:
+                retry_logs[env] = task_log(
+                    api, story.dag_id, story.run_id, f"{env}.upgrade_environment", tries[env]
+                )
+        for fault in faults:
+            ended = api.task_instance(story.dag_id, story.run_id, fault.task_id)["end_date"]
+            if ended and fault.killed_at is not None:
+                fault.task_done_after = (datetime.fromisoformat(ended) - fault.killed_at).total_seconds()
+    dev_fault = faults[crashed.index(worker_component("default"))]
+    if dev_fault.moment.startswith("dev.upgrade_environment running"):  # killed in the worker
+        assert tries["dev"] >= 2, (tries, story.diagnostics)
+    followed = {
+        env: next(
+            (
+                verdict
+                for marker, verdict in (
+                    ("still runs: following it", "followed the running installer"),
+                    ("ended unobserved", "judged the installer's finished run"),
+                    ("nothing to do", "found the target version running"),
+                )
+                if marker in log
+            ),
+            "?",
+        )
+        for env, log in retry_logs.items()
+    }
+    assert "?" not in followed.values(), {env: log[-3000:] for env, log in retry_logs.items()}
+
+    # Every e-mail the customer gets, once.
+    subjects = Counter(message["Subject"] for message in mails_of(smtp_sink, customer))
+    assert [subject for subject, count in subjects.items() if count > 1] == [], subjects
+    case = f"[{customer.case_id}]"
+    expected = [
+        "Managed Upgrade request received",
+        "Platinum Service Request acknowledged - Managed Upgrade next steps",
+        *(
+            f"{ENV_TITLES[env]} environment upgraded to {TARGET_VERSION} - ready for your testing"
+            for env in ENVIRONMENT_NAMES
+        ),
+        f"Managed Upgrade complete - Aurea CRM {TARGET_VERSION} on all environments",
+    ]
+    for part in expected:
+        assert len([subject for subject in subjects if subject.startswith(case) and part in subject]) == 1, (
+            part,
+            subjects,
+        )
+    failures = [m["Subject"] for m in list(smtp_sink.messages) if m["Subject"].startswith("[Failed]")]
+    assert not [subject for subject in failures if customer.config.name in subject], failures
+
+    survived = [f for f in faults if f.killed and story.states.get(f.task_id) == "success"]
+    details = "\n".join(
+        f"  {f.component}: {f.moment}; back after {f.down_seconds:.1f} s, {f.task_id} succeeded "
+        f"{f.task_done_after or 0:.0f} s after the kill"
+        for f in faults
+    )
+    print(
+        f"\ncrash rehearsal: {len(faults)} faults injected (SIGKILL), {len(survived)} survived; rehearsal "
+        f"upgrade {story_seconds:.1f} s; upgrade tries {tries}; retries {followed}; one installer run "
+        f"per host; {len(answers)} gate answers and {sum(subjects.values())} customer e-mails, none twice"
+        f"\n{details}"
+    )
+    assert len(survived) == len(faults), summary

@@ -29,6 +29,7 @@ from airflow_local.environment import (
 )
 from airflow_local.processes import (
     ComponentProcess,
+    kill_components,
     listening_sockets,
     recorded_component,
     start_component,
@@ -184,6 +185,44 @@ def test_a_recorded_pid_now_used_by_another_process_is_not_signalled(tmp_path):
 
     assert stop_components(tmp_path, [impostor]) == []
     assert psutil.Process(os.getpid()).is_running()
+
+
+def test_killing_a_component_ends_its_whole_family_at_once_without_a_graceful_shutdown(tmp_path):
+    run_dir = tmp_path / "run"
+    marker = tmp_path / "terminated"
+    # A SIGTERM would be handled (the marker written); SIGKILL gives no process a chance to.
+    script = f"trap 'echo term > {shlex.quote(str(marker))}' TERM; sleep 300 & sleep 300 & wait"
+    component = start_component(
+        "crasher", ["bash", "-c", script], dict(os.environ), tmp_path / "c.log", run_dir, tmp_path
+    )
+    deadline = time.monotonic() + 30
+    while len(psutil.Process(component.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    family = [psutil.Process(component.pid), *psutil.Process(component.pid).children(recursive=True)]
+    assert len(family) == 3
+
+    assert kill_components(run_dir, [component]) == ["crasher"]
+    assert not [process for process in family if process.is_running()]
+    assert not marker.exists()
+    assert recorded_component(run_dir, "crasher", tmp_path / "c.log") is None
+    assert kill_components(run_dir, [component]) == []
+
+
+def test_killing_never_signals_a_process_that_merely_reuses_a_recorded_pid(tmp_path):
+    impostor = ComponentProcess(name="old", pid=os.getpid(), create_time=0.0, log_path=tmp_path / "old.log")
+
+    assert kill_components(tmp_path, [impostor]) == []
+    assert psutil.Process(os.getpid()).is_running()
+
+
+def test_only_components_of_the_instance_are_killed_or_restarted(tmp_path):
+    settings = _settings(tmp_path)
+
+    with pytest.raises(harness.HarnessError, match="unknown component"):
+        harness.kill_component(settings, "worker-default")  # the local executor has no workers
+    with pytest.raises(harness.HarnessError, match="unknown component"):
+        harness.restart_component(settings, "redis")
+    assert harness.kill_component(settings, "scheduler") is False  # never started: nothing to kill
 
 
 def test_a_component_started_for_a_test_session_dies_with_the_session(tmp_path):
@@ -443,3 +482,33 @@ def test_the_private_redis_answers_on_its_loopback_port_only_and_stops(tmp_path)
     assert not celery_workers.redis_answers(port)
     # Nothing persisted: no snapshot, no append-only file; only the port `up` recorded.
     assert [path.name for path in settings.redis_dir.iterdir()] == ["port"]
+
+
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None, reason="redis-server missing: scripts/install-system-deps"
+)
+def test_a_killed_component_is_restarted_on_its_own_loopback_port_and_healthy_again(tmp_path):
+    settings = harness.with_broker_port(
+        _settings(tmp_path, executor="celery", metadata_dsn=METADATA_DSN), choose=True
+    )
+    settings.logs_dir.mkdir(parents=True)
+    port = settings.redis_port
+    first = harness.restart_component(settings, "redis")  # never ran: simply started
+    try:
+        assert celery_workers.redis_answers(port)
+        with pytest.raises(harness.HarnessError, match="still runs"):
+            harness.restart_component(settings, "redis")
+
+        assert harness.kill_component(settings, "redis") is True
+        assert not first.is_running()
+        assert not celery_workers.redis_answers(port)
+        assert harness.kill_component(settings, "redis") is False
+
+        again = harness.restart_component(settings, "redis")
+        assert again.pid != first.pid and again.is_running()
+        assert celery_workers.redis_answers(port)
+        assert {(ip, listening) for _, _, ip, listening in listening_sockets([again])} == {
+            ("127.0.0.1", port)
+        }
+    finally:
+        harness.down(settings)

@@ -72,7 +72,6 @@ WORK = ROOT / "benchmarks" / ".work" / "parked"
 TEMPLATE_CUSTOMER = ROOT / "include" / "customers" / "acme.yaml"
 CUSTOMER_PREFIX = "parked"
 GATE_TASK = "initiation.respond_to_request"
-SLA_WATCH_TASK = "sla_watch"
 PROBE_DAG = "bench_parked_probe"
 REHEARSAL_DAY_SECONDS = 86_400.0
 """Rehearsal speed of the parked runs: a business day as long as a real one, so nothing falls due."""
@@ -152,19 +151,18 @@ def count_task_instances(api: AirflowClient, state: str) -> int:
     return int(page["total_entries"])
 
 
-def pending_hitl(api: AirflowClient, *, limit: int = 1) -> dict[str, Any]:
+def pending_hitl(api: AirflowClient, *, limit: int = 1, task_id: str | None = None) -> dict[str, Any]:
     """The Required Actions page's query: pending requests whose task is deferred or awaiting input."""
-    return api.request(
-        "GET",
-        "/api/v2/dags/~/dagRuns/~/hitlDetails",
-        params={
-            "response_received": "false",
-            "state": ["deferred", "awaiting_input"],
-            "order_by": "-created_at",
-            "limit": limit,
-            "offset": 0,
-        },
-    )
+    params: dict[str, Any] = {
+        "response_received": "false",
+        "state": ["deferred", "awaiting_input"],
+        "order_by": "-created_at",
+        "limit": limit,
+        "offset": 0,
+    }
+    if task_id is not None:
+        params["task_id"] = task_id
+    return api.request("GET", "/api/v2/dags/~/dagRuns/~/hitlDetails", params=params)
 
 
 def all_pending_hitl(api: AirflowClient) -> int:
@@ -359,7 +357,7 @@ def measure_phase(
     phase = Phase(load_at_start=os.getloadavg()[0])
     phase.states_at_start, phase.celery_active_at_start = settled_snapshot(api, settings)
     scheduler_log = settings.logs_dir / "scheduler.log"
-    _, offset = scheduler_loops(scheduler_log, 0)
+    offset = scheduler_log.stat().st_size
     cpu_before, window_started = component_cpu(settings), time.monotonic()
     commits_before = database_commits(settings)
     for _ in range(2):  # warm-up: token, connections, the api-server's first query plans
@@ -493,7 +491,7 @@ def wait_until_parked(
             raise SystemExit(
                 f"stopping: the PostgreSQL server is running out of connections ({now.describe()})"
             )
-        parked = int(pending_hitl(api)["total_entries"])
+        parked = int(pending_hitl(api, task_id=GATE_TASK)["total_entries"])
         states = {state: count_task_instances(api, state) for state in STATES}
         line = f"   parked {parked}/{count}; " + ", ".join(f"{k} {v}" for k, v in states.items())
         line += f"; ledger connections {now.ours.get('ledger DB', 0)}"

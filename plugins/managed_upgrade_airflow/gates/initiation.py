@@ -94,6 +94,7 @@ class _InitiationGate(FactsGate):
         from_email: str | None = None,
         **kwargs: Any,
     ) -> None:
+        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("assigned_users", self.assignees_for(config))
         super().__init__(**kwargs)
         self.config = config
@@ -139,7 +140,6 @@ class RespondToRequestGate(_InitiationGate):
     SUBJECT = "respond_to_request.subject.txt.j2"
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
-        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.OPTION])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
@@ -187,7 +187,6 @@ class AcknowledgeRequestGate(_InitiationGate):
     assignee_role: ClassVar[GateResponder] = GateResponder.PROJECT_MANAGER
 
     def __init__(self, *, config: CustomerConfig, **kwargs: Any) -> None:
-        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.OPTION])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
@@ -232,7 +231,6 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
     def __init__(
         self, *, config: CustomerConfig, verification_task_id: str = VERIFY_TEST_CASES_TASK_ID, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("subject", self.subject_for(config))
         kwargs.setdefault("options", [self.APPROVE, ABORT])
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),

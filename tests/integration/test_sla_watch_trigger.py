@@ -454,3 +454,42 @@ def test_a_cancelled_watcher_stops_cleanly_without_sending(
     assert trigger._watch is not None and trigger._watch.stop["how"] == "cancelled"
     assert smtp_sink.messages == []
     assert ledger.sla_misses(DAG, run_id) == []
+
+
+def ledger_backends(ledger: Ledger) -> int:
+    """Server connections to the ledger database besides the test's own."""
+    with ledger._cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) AS n FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return int(cursor.fetchone()["n"])
+
+
+def test_many_watchers_share_a_few_ledger_connections_and_each_alerts_once(
+    ledger: Ledger, smtp_sink, task_context
+) -> None:
+    from managed_upgrade_airflow.ledger_access import shared_ledgers
+
+    runs = [f"rehearsal__many{number:02d}_{uuid.uuid4().hex[:6]}" for number in range(30)]
+    for each in runs:
+        overdue(ledger, each)
+    peak = [0]
+
+    async def scenario() -> list[Any]:
+        watchers = [asyncio.create_task(run_to_end(make_trigger(task_context, each))) for each in runs]
+        await until(lambda: len(smtp_sink.messages) >= len(runs), "one miss e-mail per run")
+        for each in runs:
+            record(ledger, each, FINAL, ("finished", datetime.now(UTC)))
+        while not all(watcher.done() for watcher in watchers):
+            peak[0] = max(peak[0], await asyncio.to_thread(ledger_backends, ledger))
+            await asyncio.sleep(0.05)
+        return [(await watcher)[0].payload for watcher in watchers]
+
+    summaries = asyncio.run(asyncio.wait_for(scenario(), 3 * WAIT_LIMIT))
+
+    assert [summary["outcome"] for summary in summaries] == ["finished"] * len(runs)
+    assert len(smtp_sink.messages) == len(runs)  # one miss each, none twice
+    assert sorted(len(ledger.sla_misses(DAG, each)) for each in runs) == [1] * len(runs)
+    size = shared_ledgers().size
+    assert 0 < peak[0] <= size, f"{len(runs)} watchers held {peak[0]} ledger connections (pool of {size})"

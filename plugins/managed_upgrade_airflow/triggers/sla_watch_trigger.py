@@ -29,12 +29,15 @@ claims and sends nothing more -- each claim is also refused by the ledger itself
 recorded, and a claim it won just before the stop is withdrawn unsent -- and ends with outcome
 ``stopped``. When Airflow cancels the trigger (its task was marked, cleared, or its run stopped;
 Airflow notices within about a second), the watcher halts at once: a send in progress in its worker
-thread finishes, nothing after it starts, and the ledger connection is closed once that thread is done.
+thread finishes, nothing after it starts, and its ledger connection goes back once that thread is done.
 
 Blocking work (psycopg2, SMTP, webhook, parsing the config) runs in ``asyncio.to_thread``, one call at
 a time per watcher (a lock), so a cancelled watcher never closes a connection under a running query;
-the event loop only does clock arithmetic. A lost ledger connection is reopened at the next poll; a
-delivery that failed on every channel stays unnotified and is retried.
+the event loop only does clock arithmetic. Each call borrows a ledger connection from the triggerer's
+shared pool (``ledger_access.shared_ledgers``, a few connections) and gives it back when it returns,
+so hundreds of parked runs hold a handful of PostgreSQL connections, not one each. A broken
+connection is dropped and a fresh one opened at the next poll; a delivery that failed on every channel
+stays unnotified and is retried.
 """
 
 from __future__ import annotations
@@ -153,30 +156,34 @@ class RunWatch:
 
     # -- ledger connection ----------------------------------------------------------------------
     def ledger(self) -> Ledger:
+        """A connection lent by the process's shared pool, kept until :meth:`close` gives it back."""
         if self._ledger is None:
-            from managed_upgrade_airflow.ledger_access import open_ledger
+            from managed_upgrade_airflow.ledger_access import shared_ledgers
 
-            self._ledger = self._stack.enter_context(open_ledger(self.ledger_conn_id))
+            self._ledger = self._stack.enter_context(shared_ledgers(self.ledger_conn_id).borrow())
         return self._ledger
 
     def close(self) -> None:
-        """Close the ledger connection (a later call opens a new one); waits for a call in progress."""
+        """Give the ledger connection back (a later call borrows again); waits for a call in progress."""
         with self._lock:
             self._ledger = None
             try:
                 self._stack.close()
             except Exception as error:  # a broken connection may fail to close; it is gone either way
-                log.debug("closing the ledger connection failed: %s", error)
+                log.debug("giving the ledger connection back failed: %s", error)
             self._stack = ExitStack()
 
     def close_when_idle(self) -> None:
-        """Close the ledger connection once the call in progress (if any) returns, without waiting."""
+        """Give the ledger connection back once the call in progress (if any) returns, without waiting."""
         threading.Thread(target=self.close, name=f"sla-watch-close-{self.run_id}", daemon=True).start()
 
     def locked(self, function: Any, *args: Any) -> Any:
-        """``function(*args)`` while no other call of this watcher runs (the trigger's worker threads)."""
+        """``function(*args)`` while no other call of this watcher runs, then the connection goes back."""
         with self._lock:
-            return function(*args)
+            try:
+                return function(*args)
+            finally:
+                self.close()
 
     def halt(self) -> None:
         """Send and claim nothing more, from now on (any thread; the call in progress sees it)."""
@@ -256,13 +263,16 @@ class RunWatch:
     def poll(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:
         """One look at the run: its SLA state and events; alerts what fell due unless it was stopped."""
         with self._lock:
-            state, events = self.read_state(now)
-            if self.stopped(ask_airflow=False) is None:
-                if self.resend_due(now):
-                    self.resend_unnotified(state)
-                self.alert_due(state)
-                self.retry_unsent(now)
-            return state, events
+            try:
+                state, events = self.read_state(now)
+                if self.stopped(ask_airflow=False) is None:
+                    if self.resend_due(now):
+                        self.resend_unnotified(state)
+                    self.alert_due(state)
+                    self.retry_unsent(now)
+                return state, events
+            finally:
+                self.close()
 
     # -- the clock --------------------------------------------------------------------------------
     def read_state(self, now: datetime) -> tuple[SlaState, list[dict[str, Any]]]:

@@ -104,6 +104,7 @@ PROGRAM_PATTERN = _whole(r"[A-Za-z0-9_./+-]{1,255}")
 ARGUMENT_PATTERN = _whole(r"[A-Za-z0-9_./:=@%+,-][A-Za-z0-9 _./:=@%+,-]{0,1023}")
 TIMEZONE_PATTERN = _whole(r"[A-Za-z][A-Za-z0-9_+/-]{0,63}")
 DATE_PATTERN = _whole(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+TIME_OF_DAY_PATTERN = _whole(r"(?:(?:[01][0-9]|2[0-3]):[0-5][0-9]|24:00)")
 LINE_PATTERN = _whole(f"(?!{_SPACE})[{_FREE_TEXT}]{{1,500}}")
 TEXT_PATTERN = _whole(f"[\\t\\n{_FREE_TEXT}]{{0,10000}}")
 
@@ -152,6 +153,7 @@ SAFE_KINDS: dict[str, Kind] = {
     ),
     "time zone": Kind(TIMEZONE_PATTERN, "an IANA time zone name such as Europe/Berlin", 64),
     "date": Kind(DATE_PATTERN, "a date written YYYY-MM-DD", 10),
+    "time of day": Kind(TIME_OF_DAY_PATTERN, "a time of day written HH:MM, 00:00 to 24:00", 5),
     "line": Kind(
         LINE_PATTERN,
         "1-500 characters on one line, not starting with a space (no newlines, control or invisible "
@@ -426,6 +428,8 @@ Email = Annotated[str, SafeStr("e-mail address")]
 Program = Annotated[str, SafeStr("program")]
 Argument = Annotated[str, SafeStr("argument")]
 TimezoneName = Annotated[str, SafeStr("time zone")]
+TimeOfDay = Annotated[str, SafeStr("time of day")]
+"""A local wall-clock time ``HH:MM``; ``24:00`` is the end of the day (upgrade windows)."""
 Line = Annotated[str, SafeStr("line")]
 Text = Annotated[str, SafeStr("text")]
 """Multi-line free text (questionnaire answers, queries, expected output): newlines and tabs allowed."""

@@ -17,6 +17,7 @@ from managed_upgrade.config.loader import (
 from managed_upgrade.config.models import (
     Alerts,
     Calendar,
+    ChangeFreeze,
     Contact,
     Contacts,
     CustomerConfig,
@@ -27,6 +28,7 @@ from managed_upgrade.config.models import (
     Questionnaire,
     ReleaseSource,
     RequestCase,
+    UpgradeWindow,
     Users,
     Versions,
 )
@@ -50,6 +52,7 @@ __all__ = [
     "USER_ROLES",
     "Alerts",
     "Calendar",
+    "ChangeFreeze",
     "CommandExpect",
     "CommandTestCase",
     "Contact",
@@ -70,6 +73,7 @@ __all__ = [
     "SqlExpect",
     "SqlTestCase",
     "TestCase",
+    "UpgradeWindow",
     "Users",
     "Versions",
     "customer_config_paths",

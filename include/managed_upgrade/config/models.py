@@ -56,6 +56,7 @@ from managed_upgrade.vocabulary import (
     Product,
     QueueName,
     Text,
+    TimeOfDay,
     TimezoneName,
     Username,
     Version,
@@ -188,6 +189,77 @@ class ReleaseSource(StrictModel):
     product: Product
 
 
+MAX_UPGRADE_WINDOWS = 20
+"""Upgrade windows per environment (a weekly pattern needs a handful)."""
+MAX_FREEZE_DAYS = 366
+"""Longest change freeze: the search for the next opening looks one year ahead, so a longer freeze
+could only ever say "no window"."""
+
+
+def _time_as_text(value: Any) -> Any:
+    """YAML 1.1 reads an unquoted ``22:00`` as the base-60 number 1320: refuse it with the fix."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        hint = f" ('{value // 60:02d}:{value % 60:02d}')" if 0 <= value <= 1440 else ""
+        raise ValueError(
+            f"write the time in quotes{hint}: YAML reads an unquoted HH:MM as a number (got {value})"
+        )
+    return value
+
+
+QuotedTime = Annotated[TimeOfDay, BeforeValidator(_time_as_text)]
+
+
+class UpgradeWindow(StrictModel):
+    """When an environment may be upgraded: on ``days``, from ``start`` to ``end``, customer local time.
+
+    ``end`` earlier than ``start`` runs overnight into the next day (``days`` name the day the window
+    opens); ``end: "24:00"`` is midnight at the end of the day. Times are wall-clock times in the
+    calendar's time zone; one the clocks skip (DST) means the instant they jump to, a repeated one
+    its first occurrence.
+    """
+
+    days: tuple[Weekday, ...] = Field(min_length=1, max_length=7)
+    start: QuotedTime
+    end: QuotedTime
+
+    @field_validator("days")
+    @classmethod
+    def _days_once(cls, days: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(days)) != len(days):
+            raise ValueError(f"lists a day twice: {list(days)}")
+        return days
+
+    @model_validator(mode="after")
+    def _well_formed(self) -> UpgradeWindow:
+        if self.start == "24:00":
+            raise field_error("start", "24:00 is the end of a day; start the window at 00:00 of the next day")
+        if self.start == self.end:
+            raise field_error(
+                "end", f"equals start {self.start}; for a whole day use start '00:00' and end '24:00'"
+            )
+        return self
+
+
+class ChangeFreeze(StrictModel):
+    """Days on which no upgrade starts (whole local days, ``start`` to ``end`` inclusive), and why."""
+
+    start: IsoDate
+    end: IsoDate
+    reason: Line
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChangeFreeze:
+        if self.end < self.start:
+            raise field_error("end", f"{self.end} is before start {self.start}; need start <= end")
+        if (self.end - self.start).days + 1 > MAX_FREEZE_DAYS:
+            raise field_error(
+                "end",
+                f"the freeze lasts {(self.end - self.start).days + 1} days, more than the "
+                f"{MAX_FREEZE_DAYS} allowed; split it or shorten it",
+            )
+        return self
+
+
 class Environment(StrictModel):
     """One CRM environment: how to reach its host and config DB, and where things live on the host."""
 
@@ -232,6 +304,18 @@ class Environment(StrictModel):
         max_length=50,
         description="Hosts http test cases may reach: host names, IP addresses or networks (CIDR). "
         "Loopback, link-local and private addresses only if listed as addresses or networks.",
+    )
+    upgrade_windows: tuple[UpgradeWindow, ...] = Field(
+        default=(),
+        max_length=MAX_UPGRADE_WINDOWS,
+        description="When the upgrade of this environment may start (weekdays and local times of the "
+        "calendar's time zone). Empty: any time. Outside them the upgrade waits, holding no worker.",
+    )
+    change_freezes: tuple[ChangeFreeze, ...] = Field(
+        default=(),
+        max_length=MAX_LIST,
+        description="Date ranges on which the upgrade of this environment does not start, with a reason "
+        "(besides the customer-wide change_freezes).",
     )
 
     @model_validator(mode="after")
@@ -420,6 +504,11 @@ class CustomerConfig(StrictModel):
     fix_loop: FixLoop = FixLoop()
     customer_wait: CustomerWait = CustomerWait()
     alerts: Alerts = Alerts()
+    change_freezes: tuple[ChangeFreeze, ...] = Field(
+        default=(),
+        max_length=MAX_LIST,
+        description="Date ranges on which no environment's upgrade starts, with a reason.",
+    )
 
     _source: str | None = PrivateAttr(default=None)
 

@@ -39,6 +39,9 @@ class RunSettings:
     target_version: str
     seconds_per_business_day: float | None = None
     """Rehearsal mode: one business day lasts this many real seconds. ``None`` means real time."""
+    rehearse_windows: bool = False
+    """In a rehearsal, honour the upgrade windows and change freezes (compressed like every budget);
+    without it a rehearsal ignores them. A real run always honours them."""
 
     @property
     def rehearsal(self) -> bool:
@@ -83,6 +86,9 @@ def settings_from_conf(conf: dict[str, Any]) -> tuple[RunSettings | None, list[s
             problems.append(describe("seconds_per_business_day", seconds, found))
         else:
             seconds = float(seconds)
+    rehearse_windows = conf.get("rehearse_windows")
+    if rehearse_windows is not None and not isinstance(rehearse_windows, bool):
+        problems.append(describe("rehearse_windows", rehearse_windows, "must be true or false"))
     if problems:
         return None, problems
     return (
@@ -94,6 +100,7 @@ def settings_from_conf(conf: dict[str, Any]) -> tuple[RunSettings | None, list[s
             deadline_reason=texts["deadline_reason"],
             target_version=texts["target_version"],
             seconds_per_business_day=seconds,
+            rehearse_windows=bool(rehearse_windows),
         ),
         [],
     )

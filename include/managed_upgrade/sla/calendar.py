@@ -59,6 +59,7 @@ __all__ = [
     "CalendarError",
     "RehearsalClock",
     "calendar_for",
+    "zone_named",
 ]
 
 #: Weekday names accepted in configs, in ``date.weekday()`` order (Monday is 0).
@@ -135,6 +136,11 @@ def _zone(name: str) -> ZoneInfo:
             f"unknown time zone {name!r}; use an IANA time zone name such as 'Europe/Berlin' or "
             "'America/New_York'"
         ) from exc
+
+
+def zone_named(name: str) -> ZoneInfo:
+    """The IANA zone ``name``, or a :class:`CalendarError` saying what to write instead."""
+    return _zone(name)
 
 
 def _weekend_days(weekend: Iterable[str]) -> frozenset[int]:

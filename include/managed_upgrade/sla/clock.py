@@ -20,9 +20,16 @@ Rules (the contract the tests check):
   for its whole span, from its start to its finish; once it has one, only the recorded spans count,
   since a fix round inside a sign-off is the consultant's time. Overlapping spans of one activity are
   one continuous wait.
+* **Scheduled waits.** An activity that waits for its upgrade window (``waiting_for_window``, its
+  ``detail.until`` the opening it waits for, ``try_number`` the wait's number in the run) waits from
+  that event until the earlier of ``until`` and its ``finished``/``failed``. Nobody is late then: the
+  wait pauses every unit, whatever its owner, and is reported apart (:attr:`UnitClock.scheduled_days`,
+  :attr:`SlaState.scheduled_waits`, status ``waiting_for_window`` while it lasts). Its end is known in
+  advance, so the unit's ``due_at`` is too.
 * **Pauses.** Waits do not count against consultant or project-manager units: the unit's consumed
   business days are its elapsed business days minus the (merged) wait time inside its window.
-  Customer-owned units count all of their time.
+  Customer-owned units count all of their time except scheduled waits. A customer wait and a
+  scheduled wait that overlap pause the unit once.
 * **Run-out instant.** The budget runs out when consumed time reaches the budget: ``start + budget``
   business days, pushed later by every wait that began before that instant. A running unit is due
   then (``due_at``); a paused one has no ``due_at``; a unit that ran out is missed, and so is one that
@@ -54,6 +61,7 @@ from managed_upgrade.sla.calendar import BusinessClock
 __all__ = [
     "CustomerWait",
     "Reminder",
+    "ScheduledWait",
     "SlaClockError",
     "SlaState",
     "UnitClock",
@@ -64,7 +72,7 @@ __all__ = [
     "sla_state",
 ]
 
-UnitStatus = Literal["not_started", "running", "paused_on_customer", "finished"]
+UnitStatus = Literal["not_started", "running", "paused_on_customer", "waiting_for_window", "finished"]
 
 _START_EVENTS = ("ready", "started")
 
@@ -98,6 +106,8 @@ class UnitClock:
     overrun_days: float
     current_activity: str
     """The unit's first activity (process order) not finished yet; its last one once all are."""
+    scheduled_days: float = 0.0
+    """Business days its activities waited for their upgrade window inside the unit's window so far."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,18 @@ class CustomerWait:
     started_at: datetime
     ended_at: datetime | None
     """``None`` while the customer still has the ball."""
+
+
+@dataclass(frozen=True)
+class ScheduledWait:
+    """A stretch during which an activity waited for its upgrade window: scheduled, nobody's delay."""
+
+    budget_unit: str
+    activity_key: str
+    started_at: datetime
+    ends_at: datetime | None
+    """The opening it waits for (or the activity's end, if earlier); ``None`` if the event did not say."""
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -132,6 +154,7 @@ class SlaState:
     units: tuple[UnitClock, ...]
     waits: tuple[CustomerWait, ...]
     reminders: tuple[Reminder, ...]
+    scheduled_waits: tuple[ScheduledWait, ...] = ()
 
     def unit(self, unit_id: str) -> UnitClock:
         for unit in self.units:
@@ -158,6 +181,7 @@ class _ActivityTrack:
     latest_start_try: int = 0
     wait_opened_at: datetime | None = None
     explicit_waits: list[tuple[datetime, datetime | None]] | None = None
+    window_waits: list[tuple[datetime, datetime | None, str]] | None = None
 
     @property
     def finished(self) -> bool:
@@ -198,17 +222,57 @@ def _tracks(model: ProcessModel, events: Iterable[Mapping[str, Any]]) -> dict[st
                 track.wait_opened_at = at
         elif kind == "resumed":
             _close_wait(track, at)
+        elif kind == "waiting_for_window":
+            detail = row.get("detail") or {}
+            until = _until(detail.get("until"), index, key)
+            reason = str(detail.get("reason") or "")
+            track.window_waits = [*(track.window_waits or []), (at, until, reason)]
         elif kind != "failed":
             raise SlaClockError(
                 f"event #{index} ({key!r}) is {kind!r}; known events: ready, started, "
-                "waiting_on_customer, resumed, finished, failed"
+                "waiting_on_customer, resumed, waiting_for_window, finished, failed"
             )
+    _keep_open_waits(tracks)
+    _infer_ready(model, tracks)
+    return tracks
+
+
+def _keep_open_waits(tracks: Mapping[str, _ActivityTrack]) -> None:
+    """A customer wait still open after the last event is an open span."""
     for track in tracks.values():
         if track.wait_opened_at is not None:
             track.explicit_waits = [*(track.explicit_waits or []), (track.wait_opened_at, None)]
             track.wait_opened_at = None
-    _infer_ready(model, tracks)
-    return tracks
+
+
+def _until(value: Any, index: int, key: object) -> datetime | None:
+    """``detail.until`` of a ``waiting_for_window`` event: an ISO instant with an offset (or absent)."""
+    if value is None:
+        return None
+    try:
+        until = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        until = None
+    if until is None or until.tzinfo is None or until.utcoffset() is None:
+        raise SlaClockError(
+            f"event #{index} ({key!r} waiting_for_window) has detail.until={value!r}; it must be an ISO "
+            "instant with a UTC offset"
+        )
+    return until.astimezone(UTC)
+
+
+def _scheduled_waits(model: ProcessModel, tracks: Mapping[str, _ActivityTrack]) -> list[ScheduledWait]:
+    """Each activity's window waits, ended at the activity's end when that came first."""
+    found = []
+    for activity in model.activities:
+        track = tracks[activity.key]
+        unit = model.budget_unit_of(activity.key)
+        for start, until, reason in track.window_waits or []:
+            end = until
+            if track.finished_at is not None and track.finished_at >= start:
+                end = track.finished_at if end is None else min(end, track.finished_at)
+            found.append(ScheduledWait(unit.id if unit else activity.key, activity.key, start, end, reason))
+    return found
 
 
 def _infer_ready(model: ProcessModel, tracks: Mapping[str, _ActivityTrack]) -> None:
@@ -264,6 +328,7 @@ def _unit_clock(
     unit: BudgetUnit,
     tracks: Mapping[str, _ActivityTrack],
     waits: list[CustomerWait],
+    scheduled: list[ScheduledWait],
     clock: BusinessClock,
     now: datetime,
 ) -> UnitClock:
@@ -281,29 +346,29 @@ def _unit_clock(
     if all(track.finished for track in members):
         finished_at = max(track.finished_at for track in members if track.finished_at is not None)
     end = finished_at or now
-    # Pauses: the unit's waits clipped to [start, end]; an open wait ending at `end` is "still open".
-    pauses: list[tuple[datetime, datetime | None]] = []
+    customer = []
     if unit.owner != Role.CUSTOMER:
-        spans = [(w.started_at, w.ended_at) for w in waits if w.budget_unit == unit.id]
-        for wait_start, wait_end in _merge(spans):
-            clipped_start, clipped_end = max(wait_start, start), wait_end
-            if finished_at is not None:
-                clipped_end = finished_at if wait_end is None else min(wait_end, finished_at)
-            if clipped_end is None and clipped_start <= end:  # open, maybe opened just now
-                pauses.append((clipped_start, None))
-            elif clipped_start < end and clipped_end is not None and clipped_end > clipped_start:
-                pauses.append((clipped_start, clipped_end))
-    paused = sum(clock.business_days_between(s, end if e is None else min(e, end)) for s, e in pauses)
+        customer = [(w.started_at, w.ended_at) for w in waits if w.budget_unit == unit.id]
+    windows = [(w.started_at, w.ends_at) for w in scheduled if w.budget_unit == unit.id]
+    pauses = _clipped(customer + windows, start, end, finished_at)
+    paused = _span_days(pauses, end, clock)
+    customer_days = _span_days(_clipped(customer, start, end, finished_at), end, clock)
+    window_pauses = _clipped(windows, start, end, finished_at)
+    scheduled_days = _span_days(window_pauses, end, clock)
     open_pause = finished_at is None and bool(pauses) and pauses[-1][1] is None
+    in_window_wait = finished_at is None and any(
+        s <= now and (e is None or now < e) for s, e in window_pauses
+    )
     consumed = clock.business_days_between(start, end) - paused
     ran_out = _run_out_instant(start, budget, pauses, clock)
     if finished_at is not None:
         status: UnitStatus = "finished"
         missed = ran_out is not None and ran_out < finished_at
     else:
-        status = "paused_on_customer" if open_pause else "running"
+        status = "waiting_for_window" if in_window_wait else "running"
+        status = "paused_on_customer" if open_pause and not in_window_wait else status
         missed = ran_out is not None and ran_out <= now
-    due_at = ran_out if status == "running" else None
+    due_at = ran_out if status in ("running", "waiting_for_window") else None
     return UnitClock(
         id=unit.id,
         title=unit.title,
@@ -314,14 +379,39 @@ def _unit_clock(
         started_at=start,
         finished_at=finished_at,
         consumed_days=consumed,
-        paused_days=paused,
+        paused_days=customer_days,
         due_at=due_at,
         ran_out_at=ran_out if missed else None,
         planned_finish=clock.add_business_days(start, budget + paused),
         missed=missed,
         overrun_days=max(consumed - budget, 0.0) if missed else 0.0,
         current_activity=current,
+        scheduled_days=scheduled_days,
     )
+
+
+def _clipped(
+    spans: list[tuple[datetime, datetime | None]],
+    start: datetime,
+    end: datetime,
+    finished_at: datetime | None,
+) -> list[tuple[datetime, datetime | None]]:
+    """Wait spans merged and clipped to the unit's ``[start, end]``; an open one ending at ``end`` stays
+    open ("still waiting"); a known end later than ``now`` is kept (a window wait's opening)."""
+    pauses: list[tuple[datetime, datetime | None]] = []
+    for wait_start, wait_end in _merge(spans):
+        clipped_start, clipped_end = max(wait_start, start), wait_end
+        if finished_at is not None:
+            clipped_end = finished_at if wait_end is None else min(wait_end, finished_at)
+        if clipped_end is None and clipped_start <= end:  # open, maybe opened just now
+            pauses.append((clipped_start, None))
+        elif clipped_start < end and clipped_end is not None and clipped_end > clipped_start:
+            pauses.append((clipped_start, clipped_end))
+    return pauses
+
+
+def _span_days(pauses: list[tuple[datetime, datetime | None]], end: datetime, clock: BusinessClock) -> float:
+    return sum(clock.business_days_between(s, end if e is None else min(e, end)) for s, e in pauses)
 
 
 def _run_out_instant(
@@ -404,9 +494,10 @@ def sla_state(
     now = now.astimezone(UTC)
     tracks = _tracks(model, events)
     waits = _activity_waits(model, tracks)
-    units = tuple(_unit_clock(unit, tracks, waits, clock, now) for unit in model.budget_units)
+    scheduled = _scheduled_waits(model, tracks)
+    units = tuple(_unit_clock(unit, tracks, waits, scheduled, clock, now) for unit in model.budget_units)
     reminders = _due_reminders(waits, clock, reminder_days, now)
-    return SlaState(now, clock, reminder_days, units, tuple(waits), tuple(reminders))
+    return SlaState(now, clock, reminder_days, units, tuple(waits), tuple(reminders), tuple(scheduled))
 
 
 def next_due_at(state: SlaState, now: datetime) -> datetime | None:

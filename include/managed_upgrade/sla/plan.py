@@ -8,6 +8,11 @@ Rules (the contract the tests check):
 * **Earliest start.** An activity starts when the latest of its ``after`` activities finishes; roots
   start at the run's start instant. Nothing waits for a business day to begin: the clock's
   ``add_business_days`` already counts from the next business time.
+* **Upgrade windows.** An activity with a schedule in ``openings`` (an environment's upgrade, see
+  :mod:`managed_upgrade.sla.windows`) starts at the schedule's next opening at or after its earliest
+  start; the wait is its :attr:`ActivityPlan.scheduled_wait_days`, and everything downstream moves.
+  :func:`make_customer_plan` takes the schedules from the config (in a rehearsal only when the run
+  rehearses windows).
 * **Own budget.** An activity with its own ``duration_days`` lasts that many business days.
 * **No budget** (``create_request_case``, closure): zero planned time, finish = start.
 * **Budget groups.** A group's days are split in whole business days over its members that do not wait
@@ -26,8 +31,9 @@ Rules (the contract the tests check):
   ``after`` order) to a root.
 * **Re-forecast.** Finished activities take their actual times; running ones finish at the later of
   ``actual start + budget`` and ``now``; activities not started yet start at the later of their
-  earliest start and ``now`` and last their budget. Everything downstream moves accordingly. The
-  baseline (``planned_*``) never changes; ``forecast_*`` carries the new times.
+  earliest start and ``now`` (then the next opening of their window) and last their budget.
+  Everything downstream moves accordingly. The baseline (``planned_*``) never changes;
+  ``forecast_*`` carries the new times.
 * **Variance** is business days from planned to forecast finish, by the clock: positive = late.
 
 All instants are UTC datetimes (what the clock returns); the start may be given in any zone.
@@ -37,12 +43,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from managed_upgrade.process.model import Activity, BudgetUnit, ProcessModel, Role
 from managed_upgrade.sla.calendar import BusinessClock, calendar_for
+from managed_upgrade.sla.windows import UPGRADE_ACTIVITY_ID, StartSchedule, run_schedules
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
@@ -90,6 +97,10 @@ class ActivityPlan:
     progress: Progress
     variance_days: float
     """Business days from planned to forecast finish; positive = late."""
+    scheduled_wait_days: float = 0.0
+    """Business days between its earliest start and its (forecast) start spent waiting for a window."""
+    window: str = ""
+    """Why it waits for its window (empty when it need not): the schedule's own sentence."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +133,8 @@ class Plan:
     budget_units: tuple[BudgetUnitPlan, ...]
     critical_path: tuple[str, ...]
     """Keys from a root to the activity that finishes last, by forecast times (= planned in a new plan)."""
+    openings: Mapping[str, StartSchedule] = field(default_factory=dict)
+    """Upgrade schedules by activity key: those activities start only at an opening."""
 
     def activity(self, key: str) -> ActivityPlan:
         for activity in self.activities:
@@ -201,10 +214,25 @@ def make_plan(
     start: datetime,
     *,
     customer_wait_days: float = DEFAULT_CUSTOMER_WAIT_DAYS,
+    openings: Mapping[str, StartSchedule] | None = None,
 ) -> Plan:
-    """Every activity's planned start and finish by critical path from ``start`` on ``clock``."""
+    """Every activity's planned start and finish by critical path from ``start`` on ``clock``.
+
+    ``openings``: upgrade schedules by activity key (see the module rules).
+    """
+    known = {activity.key for activity in model.activities}
+    unknown = sorted(set(openings or {}) - known)
+    if unknown:
+        raise PlanError(f"openings: unknown activity {unknown[0]!r}; known: {', '.join(sorted(known))}")
     return _schedule(
-        model, clock, _utc(start, "start"), customer_wait_days, baseline=None, actuals={}, now=None
+        model,
+        clock,
+        _utc(start, "start"),
+        customer_wait_days,
+        baseline=None,
+        actuals={},
+        now=None,
+        openings=dict(openings or {}),
     )
 
 
@@ -214,13 +242,28 @@ def make_customer_plan(
     *,
     seconds_per_business_day: float | None = None,
     model: ProcessModel | None = None,
+    rehearse_windows: bool = False,
 ) -> Plan:
-    """A customer's plan: its overrides, its calendar (or a rehearsal clock) and its customer-wait budget."""
+    """A customer's plan: its overrides, its calendar (or a rehearsal clock), its customer-wait budget
+    and its upgrade windows (in a rehearsal only with ``rehearse_windows``)."""
+    process = config.process_model(model)
+    schedules = run_schedules(
+        config,
+        anchor=_utc(start, "start"),
+        seconds_per_business_day=seconds_per_business_day,
+        rehearse_windows=rehearse_windows,
+    )
+    openings = {
+        activity.key: schedules[activity.stage]
+        for activity in process.activities
+        if activity.id == UPGRADE_ACTIVITY_ID and activity.stage in schedules
+    }
     return make_plan(
-        config.process_model(model),
+        process,
         calendar_for(config.calendar, seconds_per_business_day),
         start,
         customer_wait_days=config.customer_wait.reminder_days,
+        openings=openings,
     )
 
 
@@ -239,6 +282,7 @@ def reforecast(
         baseline=plan,
         actuals=checked,
         now=_utc(now, "now"),
+        openings=plan.openings,
     )
 
 
@@ -254,11 +298,13 @@ def _schedule(
     baseline: Plan | None,
     actuals: Mapping[str, tuple[datetime | None, datetime | None]],
     now: datetime | None,
+    openings: Mapping[str, StartSchedule],
 ) -> Plan:
     budgets = member_budget_days(model, customer_wait_days)
     order = model.topological_order()
     windows: dict[str, tuple[datetime, datetime]] = {}
     progress: dict[str, Progress] = {}
+    waits: dict[str, tuple[float, str]] = {}
     for activity in order:
         earliest = max((windows[upstream][1] for upstream in activity.after), default=start)
         days = budgets[activity.key] or 0
@@ -273,11 +319,22 @@ def _schedule(
             progress[activity.key] = "running"
         else:
             begin = max(earliest, now) if now is not None else earliest
+            schedule = openings.get(activity.key)
+            if schedule is not None:
+                opening = schedule.opening(begin)
+                if not opening.is_open:
+                    waits[activity.key] = (
+                        clock.business_days_between(begin, opening.at),
+                        opening.describe(),
+                    )
+                    begin = opening.at
             windows[activity.key] = (begin, clock.add_business_days(begin, days))
             progress[activity.key] = "not_started"
 
     activities = tuple(
-        _activity_plan(activity, budgets[activity.key], windows, progress, baseline, clock)
+        _activity_plan(
+            activity, budgets[activity.key], windows, progress, baseline, clock, waits.get(activity.key)
+        )
         for activity in order
     )
     by_key = {activity.key: activity for activity in activities}
@@ -290,6 +347,7 @@ def _schedule(
         activities=activities,
         budget_units=units,
         critical_path=_critical_path(order, windows),
+        openings=openings,
     )
 
 
@@ -300,6 +358,7 @@ def _activity_plan(
     progress: Mapping[str, Progress],
     baseline: Plan | None,
     clock: BusinessClock,
+    wait: tuple[float, str] | None,
 ) -> ActivityPlan:
     forecast_start, forecast_finish = windows[activity.key]
     if baseline is None:
@@ -319,6 +378,8 @@ def _activity_plan(
         forecast_finish=forecast_finish,
         progress=progress[activity.key],
         variance_days=clock.business_days_between(planned_finish, forecast_finish),
+        scheduled_wait_days=0.0 if wait is None else wait[0],
+        window="" if wait is None else wait[1],
     )
 
 

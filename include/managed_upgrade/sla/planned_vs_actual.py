@@ -67,6 +67,7 @@ def planned_vs_actual(
                 "actual_finish": _iso(actual),
                 "consumed_days": _round(unit.consumed_days),
                 "customer_wait_days": _round(unit.paused_days),
+                "scheduled_wait_days": _round(unit.scheduled_days),
                 "missed": unit.missed,
                 "overrun_days": _round(unit.overrun_days),
                 "variance_days": _round(variance),

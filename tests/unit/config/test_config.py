@@ -545,3 +545,104 @@ def test_questionnaire_answers_read_as_text() -> None:
     }
     data["questionnaire"]["answers"] = {"Modules": ["sales", "service"]}
     assert problems_of(data) == ("acme.yaml: questionnaire.answers.Modules: Input should be a valid string",)
+
+
+# --- upgrade windows and change freezes ------------------------------------------------------------------
+
+
+def test_windows_and_freezes_load_per_environment_and_for_the_customer() -> None:
+    data = acme_data()
+    data["environments"]["prod"]["upgrade_windows"] = [{"days": ["sat"], "start": "22:00", "end": "04:00"}]
+    data["environments"]["prod"]["change_freezes"] = [
+        {"start": "2027-03-29", "end": "2027-04-09", "reason": "Quarter-end closing"}
+    ]
+    data["change_freezes"] = [{"start": date(2027, 12, 20), "end": date(2027, 12, 31), "reason": "Year end"}]
+    config = parse_customer_config(data, "acme.yaml", file_stem="acme")
+    (window,) = config.environment("prod").upgrade_windows
+    assert (window.days, window.start, window.end) == (("sat",), "22:00", "04:00")
+    assert config.environment("dev").upgrade_windows == () and config.change_freezes[0].reason == "Year end"
+
+
+@pytest.mark.parametrize(
+    ("window", "problem"),
+    [
+        (
+            {"days": ["sat"], "start": 1320, "end": "04:00"},
+            "environments.prod.upgrade_windows[0].start: write the time in quotes ('22:00'): YAML reads an "
+            "unquoted HH:MM as a number (got 1320)",
+        ),
+        (
+            {"days": ["sat"], "start": "25:00", "end": "04:00"},
+            "environments.prod.upgrade_windows[0].start: not a valid time of day: use a time of day written "
+            "HH:MM, 00:00 to 24:00 (got '25:00')",
+        ),
+        (
+            {"days": ["sat"], "start": "22:00", "end": "22:00"},
+            "environments.prod.upgrade_windows[0].end: equals start 22:00; for a whole day use start '00:00' "
+            "and end '24:00'",
+        ),
+        (
+            {"days": ["sat"], "start": "24:00", "end": "02:00"},
+            "environments.prod.upgrade_windows[0].start: 24:00 is the end of a day; start the window at "
+            "00:00 of the next day",
+        ),
+        (
+            {"days": ["sat", "sat"], "start": "22:00", "end": "02:00"},
+            "environments.prod.upgrade_windows[0].days: lists a day twice: ['sat', 'sat']",
+        ),
+        (
+            {"days": [], "start": "22:00", "end": "02:00"},
+            "environments.prod.upgrade_windows[0].days: must not be empty",
+        ),
+        (
+            {"days": ["sat"], "start": "22:00", "end": "02:00", "timezone": "UTC"},
+            "environments.prod.upgrade_windows[0].timezone: unknown field; check its spelling or remove it",
+        ),
+    ],
+)
+def test_malformed_windows_are_refused_naming_the_field(window: dict, problem: str) -> None:
+    data = acme_data()
+    data["environments"]["prod"]["upgrade_windows"] = [window]
+    assert problems_of(data) == (f"acme.yaml: {problem}",)
+
+
+@pytest.mark.parametrize(
+    ("freeze", "problem"),
+    [
+        (
+            {"start": "2027-04-09", "end": "2027-03-29", "reason": "Backwards"},
+            "change_freezes[0].end: 2027-03-29 is before start 2027-04-09; need start <= end",
+        ),
+        (
+            {"start": "2027-01-01", "end": "2028-06-30", "reason": "Too long"},
+            "change_freezes[0].end: the freeze lasts 547 days, more than the 366 allowed; split it or "
+            "shorten it",
+        ),
+        (
+            {"start": "2027-01-01", "end": "2027-01-02", "reason": "Two\nlines"},
+            "change_freezes[0].reason: not a valid line: use 1-500 characters on one line, not starting "
+            "with a space (no newlines, control or invisible formatting characters, no emoji); it contains "
+            "U+000A LINE FEED, a control character (got 'Two\\nlines')",
+        ),
+        (
+            {"start": "2027-01-01", "end": "2027-01-02"},
+            "change_freezes[0].reason: required field is missing",
+        ),
+    ],
+)
+def test_malformed_freezes_are_refused_naming_the_field(freeze: dict, problem: str) -> None:
+    data = acme_data()
+    data["change_freezes"] = [freeze]
+    assert problems_of(data) == (f"acme.yaml: {problem}",)
+
+
+def test_window_and_freeze_lists_are_bounded() -> None:
+    data = acme_data()
+    window = {"days": ["sat"], "start": "22:00", "end": "04:00"}
+    data["environments"]["uat"]["upgrade_windows"] = [window] * 21
+    data["environments"]["uat"]["change_freezes"] = [
+        {"start": "2027-01-01", "end": "2027-01-01", "reason": "x"}
+    ] * 51
+    problems = problems_of(data)
+    assert any("environments.uat.upgrade_windows: " in line and "at most 20" in line for line in problems)
+    assert any("environments.uat.change_freezes: " in line and "at most 50" in line for line in problems)

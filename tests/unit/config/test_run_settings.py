@@ -100,3 +100,13 @@ def test_deadline_before_ideal_start_and_numeric_version_order():
         access_acknowledged=True,
     )
     assert problems == ["deadline: 2026-12-06 is before ideal_start 2026-12-07"]
+
+
+def test_rehearse_windows_is_off_unless_the_run_asks_and_must_be_a_boolean():
+    settings, _ = settings_from_conf(GOOD)
+    assert settings.rehearse_windows is False
+    asked, _ = settings_from_conf({**GOOD, "rehearse_windows": True})
+    assert asked.rehearse_windows is True
+    assert settings_from_conf(asked.to_conf())[0] == asked
+    _, problems = settings_from_conf({**GOOD, "rehearse_windows": "yes"})
+    assert problems == ["rehearse_windows: must be true or false (got 'yes')"]

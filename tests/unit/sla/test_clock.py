@@ -415,3 +415,83 @@ def test_consumed_plus_paused_is_the_units_elapsed_business_time(run, cut):
             )
         else:
             assert unit.consumed_days <= unit.budget_days + 1e-9
+
+
+# --- waiting for the upgrade window ----------------------------------------------------------------------
+
+BACKUP, UPGRADE = "dev.backup_environment", "dev.upgrade_environment"
+
+
+def window_wait(at: datetime, until: datetime | str | None, number: int = 1) -> dict:
+    detail = {} if until is None else {"until": until if isinstance(until, str) else until.isoformat()}
+    return ev(UPGRADE, "waiting_for_window", at, number, reason="outside the upgrade windows", **detail)
+
+
+def dev_until_upgrade(upgrade_ready: float) -> list[dict]:
+    return [
+        ev(BACKUP, "ready", day(0)),
+        ev(BACKUP, "started", day(0)),
+        ev(BACKUP, "finished", day(upgrade_ready)),
+        ev(UPGRADE, "ready", day(upgrade_ready)),
+        ev(UPGRADE, "started", day(upgrade_ready)),
+    ]
+
+
+def test_waiting_for_the_window_counts_against_nobody_and_is_shown_as_scheduled():
+    events = [*dev_until_upgrade(1), window_wait(day(1), day(9))]
+    waiting = state(events, now=day(5)).unit("development")
+    assert waiting.status == "waiting_for_window"
+    assert waiting.consumed_days == pytest.approx(1)
+    assert waiting.scheduled_days == pytest.approx(4) and waiting.paused_days == 0
+    budget = waiting.budget_days
+    assert waiting.due_at == day(budget + 8)  # known in advance: the wait ends at the opening
+    assert not waiting.missed
+    (scheduled,) = state(events, now=day(5)).scheduled_waits
+    assert (scheduled.activity_key, scheduled.started_at, scheduled.ends_at) == (UPGRADE, day(1), day(9))
+    assert scheduled.reason == "outside the upgrade windows"
+
+
+def test_after_the_opening_the_clock_runs_again_and_a_miss_is_counted_without_the_wait():
+    budget = MODEL.budget_unit("development").days
+    events = [*dev_until_upgrade(1), window_wait(day(1), day(9))]
+    running = state(events, now=day(10)).unit("development")
+    assert running.status == "running" and running.scheduled_days == pytest.approx(8)
+    assert running.consumed_days == pytest.approx(2)
+    late = state(events, now=day(budget + 8 + 1)).unit("development")
+    assert late.missed and late.ran_out_at == day(budget + 8)
+    assert late.overrun_days == pytest.approx(1)
+    assert next_due_at(state(events, now=day(5)), day(5)) == day(budget + 8)
+
+
+def test_an_upgrade_finished_before_its_planned_opening_ends_the_wait_there():
+    events = [*dev_until_upgrade(1), window_wait(day(1), day(9)), ev(UPGRADE, "finished", day(3))]
+    (scheduled,) = state(events, now=day(4)).scheduled_waits
+    assert scheduled.ends_at == day(3)
+    assert state(events, now=day(4)).unit("development").scheduled_days == pytest.approx(2)
+
+
+def test_a_second_wait_after_a_declared_freeze_is_scheduled_too_and_overlaps_count_once():
+    events = [
+        *dev_until_upgrade(1),
+        window_wait(day(1), day(4), number=1),
+        window_wait(day(4), day(8), number=2),
+        window_wait(day(3), day(4), number=3),  # a retry that recorded an overlapping wait
+    ]
+    unit = state(events, now=day(9)).unit("development")
+    assert unit.scheduled_days == pytest.approx(7)
+    assert unit.consumed_days == pytest.approx(1 + 1)
+
+
+def test_a_window_wait_pauses_an_activity_with_its_own_budget():
+    events = [
+        ev(RESPOND, "ready", T0),
+        {**ev(RESPOND, "waiting_for_window", T0), "detail": {"until": day(3).isoformat()}},
+    ]
+    unit = state(events, now=day(4)).unit(MODEL.budget_unit_of(RESPOND).id)
+    assert unit.scheduled_days == pytest.approx(3) and unit.consumed_days == pytest.approx(1)
+
+
+def test_a_window_wait_with_a_naive_until_is_refused_with_the_row():
+    events = [*dev_until_upgrade(1), window_wait(day(1), "2027-03-09T09:00:00")]
+    with pytest.raises(SlaClockError, match=r"waiting_for_window\) has detail.until='2027-03-09T09:00:00'"):
+        state(events, now=day(2))

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from managed_upgrade.config import load_customer_config
+from managed_upgrade.config import ChangeFreeze, load_customer_config
 from managed_upgrade.process.model import load_process_model
 from managed_upgrade.sla.calendar import BusinessCalendar, RehearsalClock
 from managed_upgrade.sla.plan import (
@@ -19,6 +19,7 @@ from managed_upgrade.sla.plan import (
     member_budget_days,
     reforecast,
 )
+from managed_upgrade.sla.windows import UpgradeSchedule
 
 CUSTOMERS = Path(__file__).resolve().parents[3] / "include" / "customers"
 MONDAY_9 = datetime(2027, 1, 4, 9, tzinfo=UTC)  # Monday
@@ -139,8 +140,11 @@ def test_globex_bavarian_calendar_skips_epiphany_and_its_overrides_apply():
     assert plan.budget_unit("development").days == 15
     assert plan.activity("dev.customer_sign_off").budget_days == 3  # globex reminder_days
     calendar = BusinessCalendar.from_settings(globex.calendar)
+    # Prod's upgrade waits for globex's weekend maintenance window (see test_plan_windows.py).
+    window_wait = plan.activity("prod.upgrade_environment").scheduled_wait_days
+    assert window_wait > 0
     assert calendar.business_days_between(plan.start, plan.planned_finish) == pytest.approx(
-        1 + 1 + 4 + 4 + 3 + 15 + 3 + 8 + 3 + 8 + 3, abs=1e-9
+        1 + 1 + 4 + 4 + 3 + 15 + 3 + 8 + 3 + 8 + 3 + window_wait, abs=1e-9
     )
     # Rosenmontag (8 Feb 2027) is an extra closed day of globex; no activity ends on it.
     assert all(a.planned_finish.astimezone(BERLIN).date() != date(2027, 2, 8) for a in plan.activities)
@@ -351,3 +355,87 @@ def test_actual_finish_before_start_is_refused(acme_plan):
 def test_naive_now_is_refused(acme_plan):
     with pytest.raises(PlanError, match="now="):
         reforecast(acme_plan, {}, now=datetime(2027, 1, 4, 9))
+
+
+# --- upgrade windows ------------------------------------------------------------------------------------
+
+
+def _globex_prod_only():
+    """globex with only its prod windows and freezes (no customer-wide freeze)."""
+    return load_customer_config(CUSTOMERS / "globex.yaml").model_copy(update={"change_freezes": ()})
+
+
+def test_prod_upgrade_starts_at_its_next_window_and_everything_downstream_moves():
+    globex = _globex_prod_only()
+    start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
+    plan = make_customer_plan(globex, start)
+    free = make_customer_plan(globex, start, rehearse_windows=True)
+    assert free.planned_finish == plan.planned_finish  # rehearse_windows changes nothing in a real run
+    upgrade = plan.activity("prod.upgrade_environment")
+    backup = plan.activity("prod.backup_environment")
+    assert upgrade.planned_start > backup.planned_finish
+    local = upgrade.planned_start.astimezone(BERLIN)
+    opening_days = {4: time(22), 5: time(22), 6: time(8)}  # fri/sat 22:00, sun 08:00
+    assert local.weekday() in opening_days and local.time() == opening_days[local.weekday()]
+    assert upgrade.scheduled_wait_days == pytest.approx(
+        plan.clock.business_days_between(backup.planned_finish, upgrade.planned_start)
+    )
+    assert "outside the upgrade windows" in upgrade.window
+    for key in ("dev.upgrade_environment", "uat.upgrade_environment"):
+        assert plan.activity(key).scheduled_wait_days == 0 and plan.activity(key).window == ""
+    reapply = plan.activity("prod.reapply_settings")
+    assert reapply.planned_start == upgrade.planned_finish
+
+
+def test_a_freeze_over_the_planned_window_pushes_the_upgrade_past_it():
+    globex = _globex_prod_only()
+    start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
+    unfrozen = make_customer_plan(globex, start).activity("prod.upgrade_environment")
+    first_day = unfrozen.planned_start.astimezone(BERLIN).date() - timedelta(days=3)
+    frozen_config = globex.model_copy(
+        update={
+            "change_freezes": (
+                ChangeFreeze(start=first_day, end=first_day + timedelta(days=20), reason="Audit"),
+            )
+        }
+    )
+    upgrade = make_customer_plan(frozen_config, start).activity("prod.upgrade_environment")
+    assert upgrade.planned_start.astimezone(BERLIN).date() > first_day + timedelta(days=20)
+    assert "change freeze 'Audit'" in upgrade.window
+
+
+def test_a_rehearsal_ignores_windows_unless_asked_and_then_compresses_them():
+    globex = _globex_prod_only()
+    start = datetime(2027, 1, 4, 9, tzinfo=UTC)
+    ignored = make_customer_plan(globex, start, seconds_per_business_day=2.0)
+    assert ignored.activity("prod.upgrade_environment").scheduled_wait_days == 0
+    rehearsed = make_customer_plan(globex, start, seconds_per_business_day=2.0, rehearse_windows=True)
+    wait = rehearsed.activity("prod.upgrade_environment").scheduled_wait_days
+    assert 0 < wait < 7  # rehearsal business days: at most a (compressed) week
+    assert rehearsed.planned_finish > ignored.planned_finish
+
+
+def test_reforecast_waits_for_the_window_after_now():
+    globex = _globex_prod_only()
+    start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
+    plan = make_customer_plan(globex, start)
+    backup = plan.activity("prod.backup_environment")
+    upgrade = plan.activity("prod.upgrade_environment")
+    # The backup finished a week late, on a Monday 09:00: the upgrade waits for the next window.
+    week_later = (upgrade.planned_start + timedelta(days=7)).astimezone(BERLIN)
+    late = week_later.replace(hour=9, minute=0) - timedelta(days=week_later.weekday())
+    actuals = {
+        a.key: (a.planned_start, a.planned_finish)
+        for a in plan.activities
+        if a.planned_finish <= backup.planned_start
+    }
+    actuals["prod.backup_environment"] = (backup.planned_start, late)
+    forecast = reforecast(plan, actuals, now=late)
+    moved = forecast.activity("prod.upgrade_environment")
+    assert moved.forecast_start > late and moved.scheduled_wait_days > 0
+    assert moved.forecast_start.astimezone(BERLIN).weekday() in (4, 5, 6)
+
+
+def test_openings_for_an_unknown_activity_are_refused():
+    with pytest.raises(PlanError, match=r"unknown activity 'prod\.nope'"):
+        make_plan(load_process_model(), UTC_CALENDAR, MONDAY_9, openings={"prod.nope": UpgradeSchedule()})

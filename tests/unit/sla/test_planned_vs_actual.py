@@ -92,3 +92,17 @@ def test_on_any_day_the_report_counts_the_customers_business_days_up_to_now(fixe
     assert (acknowledge["status"], acknowledge["consumed_days"]) == ("running", 1.5)
     assert (acknowledge["missed"], acknowledge["overrun_days"]) == (True, 0.5)
     assert result["misses"] == ["respond_to_request", "acknowledge_request_formally"]
+
+
+def test_a_wait_for_the_upgrade_window_is_shown_apart_from_customer_waits():
+    upgrade = "dev.upgrade_environment"
+    events = [
+        ev("dev.backup_environment", "ready", day(0)),
+        ev("dev.backup_environment", "finished", day(1)),
+        ev(upgrade, "ready", day(1)),
+        {**ev(upgrade, "waiting_for_window", day(1)), "detail": {"until": day(4).isoformat()}},
+    ]
+    development = unit(report(events, day(5)), "development")
+    assert development["scheduled_wait_days"] == 3.0
+    assert development["customer_wait_days"] == 0.0
+    assert development["consumed_days"] == 2.0

@@ -149,3 +149,22 @@ def test_migrate_command_creates_the_database_when_asked():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def test_a_scheduled_wait_for_the_upgrade_window_is_a_known_event(ledger_dsn):
+    conn = psycopg2.connect(ledger_dsn)
+    migrate(conn)
+    ledger = Ledger(conn)
+    at = datetime(2027, 1, 6, 11, 0, tzinfo=UTC)
+    detail = {"until": "2027-01-08T21:00:00+00:00", "reason": "outside the upgrade windows"}
+    key = "prod.upgrade_environment"
+    assert ledger.record_event("d", "r", key, "waiting_for_window", at=at, try_number=1, detail=detail)
+    assert not ledger.record_event("d", "r", key, "waiting_for_window", at=at, try_number=1, detail=detail)
+    assert ledger.record_event("d", "r", key, "waiting_for_window", at=at, try_number=2, detail=detail)
+    assert [(e["event"], e["try_number"], e["detail"]) for e in ledger.events("d", "r")] == [
+        ("waiting_for_window", 1, detail),
+        ("waiting_for_window", 2, detail),
+    ]
+    with pytest.raises(psycopg2.errors.CheckViolation):
+        ledger.record_event("d", "r", key, "napping", at=at)
+    conn.close()

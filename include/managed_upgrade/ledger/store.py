@@ -229,6 +229,66 @@ class ClosedQuestionRow(TypedDict):
     reason: str
 
 
+class RunRow(TypedDict):
+    """A recorded run (``runs``): when it started, its trigger conf and, once closed, its summary."""
+
+    dag_id: str
+    run_id: str
+    customer_id: str
+    started_at: datetime
+    conf: JsonObject
+    summary: JsonObject | None
+    finished_at: datetime | None
+
+
+class RunEventRow(EventRow):
+    """An activity event with the run it belongs to (reads over many runs)."""
+
+    dag_id: str
+    run_id: str
+
+
+class RunPlannedActivityRow(PlannedActivityRow):
+    """A planned activity with the run it belongs to."""
+
+    dag_id: str
+    run_id: str
+
+
+class RunConfigKeyedRow(RunConfigRow):
+    """A config snapshot with the run it belongs to."""
+
+    dag_id: str
+    run_id: str
+
+
+class RunSlaMissRow(TypedDict):
+    """A claimed SLA miss with the run it belongs to (no delivery columns: what managers read)."""
+
+    dag_id: str
+    run_id: str
+    budget_unit: str
+    owner: str
+    budget_days: float
+    planned_finish: datetime
+    detected_at: datetime
+    overrun_days: float
+    activity_keys: list[str]
+
+
+class RunStopKeyedRow(RunStop):
+    """A stop with the run it belongs to."""
+
+    dag_id: str
+    run_id: str
+
+
+def _run_pair_params(runs: Sequence[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """Parameters of ``(dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))``: many runs
+    in one query."""
+    return [dag_id for dag_id, _ in runs], [run_id for _, run_id in runs]
+
+
 RowT = TypeVar("RowT")
 _UNTYPED_ROW: type[dict[str, Any]] = dict
 """Row type of the readers whose callers still take a plain dict (a TypedDict is not one); their
@@ -792,4 +852,72 @@ class Ledger:
             "SELECT task_id, question, hitl_dag_id, hitl_run_id, hitl_task_id, closed_at, reason"
             " FROM closed_questions WHERE dag_id = %s AND run_id = %s ORDER BY closed_at, id",
             (dag_id, run_id),
+        )
+
+    # -- the managers' views: many runs in one query each ----------------------------------------
+    def dag_ids_with_runs(self) -> list[str]:
+        """Every DAG id the ledger has a run of, sorted."""
+        with self._cursor() as cur:
+            cur.execute("SELECT DISTINCT dag_id FROM runs ORDER BY dag_id")
+            return [str(row["dag_id"]) for row in cur.fetchall()]
+
+    def runs_of(self, dag_ids: Sequence[str]) -> list[RunRow]:
+        """Every recorded run of ``dag_ids``, oldest first (a portfolio reads all customers at once)."""
+        return self._rows(
+            RunRow,
+            "SELECT dag_id, run_id, customer_id, started_at, conf, summary, finished_at FROM runs"
+            " WHERE dag_id = ANY(%s) ORDER BY started_at, dag_id, run_id",
+            (list(dag_ids),),
+        )
+
+    def events_of(self, runs: Sequence[tuple[str, str]]) -> list[RunEventRow]:
+        """The activity events of ``runs`` (``(dag_id, run_id)`` pairs), in order per run."""
+        return self._rows(
+            RunEventRow,
+            "SELECT dag_id, run_id, activity_key, event, try_number, at, detail FROM activity_events"
+            " WHERE (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY dag_id, run_id, at, id",
+            _run_pair_params(runs),
+        )
+
+    def plans_of(self, runs: Sequence[tuple[str, str]]) -> list[RunPlannedActivityRow]:
+        """The planned activities of ``runs``, by run and planned start."""
+        return self._rows(
+            RunPlannedActivityRow,
+            "SELECT dag_id, run_id, activity_key, budget_unit, owner, planned_start, planned_finish,"
+            " budget_days FROM planned_activities WHERE"
+            " (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY dag_id, run_id, planned_start, activity_key",
+            _run_pair_params(runs),
+        )
+
+    def run_configs_of(self, runs: Sequence[tuple[str, str]]) -> list[RunConfigKeyedRow]:
+        """The config snapshots of ``runs`` (runs whose first task has not started have none)."""
+        return self._rows(
+            RunConfigKeyedRow,
+            "SELECT dag_id, run_id, customer_id, source, digest, document, taken_at, taken_by"
+            " FROM run_configs"
+            " WHERE (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            _run_pair_params(runs),
+        )
+
+    def sla_misses_of(self, runs: Sequence[tuple[str, str]]) -> list[RunSlaMissRow]:
+        """The claimed SLA misses of ``runs``, in the order they were detected."""
+        return self._rows(
+            RunSlaMissRow,
+            "SELECT dag_id, run_id, budget_unit, owner, budget_days, planned_finish, detected_at,"
+            " overrun_days, activity_keys FROM sla_misses WHERE"
+            " (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY detected_at, budget_unit",
+            _run_pair_params(runs),
+        )
+
+    def stops_of(self, runs: Sequence[tuple[str, str]]) -> list[RunStopKeyedRow]:
+        """The recorded stops of ``runs`` (a run marked failed by hand, a task stopped), oldest first."""
+        return self._rows(
+            RunStopKeyedRow,
+            "SELECT dag_id, run_id, task_id, how, stopped_at, reason FROM run_stops"
+            " WHERE (dag_id, run_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY stopped_at, id",
+            _run_pair_params(runs),
         )

@@ -1,0 +1,106 @@
+"""The portfolio: each customer's current and last upgrade, risk, the yearly due flag, CSV export."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+from upgrade_history import run_facts
+
+from managed_upgrade.views.portfolio import CSV_COLUMNS, CustomerRuns, portfolio, portfolio_csv, portfolio_row
+
+START = datetime(2027, 1, 11, 8, tzinfo=UTC)
+
+
+def _customer(customer_id: str, *runs):
+    return CustomerRuns(f"managed_upgrade__{customer_id}", customer_id, runs)
+
+
+def test_an_on_plan_run_is_on_track_and_says_its_stage_and_budget_used():
+    now = START + timedelta(days=20)
+    row = portfolio_row(_customer("acme", run_facts("acme", START, now)), now)
+
+    assert row.status == "running" and not row.at_risk and row.risks == ()
+    assert row.stage in {"preparation", "dev"}
+    assert row.budget_used_pct is not None and 0 < row.budget_used_pct < 100
+    assert row.forecast_finish == row.planned_finish and row.deadline is not None
+    assert not row.upgrade_due and row.milestones[0][0] == "initiation"
+
+
+def test_a_forecast_past_the_customers_deadline_puts_the_run_at_risk():
+    now = START + timedelta(days=20)
+    early = run_facts("acme", START, now, conf={"deadline": "2027-02-15"})
+    row = portfolio_row(_customer("acme", early), now)
+
+    assert row.at_risk
+    assert "forecast finish after the deadline 2027-02-15" in row.risks
+
+
+def test_a_running_budget_used_beyond_the_configured_share_puts_the_run_at_risk():
+    facts = run_facts("acme", START, START + timedelta(days=365))
+    gate = next(
+        row for row in facts.plan if row["activity_key"] == "initiation.analyse_questionnaire_and_system"
+    )
+    now = gate["planned_start"] + (gate["planned_finish"] - gate["planned_start"]) * 0.9
+    customer = _customer("acme", run_facts("acme", START, now))
+
+    strict = portfolio_row(customer, now, budget_share=0.5)
+    lenient = portfolio_row(customer, now, budget_share=0.99)
+
+    assert any(reason.startswith("analyse:") for reason in strict.risks)
+    assert not any(reason.startswith("analyse:") for reason in lenient.risks)
+
+
+def test_the_yearly_upgrade_is_due_near_the_anniversary_of_the_last_one_and_never_while_one_runs():
+    done = run_facts(
+        "acme",
+        START,
+        START + timedelta(days=90),
+        summary={"ok": True},
+        finished_at=START + timedelta(days=90),
+    )
+    anniversary = START + timedelta(days=90 + 365)
+
+    assert portfolio_row(_customer("acme", done), anniversary - timedelta(days=40)).upgrade_due is False
+    due = portfolio_row(_customer("acme", done), anniversary - timedelta(days=10))
+    assert due.upgrade_due is True and due.last_completed_at == START + timedelta(days=90)
+    assert due.status == "finished" and due.last_completed_run_id == done.run_id
+    assert portfolio_row(_customer("newco"), START).upgrade_due is True
+    later = anniversary - timedelta(days=5)
+    running = run_facts("acme", later - timedelta(days=3), later, run_id="second")
+    row = portfolio_row(_customer("acme", done, running), later)
+    assert row.run_id == "second" and row.status == "running" and row.upgrade_due is False
+
+
+def test_a_customer_never_upgraded_has_a_row_without_run():
+    (row,) = portfolio([_customer("newco")], START)
+
+    assert row.status == "none" and row.run_id is None and row.actions == () and row.sla_misses == 0
+
+
+def test_at_risk_customers_come_first():
+    now = START + timedelta(days=20)
+    rows = portfolio(
+        [
+            _customer("acme", run_facts("acme", START, now)),
+            _customer("zeta", run_facts("zeta", START, now, conf={"deadline": "2027-02-01"})),
+        ],
+        now,
+    )
+
+    assert [row.customer_id for row in rows] == ["zeta", "acme"]
+
+
+def test_the_csv_has_one_line_per_customer_and_defuses_spreadsheet_formulas():
+    now = START + timedelta(days=20)
+    rows = portfolio([_customer("acme", run_facts("acme", START, now)), _customer("newco")], now)
+    hostile = rows[0].__class__(**{**rows[0].__dict__, "customer_name": '=HYPERLINK("x")'})
+
+    parsed = list(csv.DictReader(io.StringIO(portfolio_csv([hostile, rows[1]]), newline="")))
+
+    assert [line["customer_id"] for line in parsed] == ["acme", "newco"]
+    assert list(parsed[0]) == list(CSV_COLUMNS)
+    assert parsed[0]["customer_name"] == '\'=HYPERLINK("x")'
+    assert parsed[0]["forecast_finish"] == rows[0].forecast_finish.isoformat()
+    assert parsed[1]["status"] == "none" and parsed[1]["upgrade_due"] == "yes"

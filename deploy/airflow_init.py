@@ -1,9 +1,13 @@
 """Checks and files the compose deployment's airflow-init prepares before any Airflow service starts.
 
 ``check-secrets`` refuses to start a deployment whose secrets are missing, still the placeholders of
-``.env.example``, or unusable where they end up (URLs, Fernet). ``write-passwords`` writes the simple
-auth manager's passwords file from ``AIRFLOW_USER_PASSWORDS`` so no password is generated and printed
-to a log, and warns about users named in customer configs who could not log in to answer a gate.
+``.env.example``, or unusable where they end up (URLs, Fernet). ``fab-users FILE`` writes the users of
+``AIRFLOW_USERS`` with their ``AIRFLOW_USER_PASSWORDS`` and FAB roles (``admin`` -> Admin, ``op`` -> Op,
+``viewer`` -> Viewer; ``user``: only the ``customer_<id>`` roles of the configs naming them, given by
+``python -m managed_upgrade_airflow.access_control sync --users FILE``), so no password is generated
+and printed to a log; both commands warn about users named in customer configs who could not log in to
+answer a gate. ``write-passwords`` writes the simple auth manager's passwords file instead (a
+deployment that switches back to it).
 
 Stdlib, PyYAML and cryptography only (all in the Airflow image); runs as
 ``python /opt/airflow/deploy/airflow_init.py check-secrets|write-passwords``.
@@ -36,6 +40,9 @@ ROLES = ("viewer", "user", "op", "admin")
 GATE_ROLES = ("user", "op", "admin")
 
 USERS_VARIABLE = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"
+FAB_USERS_VARIABLE = "AIRFLOW_USERS"
+# The FAB auth manager's role of each role of AIRFLOW_USERS; `user`s get their customers' roles only.
+FAB_ROLES = {"viewer": ["Viewer"], "user": [], "op": ["Op"], "admin": ["Admin"]}
 PASSWORDS_VARIABLE = "AIRFLOW_USER_PASSWORDS"  # pragma: allowlist secret
 PASSWORDS_FILE_VARIABLE = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"  # pragma: allowlist secret
 # Secrets that go into a URL (database passwords) and secrets that are used as they are.
@@ -149,7 +156,7 @@ def passwords_for(users: Mapping[str, str], passwords: Mapping[str, str]) -> dic
     return {name: passwords[name] for name in sorted(users)}
 
 
-def write_passwords_file(path: Path, passwords: Mapping[str, str]) -> None:
+def write_passwords_file(path: Path, passwords: Mapping[str, object]) -> None:
     """Replace the file atomically, readable by its owner only (the Airflow user)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -161,6 +168,13 @@ def write_passwords_file(path: Path, passwords: Mapping[str, str]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def fab_users(users: Mapping[str, str], passwords: Mapping[str, str]) -> dict[str, dict[str, object]]:
+    """The ``--users`` file of ``managed_upgrade_airflow.access_control sync``: password and FAB roles."""
+    return {
+        name: {"password": passwords[name], "roles": FAB_ROLES[role]} for name, role in sorted(users.items())
+    }
 
 
 def users_without_gate_login(customers_dir: Path, users: Mapping[str, str]) -> list[str]:
@@ -195,7 +209,8 @@ def users_without_gate_login(customers_dir: Path, users: Mapping[str, str]) -> l
 
 def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="airflow_init.py", description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=["check-secrets", "write-passwords"])
+    parser.add_argument("command", choices=["check-secrets", "write-passwords", "fab-users"])
+    parser.add_argument("file", nargs="?", type=Path, help="fab-users: where to write the users (0600)")
     parser.add_argument(
         "--customers", type=Path, default=Path("/opt/airflow/include/customers"), help="customer configs"
     )
@@ -206,11 +221,19 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             check_secrets(env)
             print("airflow-init: secrets set")
             return 0
-        users = parse_users(_require(env, USERS_VARIABLE))
-        passwords = passwords_for(users, parse_passwords(_require(env, PASSWORDS_VARIABLE)))
-        target = Path(_require(env, PASSWORDS_FILE_VARIABLE))
-        write_passwords_file(target, passwords)
-        print(f"airflow-init: passwords of {len(passwords)} users written to {target}")
+        if args.command == "fab-users":
+            if args.file is None:
+                raise DeploymentConfigError("fab-users needs the file to write the users to")
+            users = parse_users(_require(env, FAB_USERS_VARIABLE))
+            passwords = passwords_for(users, parse_passwords(_require(env, PASSWORDS_VARIABLE)))
+            write_passwords_file(args.file, fab_users(users, passwords))
+            print(f"airflow-init: {len(users)} FAB users to create written to {args.file}")
+        else:
+            users = parse_users(_require(env, USERS_VARIABLE))
+            passwords = passwords_for(users, parse_passwords(_require(env, PASSWORDS_VARIABLE)))
+            target = Path(_require(env, PASSWORDS_FILE_VARIABLE))
+            write_passwords_file(target, passwords)
+            print(f"airflow-init: passwords of {len(passwords)} users written to {target}")
         for warning in users_without_gate_login(args.customers, users):
             print(f"airflow-init: warning: {warning}", file=sys.stderr)
         return 0

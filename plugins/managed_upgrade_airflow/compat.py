@@ -36,11 +36,11 @@ marked failed/success/skipped by hand keeps its pending detail the same way. Ups
 apache/airflow#55053 ("Required actions showing in pending even if we have marked tasks as failed or
 success") was closed by filtering the UI's per-DAG pending count on the task state
 (``core_api/routes/ui/dags.py``); the public list ``GET .../hitlDetails?response_received=false`` still
-returns those details in 3.3.2. Worse for us, a stopped run's questions asked through the review DAG
-(``managed_upgrade_review``) are other runs, still running, whose task really waits: stopping the
-customer run does not touch them at all. The REST API cannot close a detail either: ``PATCH
-.../hitlDetails`` accepts only an assigned user (403 even for admin) and only one of the question's
-options, and it would *resume* the task with that answer.
+returns those details in 3.3.2. Worse for us, a stopped run's questions asked through the customer's
+review DAG (``managed_upgrade_review__<customer_id>``) are other runs, still running, whose task
+really waits: stopping the customer run does not touch them at all. The REST API cannot close a
+detail either: ``PATCH .../hitlDetails`` accepts only an assigned user (403 even for admin) and only
+one of the question's options, and it would *resume* the task with that answer.
 """
 
 from __future__ import annotations
@@ -252,6 +252,85 @@ INTERNALS: tuple[Internal, ...] = (
             "airflow.providers.ssh.utils.remote_job:build_posix_wrapper_command",
         ),
         functions=("detached_job",),
+    ),
+    Internal(
+        name="fab_security_manager",
+        uses="airflow.providers.fab.auth_manager.cli_commands.utils.get_application_builder (the FAB CLI's "
+        "app context) and its security manager's find_role/add_role/get_permission/create_permission/"
+        "add_permission_to_role/find_user/add_user/update_user",
+        works_around="the per-customer roles (from the customer configs) must exist before the "
+        "dag-processor syncs a DAG's access_control, i.e. before the api-server serves the FAB REST API",
+        why_not_public="the FAB provider's public faces are its CLI (one process per role or user, seconds "
+        "each) and its REST API (needs a running api-server); the CLI commands use this same helper",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.providers.fab.auth_manager.cli_commands.utils:get_application_builder",
+            "airflow.providers.fab.auth_manager.security_manager.override:"
+            "FabAirflowSecurityManagerOverride.add_role",
+            "airflow.providers.fab.auth_manager.security_manager.override:"
+            "FabAirflowSecurityManagerOverride.add_permission_to_role",
+            "airflow.providers.fab.auth_manager.security_manager.override:"
+            "FabAirflowSecurityManagerOverride.add_user",
+        ),
+        functions=("fab_security_manager",),
+    ),
+    Internal(
+        name="plugin_app_auth",
+        uses="the auth manager of the api-server (airflow.api_fastapi.app.get_auth_manager), its "
+        "get_user_from_token / filter_authorized_dag_ids / is_authorized_dag with DagDetails, and the "
+        "UI's JWT cookie name COOKIE_NAME_JWT_TOKEN",
+        works_around="Airflow mounts a plugin's FastAPI app without any authentication: the managers' "
+        "views must identify the caller from the UI's token and show only the DAGs they may read",
+        why_not_public="the core API's get_user/requires_access_dag dependencies are api-server internals; "
+        "the auth manager interface is documented for auth manager authors, not exported to plugins",
+        upstream="apache/airflow#72655 (documents that plugin apps must authenticate themselves)",
+        symbols=(
+            "airflow.api_fastapi.app:get_auth_manager",
+            "airflow.api_fastapi.auth.managers.base_auth_manager:COOKIE_NAME_JWT_TOKEN",
+            "airflow.api_fastapi.auth.managers.base_auth_manager:BaseAuthManager.get_user_from_token",
+            "airflow.api_fastapi.auth.managers.base_auth_manager:BaseAuthManager.filter_authorized_dag_ids",
+            "airflow.api_fastapi.auth.managers.base_auth_manager:BaseAuthManager.is_authorized_dag",
+            "airflow.api_fastapi.auth.managers.models.resource_details:DagDetails",
+        ),
+        functions=("JWT_COOKIE", "auth_manager", "user_from_token", "readable_dag_ids", "can_read_dag"),
+    ),
+    Internal(
+        name="views_metadata_reads",
+        uses="ORM DagModel (dag_id, is_stale) and HITLDetail joined to TaskInstance (dag_id, run_id, "
+        "task_id, map_index) and DagRun (conf), read in airflow.utils.session.create_session",
+        works_around="the portfolio lists every customer DAG (also those never run) and 'my open actions' "
+        "lists the unanswered questions with the conf of the run holding them (a review run names its "
+        "customer run there)",
+        why_not_public="the REST API serves both, but a plugin app has no in-process client for it and "
+        "calling the api-server over HTTP from itself needs its external address; the routes behind "
+        "GET /api/v2/dags and .../hitlDetails run these same queries",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.models.dag:DagModel.dag_id",
+            "airflow.models.dag:DagModel.is_stale",
+            "airflow.models.hitl:HITLDetail.subject",
+            "airflow.models.hitl:HITLDetail.assignees",
+            "airflow.models.hitl:HITLDetail.created_at",
+            "airflow.models.taskinstance:TaskInstance.map_index",
+            "airflow.utils.session:create_session",
+        ),
+        functions=("dag_ids_with_prefix", "pending_questions", "PendingQuestion"),
+    ),
+    Internal(
+        name="fab_auth_manager_hitl_users",
+        uses="subclassing airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager to override "
+        "BaseAuthManager.is_authorized_hitl_task(assigned_users=..., user=...)",
+        works_around="Airflow 3.3.2 checks a HITL answer with user.get_id() in assigned_users; a FAB user's "
+        "id is its numeric database id, while the gates assign users by name (the configs know names, "
+        "never FAB's ids), so an assigned consultant got 403",
+        why_not_public="the method is the documented hook for auth managers, but the FAB auth manager "
+        "class lives in the provider's auth_manager package, not a documented extension point",
+        upstream="no upstream issue found",
+        symbols=(
+            "airflow.providers.fab.auth_manager.fab_auth_manager:FabAuthManager",
+            "airflow.api_fastapi.auth.managers.base_auth_manager:BaseAuthManager.is_authorized_hitl_task",
+        ),
+        functions=("fab_auth_manager_base",),
     ),
 )
 """The registry ``tests/unit/test_compat.py`` iterates: one entry per internal, by name."""
@@ -628,3 +707,148 @@ def detached_job(
         exit_code_file=paths.exit_code_file,
         start_command=build_posix_wrapper_command(command=command, paths=paths),
     )
+
+
+@contextmanager
+def fab_security_manager() -> Iterator[Any]:
+    """The FAB auth manager's security manager in an app context, as the FAB CLI commands get it.
+
+    FAB provider 3.10.2: ``get_application_builder()`` builds a Flask app on the metadata database
+    (creating FAB's built-in roles and resources on first use) and yields its ``AirflowAppBuilder``;
+    ``.sm`` is the ``FabAirflowSecurityManagerOverride`` whose methods commit as they go.
+    """
+    from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+
+    with get_application_builder() as appbuilder:
+        yield appbuilder.sm
+
+
+# ------------------------------------------------------------------- api-server side: plugin views
+
+JWT_COOKIE = "_token"
+"""The cookie the UI keeps its JWT in (3.3.2 ``base_auth_manager.COOKIE_NAME_JWT_TOKEN``; entry
+``plugin_app_auth`` checks the two agree)."""
+
+
+def auth_manager() -> Any:
+    """The api-server's auth manager (``airflow.api_fastapi.app.get_auth_manager``), set up at its start."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager()
+
+
+async def user_from_token(manager: Any, token: str) -> Any | None:
+    """The user a UI/API JWT stands for, ``None`` if it is invalid, expired or revoked.
+
+    3.3.2: ``BaseAuthManager.get_user_from_token`` validates signature, audience and expiry (the
+    api-server's signing settings), checks the revoked-token table and deserializes the user; it
+    raises ``jwt.InvalidTokenError`` (``ExpiredSignatureError`` is one) for any bad token. This is what
+    the core API's ``get_user`` dependency does with a Bearer header or the ``_token`` cookie.
+    """
+    from jwt import InvalidTokenError
+
+    try:
+        return await manager.get_user_from_token(token)
+    except InvalidTokenError:
+        return None
+
+
+def readable_dag_ids(manager: Any, user: Any, dag_ids: Collection[str]) -> set[str]:
+    """Those of ``dag_ids`` ``user`` may read (``filter_authorized_dag_ids``, method GET), as the
+    REST API's DAG list filters them; FAB answers from the user's roles in one pass."""
+    return set(manager.filter_authorized_dag_ids(dag_ids=set(dag_ids), user=user, method="GET"))
+
+
+def can_read_dag(manager: Any, user: Any, dag_id: str) -> bool:
+    """Whether ``user`` may read DAG ``dag_id`` (``is_authorized_dag(method="GET", details=DagDetails)``)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return bool(manager.is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user))
+
+
+def dag_ids_with_prefix(prefix: str) -> set[str]:
+    """Ids of the DAGs in the metadata DB starting with ``prefix`` that are not stale (3.3.2 ``DagModel``)."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(DagModel.dag_id).where(
+            DagModel.dag_id.startswith(prefix, autoescape=True), DagModel.is_stale.is_(False)
+        )
+        return set(session.scalars(query).all())
+
+
+@dataclass(frozen=True)
+class PendingQuestion:
+    """An unanswered HITL detail with where it is and the conf of its run."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    subject: str
+    assignee_ids: tuple[str, ...]
+    created_at: datetime
+    run_conf: Mapping[str, Any] | None
+
+
+def pending_questions(dag_id_prefixes: Collection[str]) -> list[PendingQuestion]:
+    """Unanswered HITL details of DAGs whose id starts with one of ``dag_id_prefixes``, oldest first.
+
+    ORM (3.3.2): ``HITLDetail`` (``responded_at`` NULL = pending; ``assignees`` a list of ``{"id",
+    "name"}``) joined to ``TaskInstance`` on ``ti_id`` and to ``DagRun`` on ``(dag_id, run_id)``.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import and_, or_, select
+
+    query = (
+        select(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.map_index,
+            HITLDetail.subject,
+            HITLDetail.assignees,
+            HITLDetail.created_at,
+            DagRun.conf,
+        )
+        .join(TaskInstance, HITLDetail.ti_id == TaskInstance.id)
+        .join(DagRun, and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id))
+        .where(
+            HITLDetail.responded_at.is_(None),
+            or_(*(TaskInstance.dag_id.startswith(prefix, autoescape=True) for prefix in dag_id_prefixes)),
+        )
+        .order_by(HITLDetail.created_at)
+    )
+    with create_session() as session:
+        rows = session.execute(query).all()
+    return [
+        PendingQuestion(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            task_id=row.task_id,
+            map_index=int(row.map_index),
+            subject=row.subject,
+            assignee_ids=tuple(
+                str(user.get("id")) for user in (row.assignees or []) if isinstance(user, dict)
+            ),
+            created_at=row.created_at,
+            run_conf=row.conf,
+        )
+        for row in rows
+    ]
+
+
+def fab_auth_manager_base() -> type:
+    """The FAB provider's auth manager class, for ``managed_upgrade_airflow.fab_auth_manager`` to extend.
+
+    Imported only there (the components load the configured auth manager), never from the listener or
+    the tasks: the FAB provider is heavy to import.
+    """
+    from airflow.providers.fab.auth_manager.fab_auth_manager import FabAuthManager
+
+    return FabAuthManager

@@ -15,6 +15,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup
 
 from managed_upgrade.config import CustomerConfig
 from managed_upgrade.process.model import Activity, ProcessModel
+from managed_upgrade_airflow.access_control import access_control_warning_silenced, customer_access_control
 from managed_upgrade_airflow.gates.initiation import (
     AcknowledgeRequestGate,
     RespondToRequestGate,
@@ -254,27 +255,31 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
     """The DAG ``managed_upgrade__<customer_id>``: task groups per stage, one task per activity."""
     model = config.process_model(process)
     owner = config.users.consultant[0]
-    with DAG(
-        dag_id=config.dag_id,
-        description=f"Managed CRM upgrade of {config.name}: {config.versions.current} -> "
-        f"{config.versions.target} on Dev, UAT and Prod",
-        schedule=None,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        params=trigger_params(config),
-        doc_md=_dag_doc(config, model),
-        tags=["managed-upgrade", f"customer:{config.customer_id}"],
-        default_args={
-            "owner": owner,
-            "retries": 0,
-            "on_failure_callback": [ActivityFailureNotifier(config, model)],
-            # every task works with the config the run started with, not the file's latest
-            "pre_execute": before_execute,
-        },
-        render_template_as_native_obj=False,
-        deadline=run_deadlines(config),
-    ) as dag:
+    with access_control_warning_silenced():
+        dag = DAG(
+            dag_id=config.dag_id,
+            description=f"Managed CRM upgrade of {config.name}: {config.versions.current} -> "
+            f"{config.versions.target} on Dev, UAT and Prod",
+            schedule=None,
+            start_date=START_DATE,
+            catchup=False,
+            max_active_runs=1,
+            params=trigger_params(config),
+            doc_md=_dag_doc(config, model),
+            tags=["managed-upgrade", f"customer:{config.customer_id}"],
+            default_args={
+                "owner": owner,
+                "retries": 0,
+                "on_failure_callback": [ActivityFailureNotifier(config, model)],
+                # every task works with the config the run started with, not the file's latest
+                "pre_execute": before_execute,
+            },
+            render_template_as_native_obj=False,
+            deadline=run_deadlines(config),
+            # only its consultants and project managers (role customer_<id>) see it, under FAB
+            access_control=customer_access_control(config),
+        )
+    with dag:
         tasks: dict[str, Any] = {}
         for stage in model.stages:
             with TaskGroup(group_id=stage.id, tooltip=f"{stage.milestone}: {stage.title}"):

@@ -71,4 +71,13 @@ def trigger_params(config: CustomerConfig) -> dict[str, Param]:
             "Empty for a real run. A number compresses time: one business day of every budget, SLA and "
             "reminder lasts this many seconds, so the whole upgrade can be rehearsed:",
         ),
+        "rehearse_windows": Param(
+            False,
+            type="boolean",
+            title="Rehearsal: honour upgrade windows and change freezes",
+            section="Rehearsal",
+            description="Off: a rehearsal upgrades each environment at once. On: it waits for the "
+            "customer's upgrade windows and change freezes, compressed like every budget (a week of "
+            "windows passes in seven rehearsal days). A real run always honours them.",
+        ),
     }

@@ -9,7 +9,13 @@ from airflow_local import harness
 from airflow_local.celery_workers import node_name
 from airflow_local.client import AirflowApiError, AirflowClient, UnknownUserError
 from airflow_local.processes import listening_sockets, non_loopback
-from airflow_local.settings import EXECUTORS, HarnessConfigError, HarnessOverrides, HarnessSettings
+from airflow_local.settings import (
+    AUTH_MANAGERS,
+    EXECUTORS,
+    HarnessConfigError,
+    HarnessOverrides,
+    HarnessSettings,
+)
 from airflow_local.users import read_passwords
 
 EXPECTED_ERRORS = (
@@ -29,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "AIRFLOW_LOCAL_EXTRA_USERS (name:role,...), AIRFLOW_LOCAL_STARTUP_TIMEOUT, AIRFLOW_LOCAL_LEDGER_DSN, "
         "AIRFLOW_LOCAL_METADATA_DSN (a PostgreSQL DSN for Airflow's metadata database; default: SQLite in "
         "the home), AIRFLOW_LOCAL_EXECUTOR (local or celery), AIRFLOW_LOCAL_PROD_ZONE_QUEUE (the second "
-        "Celery worker's queue; default prod_zone), ESTATE_ROOT.",
+        "Celery worker's queue; default prod_zone), AIRFLOW_LOCAL_AUTH_MANAGER (simple or fab), ESTATE_ROOT.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start every component and wait until healthy; print the logins")
@@ -40,6 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         "private Redis on a free loopback port and two Celery workers (default and prod-zone queue); "
         "needs AIRFLOW_LOCAL_METADATA_DSN",
     )
+    up.add_argument(
+        "--auth-manager",
+        choices=AUTH_MANAGERS,
+        help="simple: Airflow's simple auth manager (default, or AIRFLOW_LOCAL_AUTH_MANAGER; every user "
+        "sees every DAG); fab: the FAB auth manager of a deployment, a role customer_<id> per customer "
+        "config given to its consultants and project managers (they see only their customers' DAGs), "
+        "manager Viewer, ops Op, admin Admin",
+    )
     commands.add_parser("down", help="stop every component this home started (idempotent)")
     commands.add_parser("status", help="components, health and listening sockets; exit 1 unless all healthy")
     token = commands.add_parser("token", help="print an API access token for USER")
@@ -48,7 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     try:
-        overrides = HarnessOverrides(executor=getattr(arguments, "executor", None))
+        overrides = HarnessOverrides(
+            executor=getattr(arguments, "executor", None),
+            auth_manager=getattr(arguments, "auth_manager", None),
+        )
         settings = HarnessSettings.from_environment(overrides)
         return COMMANDS[arguments.command](settings, arguments)
     except EXPECTED_ERRORS as error:

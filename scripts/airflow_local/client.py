@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID, parse_review_run_id
+from managed_upgrade.dag_ids import review_dag_id_of
+from managed_upgrade.review.review_runs import parse_review_run_id
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
 PAGE_SIZE = 100  # [api] maximum_page_limit default: larger limits are silently cut to it
@@ -275,17 +276,24 @@ class AirflowClient:
     ) -> list[dict[str, Any]]:
         """The (by default only unanswered) questions of a customer run: its HITL tasks and review questions.
 
-        Review questions (fix rounds, sign-offs) are runs of the review DAG named after the customer
-        run. Each detail gets ``gate``: the customer run (``dag_id``, ``run_id``), its ``task_id``
-        asking, the ``question`` number (``None`` for the run's own HITL tasks) and where to answer
-        (``answer_dag_id``, ``answer_run_id``, ``answer_task_id``, ``map_index``); see :meth:`answer_gate`.
+        Review questions (analysis, fix rounds, sign-offs) are runs of the customer's review DAG
+        (``managed_upgrade_review__<customer_id>``) named after the customer run. Each detail gets
+        ``gate``: the customer run (``dag_id``, ``run_id``), its ``task_id`` asking, the ``question``
+        number (``None`` for the run's own HITL tasks) and where to answer (``answer_dag_id``,
+        ``answer_run_id``, ``answer_task_id``, ``map_index``); see :meth:`answer_gate`.
         """
         gates = []
         for detail in self.hitl_details(dag_id, run_id, pending_only=pending_only, user=user):
             instance = detail["task_instance"]
             detail["gate"] = _gate(dag_id, run_id, instance["task_id"], None, instance)
             gates.append(detail)
-        for detail in self.hitl_details(REVIEW_DAG_ID, "~", pending_only=pending_only, user=user):
+        review_dag_id = review_dag_id_of(dag_id)
+        reviews = (
+            []
+            if review_dag_id is None
+            else self.hitl_details(review_dag_id, "~", pending_only=pending_only, user=user)
+        )
+        for detail in reviews:
             instance = detail["task_instance"]
             asked = parse_review_run_id(instance["dag_run_id"], dag_id, run_id)
             if asked is not None:

@@ -24,6 +24,9 @@ SMTP_FROM_ADDRESS = "managed-upgrade@example.com"
 # Two cores: a handful of concurrent task processes is what the machine can run without thrashing.
 TASK_CONCURRENCY = 8
 EXECUTOR_CLASSES = {"local": "LocalExecutor", "celery": "CeleryExecutor"}
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+# FAB's auth manager, answering HITL tasks assigned by user name (see that module).
+FAB_AUTH_MANAGER = "managed_upgrade_airflow.fab_auth_manager.FabAuthManager"
 # Seconds to hand a task to the broker. Celery's default of 1 s is short for a loaded two-core machine.
 CELERY_OPERATION_TIMEOUT = 5
 
@@ -53,12 +56,6 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
         # The scheduler's health server would bind 0.0.0.0:8974; health comes from /monitor/health.
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-        "AIRFLOW__CORE__AUTH_MANAGER": (
-            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-        ),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users_config_value(users),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.passwords_file),
         # New or edited DAG files show up within seconds instead of minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
@@ -72,6 +69,7 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(settings.logs_dir),
         "PYTHONPATH": _python_path(settings.repo_root),
     }
+    config.update(auth_settings(settings, users))
     config["MANAGED_UPGRADE_CUSTOMERS_DIR"] = str(settings.customers_folder)
     config["AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER"] = ledger_connection(settings.ledger_dsn)
     config.update(estate_connections(settings.estate_root / "connections.env"))
@@ -80,6 +78,26 @@ def airflow_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[s
     if settings.celery:
         config.update(celery_settings(settings))
     return config
+
+
+def auth_settings(settings: HarnessSettings, users: dict[str, str]) -> dict[str, str]:
+    """Who may log in: the simple auth manager's users and passwords file, or the FAB auth manager.
+
+    FAB keeps its users and roles in the metadata database (created by `up` before any component
+    starts); its users' JWTs come from the same `POST /auth/token` as the simple auth manager's.
+    """
+    if settings.fab:
+        return {
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+            # FAB's Flask config file; none is needed (its defaults: database users, no sign-up).
+            "AIRFLOW__FAB__CONFIG_FILE": str(settings.home / "webserver_config.py"),
+        }
+    return {
+        "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users_config_value(users),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(settings.passwords_file),
+    }
 
 
 def celery_worker_concurrency(settings: HarnessSettings) -> int:

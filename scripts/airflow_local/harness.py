@@ -46,7 +46,7 @@ from airflow_local.processes import (
     stop_components,
 )
 from airflow_local.settings import HarnessSettings
-from airflow_local.users import all_users, ensure_passwords, read_passwords
+from airflow_local.users import all_users, ensure_passwords, read_passwords, write_fab_users
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 """Airflow's own components, started with either executor."""
@@ -238,6 +238,8 @@ def prepare(settings: HarnessSettings) -> tuple[dict[str, str], dict[str, str]]:
     passwords = ensure_passwords(settings.passwords_file, users)
     environment = airflow_settings(settings, users)
     write_env_file(settings.env_file, environment)
+    if settings.fab:
+        write_fab_users(settings, passwords)
     return environment, passwords
 
 
@@ -282,6 +284,40 @@ def migrate_database(settings: HarnessSettings, environment: dict[str, str]) -> 
         raise HarnessError(str(error)) from error
 
 
+def sync_access_roles(settings: HarnessSettings, environment: dict[str, str]) -> None:
+    """FAB only: the customer roles from the configs, and every user with its password and roles.
+
+    Runs before any component starts: the dag-processor refuses a DAG whose `access_control` names a
+    role FAB does not have. The product's own sync (`managed_upgrade_airflow.access_control`), as the
+    compose deployment's airflow-init runs it; its warnings are in `<home>/logs/access-roles.log`.
+    """
+    log_path = settings.logs_dir / "access-roles.log"
+    command = [
+        sys.executable,
+        "-m",
+        "managed_upgrade_airflow.access_control",
+        "sync",
+        "--customers",
+        str(settings.customers_folder),
+        "--users",
+        str(settings.fab_users_file),
+    ]
+    with log_path.open("wb") as log:
+        result = subprocess.run(
+            command,
+            env=component_environment(environment),
+            cwd=settings.home,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise HarnessError(
+            f"the FAB access roles sync failed (exit {result.returncode}):\n{log_tail(log_path)}"
+        )
+
+
 def up(
     settings: HarnessSettings, report: Callable[[str], None] = print, *, die_with_caller: bool = False
 ) -> LocalAirflow:
@@ -304,6 +340,8 @@ def up(
     environment, passwords = prepare(settings)
     prepare_ledger(settings)
     migrate_database(settings, environment)
+    if settings.fab:
+        sync_access_roles(settings, environment)
     heartbeat_floor = datetime.now(UTC) - timedelta(seconds=1)
     components: list[ComponentProcess] = []
     try:

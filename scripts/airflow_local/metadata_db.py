@@ -54,7 +54,8 @@ def prepare(
     templates are the databases named `template_prefix` + the Airflow version.
     """
     stamp = settings.home / ".migrated"
-    airflow_version = version("apache-airflow")
+    # FAB keeps its own tables (users, roles) in the metadata database: a template of its own.
+    airflow_version = version("apache-airflow") + ("-fab" if settings.fab else "")
     if stamp.exists() and stamp.read_text().strip() == airflow_version and _exists(settings):
         return
     if settings.metadata_dsn is None:

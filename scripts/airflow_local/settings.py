@@ -31,6 +31,12 @@ CELERY_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CeleryWorkers = tuple[tuple[str, tuple[str, ...]], ...]
 """(hostname, queues) of each Celery worker: `hostname` becomes its Celery node `<hostname>@<machine>`."""
 
+# Who decides what a login may see: Airflow's simple auth manager (the demo's default: every `user`
+# sees every DAG), or the FAB auth manager of a deployment (apache-airflow-providers-fab: each
+# consultant sees only the DAGs of their customers, through per-customer roles).
+AUTH_MANAGERS = ("simple", "fab")
+DEFAULT_AUTH_MANAGER = "simple"
+
 # Simple auth manager roles, lowest to highest (SimpleAuthManagerRole in the installed Airflow).
 ROLES = ("viewer", "user", "op", "admin")
 # The separators of `[core] simple_auth_manager_users` (",", ":", "|") can never be part of a name.
@@ -63,6 +69,8 @@ class HarnessOverrides:
     """"local" or "celery"; None: `AIRFLOW_LOCAL_EXECUTOR`, else local."""
     celery_workers: CeleryWorkers | None = None
     """The Celery workers to start; None: `default_celery_workers` (one per queue of a deployment)."""
+    auth_manager: str | None = None
+    """"simple" or "fab"; None: `AIRFLOW_LOCAL_AUTH_MANAGER`, else simple."""
 
 
 def default_celery_workers(prod_zone_queue: str = DEFAULT_PROD_ZONE_QUEUE) -> CeleryWorkers:
@@ -95,8 +103,14 @@ class HarnessSettings:
     celery_workers: CeleryWorkers = field(default_factory=default_celery_workers)
     # The Celery broker's loopback port: chosen free by `up` and kept in the home (None: not chosen yet).
     redis_port: int | None = None
+    auth_manager: str = DEFAULT_AUTH_MANAGER
 
     def __post_init__(self) -> None:
+        if self.auth_manager not in AUTH_MANAGERS:
+            raise HarnessConfigError(
+                f"auth manager {self.auth_manager!r} (AIRFLOW_LOCAL_AUTH_MANAGER or --auth-manager) must be "
+                f"one of {', '.join(AUTH_MANAGERS)}"
+            )
         if self.executor not in EXECUTORS:
             raise HarnessConfigError(
                 f"executor {self.executor!r} (AIRFLOW_LOCAL_EXECUTOR or --executor) must be one of "
@@ -113,6 +127,11 @@ class HarnessSettings:
     @property
     def celery(self) -> bool:
         return self.executor == "celery"
+
+    @property
+    def fab(self) -> bool:
+        """Whether the FAB auth manager (per-customer roles) decides access instead of the simple one."""
+        return self.auth_manager == "fab"
 
     @property
     def base_url(self) -> str:
@@ -135,6 +154,11 @@ class HarnessSettings:
     @property
     def passwords_file(self) -> Path:
         return self.home / "passwords.json"
+
+    @property
+    def fab_users_file(self) -> Path:
+        """The FAB users to create at start-up, with their passwords and roles (owner-only)."""
+        return self.home / "fab-users.json"
 
     @property
     def secrets_file(self) -> Path:
@@ -169,6 +193,11 @@ class HarnessSettings:
         executor = (
             (overrides.executor or env.get("AIRFLOW_LOCAL_EXECUTOR") or DEFAULT_EXECUTOR).strip().lower()
         )
+        auth_manager = (
+            (overrides.auth_manager or env.get("AIRFLOW_LOCAL_AUTH_MANAGER") or DEFAULT_AUTH_MANAGER)
+            .strip()
+            .lower()
+        )
         prod_zone_queue = env.get("AIRFLOW_LOCAL_PROD_ZONE_QUEUE", "").strip() or DEFAULT_PROD_ZONE_QUEUE
         if not CELERY_NAME_PATTERN.match(prod_zone_queue):
             raise HarnessConfigError(
@@ -189,6 +218,7 @@ class HarnessSettings:
             extra_users=users,
             startup_timeout=_seconds(env, "AIRFLOW_LOCAL_STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT),
             executor=executor,
+            auth_manager=auth_manager,
             prod_zone_queue=prod_zone_queue,
             celery_workers=default_celery_workers(prod_zone_queue)
             if overrides.celery_workers is None

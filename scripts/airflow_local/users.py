@@ -4,6 +4,12 @@ Customer configs name the Airflow users who answer that customer's gates; those 
 simple auth manager's `user` role, the lowest role allowed to answer a human-in-the-loop task.
 A broken customer file must not stop the harness (the DAG shows that error), so it is reported
 and skipped here.
+
+With the FAB auth manager the same people log in, but roles differ: the fixed users get FAB's
+`Admin`, `Op` and `Viewer` (the manager reads every customer's DAGs), extra users the FAB role of
+their simple role, and the people of the customer configs no role of their own: the start-up sync
+(`managed_upgrade_airflow.access_control`) gives each the role `customer_<id>` of every customer
+whose config names them, so they see those customers' DAGs and nothing else.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ FIXED_USERS: dict[str, str] = {"ops": "op", "manager": "viewer", "admin": "admin
 # Role given to the people a customer config names (consultants, project managers).
 CUSTOMER_USER_ROLE = "user"
 PASSWORD_BYTES = 12
+# The FAB auth manager's built-in role for each simple auth manager role.
+FAB_ROLES: dict[str, str] = {"viewer": "Viewer", "user": "User", "op": "Op", "admin": "Admin"}
 
 
 def customer_users(customers_folder: Path) -> dict[str, str]:
@@ -59,6 +67,24 @@ def all_users(settings: HarnessSettings) -> dict[str, str]:
     if unknown:
         raise ValueError(f"unknown roles {unknown}; valid roles are {', '.join(ROLES)}")
     return users
+
+
+def fab_users(settings: HarnessSettings, passwords: dict[str, str]) -> dict[str, dict[str, object]]:
+    """The FAB users to create: password and FAB roles; the configs' people get their customer roles only.
+
+    The format of `python -m managed_upgrade_airflow.access_control sync --users`.
+    """
+    granted = dict(settings.extra_users) | FIXED_USERS
+    people = set(customer_users(settings.customers_folder)) - set(granted)
+    return {
+        name: {"password": passwords[name], "roles": [] if name in people else [FAB_ROLES[role]]}
+        for name, role in sorted(all_users(settings).items())
+    }
+
+
+def write_fab_users(settings: HarnessSettings, passwords: dict[str, str]) -> None:
+    """`<home>/fab-users.json` (owner-only: it holds the passwords), read by the start-up sync."""
+    write_private(settings.fab_users_file, json.dumps(fab_users(settings, passwords), indent=2) + "\n")
 
 
 def users_config_value(users: dict[str, str]) -> str:

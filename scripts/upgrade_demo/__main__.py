@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import crm_estate
 from airflow_local import harness
 from airflow_local.settings import HarnessSettings
-from managed_upgrade.dag_ids import dag_id_for
+from managed_upgrade.dag_ids import dag_id_for, review_dag_id_for
 from upgrade_demo import mail_sink
 from upgrade_demo.autopilot import drive_run
 
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             f"   open {run_url}  (Grid and Gantt views)\n"
             f"   log in as carla (consultant) or pete (project manager) with the passwords above;\n"
             f"   a waiting gate shows as 'Required Action' on the task: open it, fill in the form, answer;\n"
-            f"   fix rounds and customer sign-offs are asked in runs of the DAG managed_upgrade_review\n"
+            f"   the analysis, fix rounds and customer sign-offs are asked in runs of the DAG\n"
+            f"   {review_dag_id_for(args.customer)} (the customer's review questions)\n"
             f"   ({settings.base_url}/required_actions lists every open question).\n"
             f"   stop everything with: make demo-down\n"
         )

@@ -3,8 +3,8 @@
 In a real Airflow, a rehearsal run of the demo customer (one business day = 8 s) is stopped by ops
 (``PATCH /api/v2/dags/{dag}/dagRuns/{run}`` with ``state=failed``) while a question is open:
 
-- at the analysis, a question of the review DAG (``managed_upgrade_review``): the Analyse budget's clock
-  runs, its miss would fall due ~20 s later;
+- at the analysis, a question of the customer's review DAG (``managed_upgrade_review__acme``): the
+  Analyse budget's clock runs, its miss would fall due ~20 s later;
 - at "Respond to Request", a human gate of the customer run itself (Airflow 3.3.2 leaves such a gate's
   HITL detail pending in Required Actions when the run is marked failed).
 
@@ -34,7 +34,7 @@ from scenario_customers import diagnostics, open_ledger
 from airflow_local import harness
 from airflow_local.client import AirflowClient
 from managed_upgrade.config import load_customer_config
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade.dag_ids import review_dag_id_for
 from managed_upgrade.sla.calendar import calendar_for
 from managed_upgrade.sla.clock import sla_state
 from upgrade_demo.autopilot import DEFAULT_ANSWERS, params_input
@@ -43,6 +43,8 @@ pytestmark = pytest.mark.e2e
 
 CONFIG = load_customer_config(Path(__file__).resolve().parents[2] / "include" / "customers" / "acme.yaml")
 DAG = CONFIG.dag_id
+REVIEW_DAG_ID = review_dag_id_for(CONFIG.customer_id)
+"""The demo customer's review DAG: its runs are the questions of the analysis (and the fix loops)."""
 TOKEN = uuid.uuid4().hex[:8]
 SECONDS_PER_DAY = 8.0
 """Rehearsal speed of the run stopped at its analysis: the Analyse budget (4 business days, from the Dev

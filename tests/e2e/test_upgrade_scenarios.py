@@ -56,9 +56,10 @@ from airflow_local.settings import HarnessOverrides
 from crm_estate import Estate
 from crm_estate.installation import customer_file_settings
 from managed_upgrade.config import ENVIRONMENT_NAMES
+from managed_upgrade.dag_ids import review_dag_id_of
 from managed_upgrade.operations.settings_files import parse_properties
 from managed_upgrade.review.review_loop import REJECTED, RETEST, SIGNED_OFF
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID, review_run_id
+from managed_upgrade.review.review_runs import review_run_id
 from managed_upgrade.verification.report import TestReport
 from upgrade_demo.autopilot import Answer, AnsweredGate, GatePolicy, drive_run
 
@@ -615,8 +616,9 @@ def test_rejected_sign_off_is_fixed_retested_and_signed_off_then_the_upgrade_com
         "subject"
     ]
     assert [q["gate"]["question"] for q in questions] == [1, 2, 3]
-    # each question is its own run of the review DAG, named after the customer run
-    assert [q["task_instance"]["dag_id"] for q in questions] == [REVIEW_DAG_ID] * 3
+    # each question is its own run of the customer's review DAG, named after the customer run
+    assert [q["task_instance"]["dag_id"] for q in questions] == [review_dag_id_of(story.dag_id)] * 3
+    assert questions[0]["task_instance"]["dag_id"] == story.dag_id.replace("__", "_review__", 1)
     assert [q["task_instance"]["dag_run_id"] for q in questions] == [
         review_run_id(story.dag_id, story.run_id, "dev.customer_sign_off", number) for number in (1, 2, 3)
     ]

@@ -1,9 +1,9 @@
-"""Drives a task that asks questions through the review DAG the way Airflow does, without Airflow.
+"""Drives a task that asks questions through its customer's review DAG as Airflow does, without Airflow.
 
-The task asks by raising the request for a run of the review DAG (which the task runner would create
-before deferring the task); the answer is recorded by the review DAG's own operator, as when a
-consultant answers; ``execute_complete`` then gets the event the deferred task resumes with -- each
-call on a fresh operator, as each resumption is a new process.
+The task asks by raising the request for a run of the customer's review DAG (which the task runner
+would create before deferring the task); the answer is recorded by the review DAG's own operator, as
+when a consultant answers; ``execute_complete`` then gets the event the deferred task resumes with --
+each call on a fresh operator, as each resumption is a new process.
 """
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from airflow.sdk import DAG
 from airflow.sdk.exceptions import DagRunTriggerException
 
-from managed_upgrade.review.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+from managed_upgrade.dag_ids import review_dag_id_for
+from managed_upgrade.review.review_runs import QUESTION_TASK_ID
 from managed_upgrade_airflow.gates.questions import ReviewQuestion, ReviewQuestionOperator
+
+
+def review_operator(customer_id: str) -> ReviewQuestionOperator:
+    """The question task of the customer's review DAG (it opens questions for that customer only)."""
+    with DAG(review_dag_id_for(customer_id), schedule=None):
+        return ReviewQuestionOperator(task_id=QUESTION_TASK_ID)
 
 
 @dataclass
@@ -39,9 +47,10 @@ class ReviewTask:
         return context
 
     def opened(self, request: DagRunTriggerException) -> ReviewQuestion:
-        assert request.trigger_dag_id == REVIEW_DAG_ID
-        assert (request.wait_for_completion, request.deferrable, request.reset_dag_run) == (True, True, True)
         question = ReviewQuestion.from_conf(request.conf)
+        assert request.trigger_dag_id == review_dag_id_for(question.customer_id) == question.review_dag_id
+        assert request.trigger_dag_id == f"managed_upgrade_review__{question.customer_id}"
+        assert (request.wait_for_completion, request.deferrable, request.reset_dag_run) == (True, True, True)
         assert request.dag_run_id == question.review_run_id
         assert (question.run_id, question.task_id) == (self.run_id, self.task_id)
         self.open = question
@@ -70,7 +79,7 @@ class ReviewTask:
         # A new process resumes the review run's question: its operator knows the question only from
         # the conf, and Airflow checks the chosen option against the operator's options.
         review_context = {"dag_run": SimpleNamespace(conf=question.to_conf())}
-        recorded = ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute_complete(review_context, answered)
+        recorded = review_operator(question.customer_id).execute_complete(review_context, answered)
         assert recorded["chosen_options"] == [option]
         ended = {"run_ids": [question.review_run_id], question.review_run_id: "success"}
         event = ("airflow.providers.standard.triggers.external_task.DagStateTrigger", ended)

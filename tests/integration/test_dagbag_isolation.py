@@ -19,7 +19,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from managed_upgrade.config import CUSTOMERS_DIR_VARIABLE
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade.dag_ids import review_dag_id_for
 from managed_upgrade_airflow.dag_registry import SHARDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -174,7 +174,8 @@ def error_text(bag: DagBag) -> str:
 
 
 def test_every_valid_customer_has_its_dag(bag: DagBag) -> None:
-    assert set(bag.dag_ids) == {f"managed_upgrade__{stem}" for stem in VALID} | {REVIEW_DAG_ID}
+    reviews = {review_dag_id_for(stem) for stem in VALID}
+    assert set(bag.dag_ids) == {f"managed_upgrade__{stem}" for stem in VALID} | reviews
 
 
 def test_only_the_errors_file_fails_to_import(bag: DagBag) -> None:
@@ -182,7 +183,8 @@ def test_only_the_errors_file_fails_to_import(bag: DagBag) -> None:
     parsed = {Path(stat.file).name for stat in bag.dagbag_stats}
     shards = {f"managed_upgrade_shard_{k:02d}.py" for k in range(SHARDS)}
     assert parsed >= shards | {ERRORS_FILE}
-    assert sum(stat.dag_num for stat in bag.dagbag_stats if Path(stat.file).name in shards) == len(VALID)
+    # each valid customer: its DAG and its review DAG
+    assert sum(stat.dag_num for stat in bag.dagbag_stats if Path(stat.file).name in shards) == 2 * len(VALID)
 
 
 def test_the_error_lists_exactly_the_hostile_files(error_text: str) -> None:

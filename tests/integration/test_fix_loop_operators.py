@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException, TaskAwaitingInput
 from airflow.sdk.execution_time import task_runner
 from airflow.sdk.execution_time.comms import CreateHITLDetailPayload
 from pydantic import TypeAdapter
-from question_driver import ReviewTask
+from question_driver import ReviewTask, review_operator
 
 from managed_upgrade.config import TestCase, load_customer_config
 from managed_upgrade.ledger import Ledger
@@ -40,7 +40,7 @@ from managed_upgrade.review.review_loop import (
     SIGNED_OFF,
 )
 from managed_upgrade.review.review_runs import QUESTION_TASK_ID
-from managed_upgrade_airflow.gates.questions import ReviewQuestion, ReviewQuestionOperator
+from managed_upgrade_airflow.gates.questions import ReviewQuestion
 from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
 from managed_upgrade_airflow.operators.customer_sign_off import CustomerSignOffOperator
 from managed_upgrade_airflow.operators.fix_and_retest import FixAndRetestOperator
@@ -625,7 +625,7 @@ def test_the_review_dag_opens_exactly_the_question_its_run_was_given(task_contex
     context["dag_run"].conf = question.to_conf()
     context["ti"].id = uuid.uuid4()
     with pytest.raises(TaskAwaitingInput):
-        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute(context)
+        review_operator("acme").execute(context)
     (request,) = comms.hitl_requests
     assert (request.subject, request.body, request.options) == (
         question.subject,
@@ -641,4 +641,17 @@ def test_a_review_run_made_by_hand_is_refused_with_a_clear_message(task_context)
     context = task_context(QUESTION_TASK_ID)
     context["dag_run"].conf = {"subject": "Approve my change"}
     with pytest.raises(ValueError, match=r"lacks dag_id, run_id, task_id.*not by hand"):
-        ReviewQuestionOperator(task_id=QUESTION_TASK_ID).execute(context)
+        review_operator("acme").execute(context)
+
+
+def test_a_review_dag_refuses_a_question_for_another_customer(task_context, comms):
+    """globex's review DAG never opens acme's question: its consultants would see and answer it."""
+    question = ReviewQuestion(
+        dag_id=DAG_ID, run_id="manual__1", task_id="dev.fix_and_retest", try_number=1, number=1,
+        customer_id="acme", subject="Fix?", body="", options=FIX_OPTIONS, assigned_users=("carla",),
+    )  # fmt: skip
+    context = task_context(QUESTION_TASK_ID, run_id=question.review_run_id)
+    context["dag_run"].conf = question.to_conf()
+    with pytest.raises(ValueError, match=r"managed_upgrade_review__globex asks only for its own customer"):
+        review_operator("globex").execute(context)
+    assert comms.hitl_requests == []

@@ -220,7 +220,7 @@ def test_closed_questions_keep_where_they_were_and_why(ledger: Ledger) -> None:
         RUN,
         "initiation.analyse_questionnaire_and_system",
         question=1,
-        hitl_dag_id="managed_upgrade_review",
+        hitl_dag_id="managed_upgrade_review__acme",
         hitl_run_id=review_run,
         hitl_task_id="question",
         closed_at=DETECTED,
@@ -230,7 +230,7 @@ def test_closed_questions_keep_where_they_were_and_why(ledger: Ledger) -> None:
     assert row == {
         "task_id": "initiation.analyse_questionnaire_and_system",
         "question": 1,
-        "hitl_dag_id": "managed_upgrade_review",
+        "hitl_dag_id": "managed_upgrade_review__acme",
         "hitl_run_id": review_run,
         "hitl_task_id": "question",
         "closed_at": DETECTED,

@@ -310,6 +310,48 @@ def test_the_executor_is_local_unless_the_environment_or_an_override_says_celery
     assert HarnessSettings.from_environment(HarnessOverrides(executor="celery"), environ).celery
 
 
+def test_the_auth_manager_is_simple_unless_the_environment_or_an_override_says_fab(tmp_path):
+    environ = _environ(tmp_path)
+    simple = HarnessSettings.from_environment(environ=environ)
+    assert (simple.auth_manager, simple.fab) == ("simple", False)
+    assert HarnessSettings.from_environment(environ=environ | {"AIRFLOW_LOCAL_AUTH_MANAGER": "FAB"}).fab
+    assert HarnessSettings.from_environment(HarnessOverrides(auth_manager="fab"), environ).fab
+    with pytest.raises(HarnessConfigError, match="AIRFLOW_LOCAL_AUTH_MANAGER or --auth-manager"):
+        HarnessSettings.from_environment(environ=environ | {"AIRFLOW_LOCAL_AUTH_MANAGER": "ldap"})
+
+
+def test_with_fab_the_configs_people_get_only_their_customer_roles_and_no_simple_auth_settings(tmp_path):
+    from airflow_local.environment import FAB_AUTH_MANAGER
+    from airflow_local.users import fab_users
+    from managed_upgrade_airflow.access_control import read_user_specs
+
+    customers = tmp_path / "customers"
+    customers.mkdir()
+    (customers / "acme.yaml").write_text("users:\n  consultant: [carla]\n  project_manager: [pete]\n")
+    settings = HarnessSettings.from_environment(
+        HarnessOverrides(auth_manager="fab", customers_folder=customers, extra_users=("bob:user",)),
+        _environ(tmp_path),
+    )
+    users = all_users(settings)
+    passwords = {name: f"{name}-pw" for name in users}
+    roles = {name: spec["roles"] for name, spec in fab_users(settings, passwords).items()}
+    assert roles == {
+        "admin": ["Admin"],
+        "bob": ["User"],
+        "carla": [],
+        "manager": ["Viewer"],
+        "ops": ["Op"],
+        "pete": [],
+    }
+    environment = airflow_settings(settings, users)
+    assert environment["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert not any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in environment)
+    harness.prepare(settings)
+    assert stat.S_IMODE(settings.fab_users_file.stat().st_mode) == 0o600
+    specs = read_user_specs(settings.fab_users_file)  # what the start-up sync reads
+    assert specs["carla"].roles == () and specs["admin"].roles == ("Admin",)
+
+
 def test_celery_refuses_a_sqlite_metadata_database(tmp_path):
     with pytest.raises(
         HarnessConfigError, match="needs a PostgreSQL metadata database: set AIRFLOW_LOCAL_METADATA_DSN"

@@ -158,6 +158,64 @@ def _ssh_remote_job_wrapper() -> None:
     )
 
 
+def _fab_security_manager() -> None:
+    source = _source("airflow.providers.fab.auth_manager.cli_commands.utils:get_application_builder")
+    assert "yield" in source and "appbuilder" in source, (
+        "get_application_builder no longer yields an appbuilder"
+    )
+    manager = "airflow.providers.fab.auth_manager.security_manager.override:FabAirflowSecurityManagerOverride"
+    _binds(f"{manager}.add_role", None, "customer_acme")
+    _binds(f"{manager}.add_permission_to_role", None, None, None)
+    _binds(f"{manager}.add_user", None, "carla", "carla", "-", "carla@example.com", [], "secret")
+    for method in ("find_role", "get_permission", "create_permission", "find_user", "update_user"):
+        assert callable(_resolve(f"{manager}.{method}")), method
+
+
+def _plugin_app_auth() -> None:
+    base = "airflow.api_fastapi.auth.managers.base_auth_manager"
+    assert _resolve(f"{base}:COOKIE_NAME_JWT_TOKEN") == compat.JWT_COOKIE, "the UI's JWT cookie was renamed"
+    assert inspect.iscoroutinefunction(_resolve(f"{base}:BaseAuthManager.get_user_from_token"))
+    _binds(f"{base}:BaseAuthManager.filter_authorized_dag_ids", None, dag_ids={"d"}, user=None, method="GET")
+    _binds(f"{base}:BaseAuthManager.is_authorized_dag", None, method="GET", details=None, user=None)
+    details = _resolve("airflow.api_fastapi.auth.managers.models.resource_details:DagDetails")(id="d")  # type: ignore[operator]
+    assert details.id == "d"  # type: ignore[attr-defined]
+    source = _source("airflow.api_fastapi.core_api.security:get_user")
+    assert "COOKIE_NAME_JWT_TOKEN" in source and "bearer" in source.lower(), (
+        "get_user reads the token elsewhere"
+    )
+
+
+def _views_metadata_reads() -> None:
+    assert {"dag_id", "is_stale"} <= _columns("airflow.models.dag:DagModel")
+    assert {"ti_id", "subject", "assignees", "created_at", "responded_at"} <= _columns(
+        "airflow.models.hitl:HITLDetail"
+    )
+    assert {"id", "dag_id", "run_id", "task_id", "map_index"} <= _columns(
+        "airflow.models.taskinstance:TaskInstance"
+    )
+    assert {"dag_id", "run_id", "conf"} <= _columns("airflow.models.dagrun:DagRun")
+    assert "yield session" in _source("airflow.utils.session:create_session")
+
+
+def _fab_auth_manager_hitl_users() -> None:
+    _binds(
+        "airflow.api_fastapi.auth.managers.base_auth_manager:BaseAuthManager.is_authorized_hitl_task",
+        None,
+        assigned_users={"carla"},
+        user=None,
+    )
+    from managed_upgrade_airflow.fab_auth_manager import FabAuthManager
+
+    base = compat.fab_auth_manager_base()
+    assert (
+        issubclass(FabAuthManager, base) and "FabAuthManager" in f"{FabAuthManager.__module__}.FabAuthManager"
+    )
+    carla = type("User", (), {"get_id": lambda self: "7", "get_name": lambda self: "carla"})()
+    manager = FabAuthManager.__new__(FabAuthManager)
+    assert manager.is_authorized_hitl_task(assigned_users={"carla"}, user=carla)
+    assert not manager.is_authorized_hitl_task(assigned_users={"gina"}, user=carla)
+
+
 SHAPES: dict[str, Callable[[], None]] = {
     "supervisor_queries": _supervisor_queries,
     "listener_task_instance": _listener_task_instance,
@@ -170,6 +228,10 @@ SHAPES: dict[str, Callable[[], None]] = {
     "deadline_reference_evaluate_with": _deadline_reference_evaluate_with,
     "smtp_client": _smtp_client,
     "ssh_remote_job_wrapper": _ssh_remote_job_wrapper,
+    "fab_security_manager": _fab_security_manager,
+    "plugin_app_auth": _plugin_app_auth,
+    "views_metadata_reads": _views_metadata_reads,
+    "fab_auth_manager_hitl_users": _fab_auth_manager_hitl_users,
 }
 
 

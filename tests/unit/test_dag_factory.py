@@ -13,9 +13,11 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from managed_upgrade.config import CUSTOMERS_DIR_VARIABLE, DEFAULT_CUSTOMERS_DIR, load_customer_configs
+from managed_upgrade.dag_ids import customer_id_of, review_dag_id_for
 from managed_upgrade.process.model import load_process_model
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade_airflow.access_control import CUSTOMER_DAG_ACCESS
 from managed_upgrade_airflow.dag_factory import BUILDERS, build_dag, builder_for
+from managed_upgrade_airflow.dag_registry import shard_of
 from managed_upgrade_airflow.operators.sla_watch import SLA_WATCH_TASK_ID
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,7 +34,8 @@ def test_every_example_customer_has_a_dag_and_nothing_fails(dagbag):
     assert configs, "discovery found no customer config at all"
     assert errors == {}
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {f"managed_upgrade__{cid}" for cid in configs} | {REVIEW_DAG_ID}
+    customer_dags = {f"managed_upgrade__{cid}" for cid in configs}
+    assert set(dagbag.dag_ids) == customer_dags | {f"managed_upgrade_review__{cid}" for cid in configs}
 
 
 def test_dag_follows_the_process_model(dagbag):
@@ -95,12 +98,26 @@ def test_gates_are_assigned_to_the_configured_users(dagbag):
     assert dag.get_task("dev.fix_and_retest").assigned_users == ("carla",)  # answer its review questions
 
 
-def test_the_review_dag_holds_one_question_task_and_never_queues_questions(dagbag):
-    review = dagbag.dags[REVIEW_DAG_ID]
-    assert review.task_ids == ["question"]
-    assert type(review.timetable).__name__ == "NullTimetable"
-    assert review.max_active_runs >= 10_000 and review.max_active_tasks >= 10_000
-    assert review.is_paused_upon_creation is False  # its runs are created by the customer DAGs
+def test_each_customer_has_a_review_dag_of_one_question_task_that_never_queues_questions(dagbag):
+    configs, _ = load_customer_configs(DEFAULT_CUSTOMERS_DIR)
+    for customer_id in configs:
+        review = dagbag.dags[review_dag_id_for(customer_id)]
+        assert review.task_ids == ["question"]
+        assert type(review.timetable).__name__ == "NullTimetable"
+        assert review.max_active_runs >= 10_000 and review.max_active_tasks >= 10_000
+        assert review.is_paused_upon_creation is False  # its runs are created by the customer DAGs
+        # generated beside the customer's DAG, in the same shard file
+        customer = dagbag.dags[f"managed_upgrade__{customer_id}"]
+        assert review.fileloc == customer.fileloc
+        assert review.fileloc.endswith(f"managed_upgrade_shard_{shard_of(customer_id):02d}.py")
+
+
+def test_a_customers_dags_grant_exactly_its_role_reading_and_editing_them(dagbag):
+    expected = {resource: set(actions) for resource, actions in CUSTOMER_DAG_ACCESS.items()}
+    assert expected == {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read"}}
+    for dag_id in ("managed_upgrade__acme", "managed_upgrade_review__acme"):
+        assert dagbag.dags[dag_id].access_control == {"customer_acme": expected}, dag_id
+    assert set(dagbag.dags["managed_upgrade_review__globex"].access_control) == {"customer_globex"}
 
 
 def test_every_process_activity_has_an_operator():
@@ -117,7 +134,12 @@ def test_a_broken_customer_file_is_an_import_error_that_hides_no_other_customer(
     (tmp_path / "initech.yaml").write_text(broken)
     monkeypatch.setenv(CUSTOMERS_DIR_VARIABLE, str(tmp_path))
     bag = DagBag(dag_folder=str(DAGS), safe_mode=True)
-    assert set(bag.dag_ids) == {"managed_upgrade__acme", "managed_upgrade__globex", REVIEW_DAG_ID}
+    assert set(bag.dag_ids) == {
+        "managed_upgrade__acme",
+        "managed_upgrade__globex",
+        "managed_upgrade_review__acme",
+        "managed_upgrade_review__globex",
+    }
     [(path, message)] = bag.import_errors.items()
     assert path.endswith("customer_config_errors.py")
     assert "initech.yaml (DAG managed_upgrade__initech not loaded)" in message
@@ -133,7 +155,7 @@ def test_build_dag_directly_for_each_example():
 
 
 def test_one_shard_file_per_shard_and_each_customer_in_exactly_one():
-    from managed_upgrade_airflow.dag_registry import SHARDS, register_customer_dags, shard_of
+    from managed_upgrade_airflow.dag_registry import SHARDS, register_customer_dags
 
     files = sorted(p.name for p in DAGS.glob("managed_upgrade_shard_*.py"))
     assert files == [f"managed_upgrade_shard_{k:02d}.py" for k in range(SHARDS)]
@@ -144,8 +166,36 @@ def test_one_shard_file_per_shard_and_each_customer_in_exactly_one():
     for k in range(SHARDS):
         namespace: dict = {}
         seen += register_customer_dags(namespace, shard=k)
-        assert all(shard_of(dag_id.removeprefix("managed_upgrade__")) == k for dag_id in namespace)
-    assert sorted(seen) == sorted(config.dag_id for config in configs.values())
+        assert all(shard_of(customer_id_of(dag_id) or "") == k for dag_id in namespace)
+    expected = [dag_id for c in configs.values() for dag_id in (c.dag_id, review_dag_id_for(c.customer_id))]
+    assert sorted(seen) == sorted(expected)
+
+
+@pytest.mark.parametrize("wanted", ["managed_upgrade__acme", "managed_upgrade_review__acme"])
+def test_a_task_process_builds_only_the_dag_it_runs(wanted, monkeypatch):
+    """A task parses its shard to find its own DAG: the customer DAG or the review DAG, not both."""
+    from managed_upgrade_airflow.dag_registry import register_customer_dags
+
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", wanted)
+    namespace: dict = {}
+    assert register_customer_dags(namespace, shard=shard_of("acme")) == [wanted]
+    assert list(namespace) == [wanted]
+
+
+def test_the_longest_customer_id_still_names_valid_dags_and_roles():
+    from airflow.models.base import ID_LEN
+    from airflow.providers.fab.auth_manager.models import Role
+
+    from managed_upgrade.dag_ids import MAX_DAG_ID_LENGTH, MAX_ROLE_NAME_LENGTH, customer_role_for, dag_id_for
+    from managed_upgrade.vocabulary import SAFE_KINDS
+
+    assert MAX_DAG_ID_LENGTH == ID_LEN  # what Airflow checks a dag_id against
+    assert Role.__table__.c.name.type.length == MAX_ROLE_NAME_LENGTH  # FAB's ab_role.name
+    longest = "c" * SAFE_KINDS["customer id"].max_length
+    assert len(review_dag_id_for(longest)) <= MAX_DAG_ID_LENGTH
+    assert len(dag_id_for(longest)) <= MAX_DAG_ID_LENGTH
+    assert len(customer_role_for(longest)) <= MAX_ROLE_NAME_LENGTH
+    assert customer_id_of(review_dag_id_for(longest)) == customer_id_of(dag_id_for(longest)) == longest
 
 
 # CRC-32 of the customer id modulo 16 (acme: 0x05c4ba3e), pinned: a change of the scheme moves

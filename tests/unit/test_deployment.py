@@ -213,7 +213,13 @@ def test_components_point_at_the_right_services(common_env: dict, services: dict
         container_port,
         "/execution/",
     )
-    assert common_env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("simple_auth_manager.SimpleAuthManager")
+    # the FAB auth manager (per-customer roles), the same class the local harness runs with --auth-manager fab
+    from airflow_local.environment import FAB_AUTH_MANAGER
+
+    assert common_env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert not any(key.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER") for key in common_env)
+    init = (REPO / "deploy" / "airflow-init.sh").read_text(encoding="utf-8")
+    assert "python -m managed_upgrade_airflow.access_control sync" in init
 
 
 def test_published_ports_are_bound_to_loopback_only(services: dict) -> None:
@@ -581,6 +587,33 @@ def test_write_passwords_gives_the_auth_manager_one_password_per_user(tmp_path: 
     assert airflow_init.main(["write-passwords", "--customers", str(customers)], environment) == 2
     assert "no password for carla" in capsys.readouterr().err
     assert json.loads(target.read_text())["admin"] == "admin-password-1"
+
+
+def test_fab_users_map_roles_and_leave_consultants_to_their_customer_roles(tmp_path: Path, capsys) -> None:
+    from managed_upgrade_airflow.access_control import read_user_specs
+
+    target = tmp_path / "users.json"
+    environment = {
+        "AIRFLOW_USERS": "admin:admin,ops:op,manager:viewer,carla:user",
+        "AIRFLOW_USER_PASSWORDS": ",".join(
+            f"{n}:{n}-password-1" for n in ("admin", "ops", "manager", "carla")
+        ),
+    }
+    customers = tmp_path / "customers"
+    customers.mkdir()
+    (customers / "acme.yaml").write_text("users:\n  consultant: [carla]\n  project_manager: [pete]\n")
+    exit_code = airflow_init.main(["fab-users", str(target), "--customers", str(customers)], environment)
+    assert exit_code == 0
+    specs = read_user_specs(target)  # the file the product's sync reads
+    assert {name: spec.roles for name, spec in specs.items()} == {
+        "admin": ("Admin",),
+        "manager": ("Viewer",),
+        "ops": ("Op",),
+        "carla": (),
+    }
+    assert specs["carla"].password == "carla-password-1"  # pragma: allowlist secret
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "'pete', who is not in AIRFLOW_USERS" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- with PostgreSQL

@@ -1,14 +1,17 @@
 """How the review questions of a customer run are named, so tasks, the listener and clients agree.
 
-Every question of a review loop ("Fix Issues and Retest", "Customer Sign-off") is a run of the review
-DAG (see ``managed_upgrade_airflow.gates.questions`` for why). Its run id says what is asked and
-ends with the customer run, so a list of review runs reads as the loops' history and a client finds a
-customer run's open questions by that ending.
+Every question of a review loop (the analysis, "Fix Issues and Retest", "Customer Sign-off") is a run
+of the customer's review DAG ``managed_upgrade_review__<customer_id>``
+(:func:`managed_upgrade.dag_ids.review_dag_id_for`; see ``managed_upgrade_airflow.gates.questions`` for
+why). Its run id says what is asked and ends with the customer run, so a list of review runs reads as
+the loops' history and a client finds a customer run's open questions by that ending.
 """
 
 from __future__ import annotations
 
 REVIEW_DAG_ID = "managed_upgrade_review"
+"""The one review DAG all customers shared before each customer got its own. No DAG has this id any
+more; only runs created before the change carry it (see the README, "Answer gates")."""
 QUESTION_TASK_ID = "question"
 
 
@@ -22,7 +25,7 @@ def review_run_suffix(dag_id: str, run_id: str) -> str:
 
 
 def review_run_id(dag_id: str, run_id: str, task_id: str, number: int) -> str:
-    """The run of :data:`REVIEW_DAG_ID` asking question ``number`` of ``task_id`` in a customer run."""
+    """The run of the customer's review DAG asking question ``number`` of ``task_id`` in a customer run."""
     return f"{task_id}.q{number}{review_run_suffix(dag_id, run_id)}"
 
 

@@ -1,4 +1,4 @@
-"""A task whose single try asks question after question, each as a run of the review DAG.
+"""A task whose single try asks question after question, each as a run of its customer's review DAG.
 
 The analysis (with its customer follow-ups), "Fix Issues and Retest" and "Customer Sign-off" are
 such loops: ask (:func:`~managed_upgrade_airflow.gates.questions.ask`, deferred, no worker slot),
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade.dag_ids import review_dag_id_for
 from managed_upgrade_airflow.gates.questions import (
     ReviewQuestion,
     answer_poll_seconds,
@@ -98,7 +98,7 @@ class QuestionLoopOperator(BaseOperator):
             question.number,
             question.subject,
             question.review_run_id,
-            REVIEW_DAG_ID,
+            question.review_dag_id,
         )
         poll = self.answer_poll_seconds
         return ask(question, poll_seconds=poll if poll is not None else answer_poll_seconds(context))
@@ -108,8 +108,9 @@ class QuestionLoopOperator(BaseOperator):
         review_run_id, number, state = ended_review_run(event)
         given = self.answer_to(context, number)
         if given is None:
+            review_dag_id = review_dag_id_for(self.config.customer_id)
             raise AirflowFailException(
-                f"{self.task_id}: question {number} (run {review_run_id} of {REVIEW_DAG_ID}) ended {state} "
+                f"{self.task_id}: question {number} (run {review_run_id} of {review_dag_id}) ended {state} "
                 "without an answer in the ledger. Clear this task to ask it again."
             )
         if given.responded_by not in self.assigned_users:

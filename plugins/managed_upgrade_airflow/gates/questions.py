@@ -1,13 +1,17 @@
-"""Every question of a review loop is a run of one small DAG, so Airflow shows each one fresh.
+"""Every question of a review loop is a run of the customer's review DAG, so Airflow shows it fresh.
 
 Airflow 3.3.2 keeps one HITL detail per task instance and, when the task is retried or cleared, only
 erases the answer: subject, body, options and form stay those of the first question. "Fix Issues and
 Retest" and "Customer Sign-off" ask a different question every round (that round's report; "sign
 off?" then "what did you fix?"), so each question needs a task instance of its own. A run of
-``managed_upgrade_review`` is exactly that, created by the review task when it asks (the way
-``TriggerDagRunOperator`` creates runs, deferred until the run ends, holding no worker slot), and it
+``managed_upgrade_review__<customer_id>`` is exactly that, created by the review task when it asks (the
+way ``TriggerDagRunOperator`` creates runs, deferred until the run ends, holding no worker slot), and it
 adds no task to the customer's Grid. The review DAG's runs are also the loop's visible history: one
 run per question, named after the customer's run, task and question number.
+
+Each customer has its own review DAG, generated beside its customer DAG with the same
+``access_control`` (:mod:`managed_upgrade_airflow.access_control`), so a consultant sees the questions
+of their customers only; a review DAG's task refuses a question for another customer.
 
 The question travels as the review run's conf. Only the assigned users can answer it (Airflow
 enforces ``assigned_users``), the answer is recorded in the ledger under the customer run's task, and
@@ -22,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Param, ParamsDict  # type: ignore[attr-defined]  # missing from airflow.sdk's stub in 3.3.2
 
+from managed_upgrade.dag_ids import review_dag_id_for
 from managed_upgrade.review.review_runs import (
     QUESTION_TASK_ID,
-    REVIEW_DAG_ID,
     question_number_of,
     review_run_id,
 )
 from managed_upgrade.sla.deadlines import rehearsal_seconds
+from managed_upgrade_airflow.access_control import access_control_warning_silenced, customer_access_control
 from managed_upgrade_airflow.compat import (
     AcceptAnyParamsInput,
     trigger_dag_run_and_wait,
@@ -40,8 +45,11 @@ from managed_upgrade_airflow.ledger_access import open_ledger
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from managed_upgrade.config import CustomerConfig
+
 OPEN_QUESTIONS_LIMIT = 100_000
-"""Questions stay open for weeks across all customers; Airflow's default of 16 runs would queue them."""
+"""Questions stay open for weeks (every run of the customer, every loop); Airflow's default of 16 runs
+would queue them."""
 
 
 class ReviewQuestionError(ValueError):
@@ -89,6 +97,11 @@ class ReviewQuestion:
     fields: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
+    def review_dag_id(self) -> str:
+        """The customer's review DAG, where this question is a run."""
+        return review_dag_id_for(self.customer_id)
+
+    @property
     def review_run_id(self) -> str:
         return review_run_id(self.dag_id, self.run_id, self.task_id, self.number)
 
@@ -108,7 +121,7 @@ class ReviewQuestion:
         missing = [name for name in names if name not in conf]
         if missing:
             raise ReviewQuestionError(
-                f"the run conf of {REVIEW_DAG_ID} lacks {', '.join(missing)}: its runs are created by the "
+                f"the run conf of a review DAG lacks {', '.join(missing)}: its runs are created by the "
                 "review tasks of the customer DAGs (fix_and_retest, customer_sign_off), not by hand"
             )
         options = tuple(str(option) for option in conf["options"])
@@ -140,7 +153,7 @@ def ask(question: ReviewQuestion, *, poll_seconds: int) -> Exception:
     asked again (the task was cleared before it was answered) re-opens the same run.
     """
     return trigger_dag_run_and_wait(
-        dag_id=REVIEW_DAG_ID,
+        dag_id=question.review_dag_id,
         run_id=question.review_run_id,
         conf=question.to_conf(),
         note=question.subject,
@@ -178,7 +191,13 @@ class ReviewQuestionOperator(AcceptAnyParamsInput, FactsGate):
 
     def question(self, context: Context) -> ReviewQuestion:
         if self._question is None:
-            self._question = ReviewQuestion.from_conf(context["dag_run"].conf)
+            question = ReviewQuestion.from_conf(context["dag_run"].conf)
+            if question.review_dag_id != self.dag_id:
+                raise ReviewQuestionError(
+                    f"{self.dag_id} asks only for its own customer; this run's question is for customer "
+                    f"{question.customer_id!r} (its questions are runs of {question.review_dag_id})"
+                )
+            self._question = question
         return self._question
 
     def ask(self, context: Context) -> ReviewQuestion:
@@ -230,21 +249,36 @@ class ReviewQuestionOperator(AcceptAnyParamsInput, FactsGate):
             )
 
 
-def build_review_dag(doc_md: str | None = None) -> Any:
-    """The review DAG: no schedule, any number of open questions, never paused (runs must start)."""
+REVIEW_DAG_DOC = """# Review questions of {name}
+
+The analysis, fix-and-retest and customer sign-off tasks of `{dag_id}` ask their questions as runs of
+this DAG, one run per question, named after the question and the customer run (e.g.
+`dev.customer_sign_off.q2__{dag_id}__<run id>`). Answer them under *Required actions*; the runs are
+the loops' history. Do not trigger this DAG by hand: its task refuses a run it did not get from
+`{dag_id}`.
+"""
+
+
+def build_review_dag(config: CustomerConfig) -> Any:
+    """The customer's review DAG ``managed_upgrade_review__<customer_id>``: no schedule, any number of
+    open questions, never paused (runs must start), the same access control as the customer's DAG."""
     from airflow.sdk import DAG
 
-    with DAG(
-        dag_id=REVIEW_DAG_ID,
-        schedule=None,
-        catchup=False,
-        max_active_runs=OPEN_QUESTIONS_LIMIT,
-        max_active_tasks=OPEN_QUESTIONS_LIMIT,
-        is_paused_upon_creation=False,
-        doc_md=doc_md,
-        tags=["managed-upgrade", "review-questions"],
-        default_args={"owner": "managed-upgrade", "retries": 0},
-        params={},
-    ) as dag:
+    with access_control_warning_silenced():
+        dag = DAG(
+            dag_id=review_dag_id_for(config.customer_id),
+            description=f"Review questions of the managed upgrade of {config.name}: one run per question",
+            schedule=None,
+            catchup=False,
+            max_active_runs=OPEN_QUESTIONS_LIMIT,
+            max_active_tasks=OPEN_QUESTIONS_LIMIT,
+            is_paused_upon_creation=False,
+            doc_md=REVIEW_DAG_DOC.format(name=config.name, dag_id=config.dag_id),
+            tags=["managed-upgrade", "review-questions", f"customer:{config.customer_id}"],
+            default_args={"owner": "managed-upgrade", "retries": 0},
+            params={},
+            access_control=customer_access_control(config),
+        )
+    with dag:
         ReviewQuestionOperator(task_id=QUESTION_TASK_ID, task_display_name="Question")
     return dag

@@ -39,6 +39,7 @@ def request_case_defaults(config: CustomerConfig) -> dict[str, Any]:
         "deadline_reason": case.deadline_reason,
         "target_version": config.versions.target,
         "seconds_per_business_day": None,
+        "rehearse_windows": False,
     }
 
 
@@ -66,7 +67,7 @@ class CreateRequestCaseOperator(BaseOperator):
     """Validate the request case of this run and record the run; XCom: :meth:`RunSettings.to_conf`.
 
     The XCom is ``{case_id, earliest_start, ideal_start, deadline (ISO dates), deadline_reason,
-    target_version, seconds_per_business_day (float or None)}``.
+    target_version, seconds_per_business_day (float or None), rehearse_windows (bool)}``.
     """
 
     ui_color = "#e8f0fe"
@@ -100,7 +101,10 @@ class CreateRequestCaseOperator(BaseOperator):
         result = settings.to_conf()
         ti = context["ti"]
         plan = make_customer_plan(
-            self.config, _run_start(context), seconds_per_business_day=settings.seconds_per_business_day
+            self.config,
+            _run_start(context),
+            seconds_per_business_day=settings.seconds_per_business_day,
+            rehearse_windows=settings.rehearse_windows,
         )
         with open_ledger(self.ledger_conn_id) as ledger:
             ledger.record_run(ti.dag_id, ti.run_id, self.config.customer_id, result)

@@ -28,9 +28,9 @@ anything is measured, so both phases serve the same DAGs; an unchanged file is n
   and the Celery workers' active tasks (``celery inspect active``).
 
 The first task, ``initiation.create_request_case``, only checks the request case and writes the
-ledger; no host of the estate is needed. Each parked run's SLA watcher keeps a PostgreSQL connection
-open in the triggerer: the benchmark refuses to trigger more runs than the server has connections
-for, and stops waiting if it runs short (it is usually shared).
+ledger; no host of the estate is needed. The parked runs' SLA watchers share the triggerer's small
+ledger pool; the benchmark still refuses to start when the server is short of connections and stops
+waiting if it runs short (it is usually shared).
 
 Prints a table (metric, baseline, with N parked, ratio) and ``worker slots used: <n>``; exits 1 unless
 that is 0, every run's request is pending and the workers report no active task. Unless ``--keep``:
@@ -67,6 +67,7 @@ from airflow_local.client import AirflowApiError, AirflowClient  # noqa: E402
 from airflow_local.settings import HarnessOverrides, HarnessSettings  # noqa: E402
 from managed_upgrade.config import load_customer_configs  # noqa: E402
 from managed_upgrade.dag_ids import dag_id_for  # noqa: E402
+from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, SharedLedgers  # noqa: E402
 
 WORK = ROOT / "benchmarks" / ".work" / "parked"
 TEMPLATE_CUSTOMER = ROOT / "include" / "customers" / "acme.yaml"
@@ -84,7 +85,9 @@ SCHEDULER_LOGGER = "airflow.jobs.scheduler_job_runner"
 STATES = ("running", "queued", "scheduled", "awaiting_input", "deferred", "failed")
 SETTLE_SECONDS = 15.0
 CONNECTION_MARGIN = 10
-"""PostgreSQL connections kept free beyond one per parked run: tasks on their way, other users."""
+"""PostgreSQL connections kept free for the tasks on their way and other users."""
+LEDGER_POOL = SharedLedgers(LEDGER_CONN_ID).size
+"""Ledger connections the triggerer's SLA watchers share, however many runs are parked."""
 AIRFLOW_CONNECTIONS = 15
 """PostgreSQL connections this Airflow's components hold with no run (measured: 7-13 with Celery)."""
 CONNECTIONS_LOW = 5
@@ -446,21 +449,20 @@ def wait_for_dags(
 
 
 def check_connections(settings: HarnessSettings, runs: int, airflow_itself: int = 0) -> None:
-    """Refuse to park more runs than the PostgreSQL server has connections for.
+    """Refuse to start when the PostgreSQL server has too few connections left for this Airflow.
 
-    Each parked run's SLA watcher keeps a ledger connection of its own open in the triggerer, so N
-    parked runs take N connections; a server out of connections fails every component of this
-    Airflow (the scheduler exits) and whatever else uses the server.
+    The parked runs' SLA watchers share the triggerer's ledger pool (``SharedLedgers``, a few
+    connections however many runs park), so what is needed no longer grows with ``runs``; a server
+    out of connections would fail every component (the scheduler exits) and whatever else uses it.
     """
     now = connections(settings)
-    needed = runs + CONNECTION_MARGIN + airflow_itself
+    needed = LEDGER_POOL + CONNECTION_MARGIN + airflow_itself
     if now.free < needed:
         itself = f", {airflow_itself} for Airflow's components" if airflow_itself else ""
         raise SystemExit(
-            f"not parking {runs} runs: each run's SLA watcher holds a PostgreSQL connection of its own, "
-            f"so they need about {needed} connections ({CONNECTION_MARGIN} for the tasks on the way"
-            f"{itself}), and the server has {now.free} free ({now.describe()}). Park fewer (--customers) "
-            "or use a server with a higher max_connections."
+            f"not parking {runs} runs: they need about {needed} PostgreSQL connections ({LEDGER_POOL} for "
+            f"the triggerer's ledger pool, {CONNECTION_MARGIN} for the tasks on the way{itself}), and the "
+            f"server has {now.free} free ({now.describe()})."
         )
 
 

@@ -16,8 +16,9 @@ Events (``managed_upgrade.ledger``), only for activity tasks of ``managed_upgrad
   when none) and ``started`` now, both with the try number;
 * success: ``finished``; failure: ``failed`` only when no retry follows (``{"terminal": true, "error"}``).
 
-For ``managed_upgrade_review`` (one run per open question of a review loop; conf ``{"for": {dag_id,
-run_id, task_id}, "customer_wait", "question"}``): its ``question`` task running with
+For a customer's review DAG ``managed_upgrade_review__<customer_id>`` (one run per open question of
+a review loop; conf ``{"for": {dag_id, run_id, task_id}, "customer_wait", "question"}``, the customer
+run always one of the same customer): its ``question`` task running with
 ``customer_wait`` records ``waiting_on_customer`` on the customer run's activity (try number = the
 question number), and its success or failure records ``resumed``.
 
@@ -42,8 +43,10 @@ join the transaction of the state change that fired the hook (a savepoint of it)
 it. A cleared task or run needs nothing: Airflow cancels its triggers (the SLA watch ends quietly) and
 a review task asking again re-opens its question's run.
 
-A listener must never break a task: every ledger error is logged and swallowed (the ledger may be
-down), other DAGs cost one string comparison, and imports are deferred to the first relevant call.
+A listener must never break a task: every ledger error is logged and swallowed, other DAGs cost one
+string comparison, and imports are deferred to the first relevant call. A ledger that restarts loses
+no event: a new connection waits out the restart, and an event handler whose connection broke under
+it is called again (its writes are idempotent).
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ from typing import Any
 
 from airflow.listeners import hookimpl
 
-from managed_upgrade.dag_ids import DAG_ID_PREFIX
-from managed_upgrade.review.review_runs import QUESTION_TASK_ID, REVIEW_DAG_ID
+from managed_upgrade.dag_ids import DAG_ID_PREFIX, is_review_dag_id, review_dag_id_of
+from managed_upgrade.review.review_runs import QUESTION_TASK_ID
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +108,15 @@ def on_dag_run_success(dag_run: Any, msg: str) -> None:
 def _guarded(hook: str, handler: Any, instance: Any, *args: Any) -> None:
     """Call ``handler(instance, *args)`` for our DAGs only, logging (never raising) what goes wrong."""
     dag_id = getattr(instance, "dag_id", "") or ""
-    if not (dag_id.startswith(DAG_ID_PREFIX) or dag_id == REVIEW_DAG_ID):
+    if not (dag_id.startswith(DAG_ID_PREFIX) or is_review_dag_id(dag_id)):
         return
     try:
-        handler(instance, *args)
+        if handler in _IDEMPOTENT_HANDLERS:
+            from managed_upgrade_airflow.ledger_access import again_after_outage
+
+            again_after_outage(handler, instance, *args)
+        else:
+            handler(instance, *args)
     except Exception:
         log.exception(
             "activity listener: could not record the %s event of %s/%s/%s in the ledger; the task is "
@@ -180,7 +188,7 @@ def _record(dag_id: str, run_id: str, activity_key: str, event: str, **kwargs: A
 
 
 def _on_running(ti: Any) -> None:
-    if ti.dag_id == REVIEW_DAG_ID:
+    if is_review_dag_id(ti.dag_id):
         _review_question_event(ti, "waiting_on_customer")
         return
     activity = _activity(ti.task_id)
@@ -208,7 +216,7 @@ def _run_start(ti: Any, default: datetime) -> datetime:
 
 
 def _on_success(ti: Any) -> None:
-    if ti.dag_id == REVIEW_DAG_ID:
+    if is_review_dag_id(ti.dag_id):
         _review_question_event(ti, "resumed")
         return
     if _activity(ti.task_id) is None:
@@ -217,7 +225,7 @@ def _on_success(ti: Any) -> None:
 
 
 def _on_failed(ti: Any, error: Any) -> None:
-    if ti.dag_id == REVIEW_DAG_ID:
+    if is_review_dag_id(ti.dag_id):
         if is_terminal_failure(ti):
             _review_question_event(ti, "resumed")
         return
@@ -225,6 +233,10 @@ def _on_failed(ti: Any, error: Any) -> None:
         return
     detail = {"terminal": True, "error": _short_error(error)}
     _record(ti.dag_id, ti.run_id, ti.task_id, "failed", at=_now(), try_number=_try_number(ti), detail=detail)
+
+
+_IDEMPOTENT_HANDLERS = frozenset({_on_running, _on_success, _on_failed})
+"""Handlers that only record activity events (``ON CONFLICT DO NOTHING``): safe to call again."""
 
 
 def _review_question_event(ti: Any, event: str) -> None:
@@ -238,6 +250,11 @@ def _review_question_event(ti: Any, event: str) -> None:
     dag_id, run_id, task_id = (str(target.get(key) or "") for key in ("dag_id", "run_id", "task_id"))
     if not dag_id.startswith(DAG_ID_PREFIX) or not run_id or _activity(task_id) is None:
         log.warning("activity listener: review question for %r is not a customer activity; ignored", target)
+        return
+    if review_dag_id_of(dag_id) != ti.dag_id:
+        log.warning(
+            "activity listener: %s holds a question for another customer's %r; ignored", ti.dag_id, target
+        )
         return
     question = int(conf.get("question") or 1)
     _record(dag_id, run_id, task_id, event, at=_now(), try_number=question, detail={"question": question})
@@ -263,14 +280,14 @@ def _on_run_ended(dag_run: Any, state: str, msg: str | None) -> None:
         return  # a run that finished its work stopped nothing
     dag_id, run_id, at = dag_run.dag_id, dag_run.run_id, _now()
     session = compat.orm_session_of(dag_run)
-    if dag_id == REVIEW_DAG_ID:
+    if is_review_dag_id(dag_id):
         if session is not None:
             how = f"ended {state} ({msg})"
             if manual:
                 how = "was stopped by ops" if state == "failed" else "was marked success by ops"
-            reason = f"question run {REVIEW_DAG_ID}/{run_id} {how} at {_when(at)}"
+            reason = f"question run {dag_id}/{run_id} {how} at {_when(at)}"
             conf = dag_run.conf if isinstance(dag_run.conf, Mapping) else {}
-            _close_review_questions(session, run_id, conf, reason, at)
+            _close_review_questions(session, dag_id, run_id, conf, reason, at)
         return
     if manual:
         how = "run_marked_failed" if state == "failed" else "run_marked_success"
@@ -303,10 +320,10 @@ def _on_task_stopped(ti: Any, how: str, previous_state: Any, error: Any = None) 
     by_hand, at = previous_state is None, _now()
     dag_id, run_id, task_id = ti.dag_id, ti.run_id, ti.task_id
     marked = f"was marked {how} by hand" if by_hand else f"{how}"
-    if dag_id == REVIEW_DAG_ID:
+    if is_review_dag_id(dag_id):
         if task_id == QUESTION_TASK_ID:
-            reason = f"question run {REVIEW_DAG_ID}/{run_id} {marked} at {_when(at)}"
-            _close_review_questions(session, run_id, _conf(ti), reason, at)
+            reason = f"question run {dag_id}/{run_id} {marked} at {_when(at)}"
+            _close_review_questions(session, dag_id, run_id, _conf(ti), reason, at)
         return
     reason = f"task {task_id} of run {dag_id}/{run_id} {marked} at {_when(at)}"
     if error is not None and not by_hand:
@@ -359,6 +376,7 @@ def _close_run_questions(
     from managed_upgrade_airflow import compat
 
     suffix = review_run_suffix(dag_id, run_id)
+    review_dag_id = review_dag_id_of(dag_id) or ""
     closed: list[Closed] = []
     with compat.savepoint(session):
         gates = compat.close_pending_hitl(
@@ -372,30 +390,30 @@ def _close_run_questions(
         closed += [
             (dag_id, run_id, gate.task_id, 0, gate.dag_id, gate.run_id, gate.task_id) for gate in gates
         ]
-        still_open = set(compat.open_run_ids(session, REVIEW_DAG_ID, suffix))
-        review_runs = still_open | set(compat.pending_hitl_run_ids(session, REVIEW_DAG_ID, suffix))
+        still_open = set(compat.open_run_ids(session, review_dag_id, suffix))
+        review_runs = still_open | set(compat.pending_hitl_run_ids(session, review_dag_id, suffix))
         for review_run_id in sorted(review_runs):
             asked = parse_review_run_id(review_run_id, dag_id, run_id)
             if asked is None or (task_id is not None and asked[0] != task_id):
                 continue
             if review_run_id in still_open:  # as PATCH state=failed would: its question task fails too
-                compat.fail_dag_run(session, REVIEW_DAG_ID, review_run_id)
+                compat.fail_dag_run(session, review_dag_id, review_run_id)
             for question in compat.close_pending_hitl(
-                session, dag_id=REVIEW_DAG_ID, run_id=review_run_id, reason=reason, at=at
+                session, dag_id=review_dag_id, run_id=review_run_id, reason=reason, at=at
             ):
                 closed.append((dag_id, run_id, *asked, question.dag_id, question.run_id, question.task_id))
     return closed
 
 
 def _close_review_questions(
-    session: Any, review_run_id: str, conf: Mapping[str, Any], reason: str, at: datetime
+    session: Any, review_dag_id: str, review_run_id: str, conf: Mapping[str, Any], reason: str, at: datetime
 ) -> None:
     """Close the question of a review run stopped on its own; record it under the customer run it asks for."""
     from managed_upgrade_airflow import compat
 
     with compat.savepoint(session):
         questions = compat.close_pending_hitl(
-            session, dag_id=REVIEW_DAG_ID, run_id=review_run_id, reason=reason, at=at
+            session, dag_id=review_dag_id, run_id=review_run_id, reason=reason, at=at
         )
     target = conf.get("for")
     if not questions or not isinstance(target, Mapping):

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # psycopg2 loads when a task opens the ledger, not when a DAG file is parsed
     from managed_upgrade.ledger import Ledger
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEDGER_CONN_ID = "managed_upgrade_ledger"
 """Airflow connection (postgres) of the ledger database; set it as ``AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER``."""
@@ -39,11 +40,65 @@ def open_ledger(conn_id: str = LEDGER_CONN_ID) -> Iterator[Ledger]:
         connection.close()
 
 
+LEDGER_OUTAGE_SECONDS = 60.0
+"""How long a new connection keeps trying while the ledger server refuses it (a restart, a failover),
+before the caller sees the error: a task or a listener hook waits out a restart instead of failing."""
+
+
+OUTAGE_ATTEMPTS = 3
+"""Calls of an idempotent ledger write whose connection broke under it (a restart cuts it mid-call)."""
+
+OUTAGE_PAUSE_SECONDS = 1.0
+"""Pause before such a call is made again."""
+
+
+def again_after_outage(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)``, called again if the ledger connection broke under it.
+
+    Only for idempotent work (``ON CONFLICT`` writes, reads): the broken call may have committed. The
+    next call opens a new connection, which waits out the restart (:data:`LEDGER_OUTAGE_SECONDS`).
+    """
+    import psycopg2
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type((psycopg2.OperationalError, psycopg2.InterfaceError)),
+        stop=tenacity.stop_after_attempt(OUTAGE_ATTEMPTS),
+        wait=tenacity.wait_fixed(OUTAGE_PAUSE_SECONDS),
+        before_sleep=lambda state: log.warning(
+            "ledger connection broke during %s (%s); calling it again",
+            getattr(function, "__name__", function),
+            " ".join(str(state.outcome.exception() if state.outcome else "").split()),
+        ),
+        reraise=True,
+    )
+    return retrying(function, *args)
+
+
 def _connect(conn_id: str) -> Any:
     """A psycopg2 connection to the ledger named by the Airflow connection ``conn_id``."""
-    import psycopg2
+    return connect_waiting(_connect_kwargs(conn_id))
 
-    return psycopg2.connect(**_connect_kwargs(conn_id))
+
+def connect_waiting(params: dict[str, Any], outage_seconds: float | None = None) -> Any:
+    """``psycopg2.connect(**params)``, tried again with growing pauses for up to ``outage_seconds``
+    (default :data:`LEDGER_OUTAGE_SECONDS`, read at call time)."""
+    import psycopg2
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(psycopg2.OperationalError),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=5.0),
+        stop=tenacity.stop_after_delay(LEDGER_OUTAGE_SECONDS if outage_seconds is None else outage_seconds),
+        before_sleep=lambda state: log.warning(
+            "ledger at %s:%s refuses connections (%s); trying again",
+            params.get("host"),
+            params.get("port"),
+            " ".join(str(state.outcome.exception() if state.outcome else "").split()),
+        ),
+        reraise=True,
+    )
+    return retrying(psycopg2.connect, **params)
 
 
 def _connect_kwargs(conn_id: str) -> dict[str, Any]:
@@ -97,8 +152,6 @@ class SharedLedgers:
         The Airflow connection is looked up at every borrow, so a connection edited by ops takes
         effect at the next poll: idle connections opened with other parameters are closed.
         """
-        import psycopg2
-
         from managed_upgrade.ledger import Ledger
 
         with self._slots:
@@ -115,7 +168,7 @@ class SharedLedgers:
             for old in stale:
                 _close_quietly(old)
             if connection is None:
-                connection = psycopg2.connect(**params)
+                connection = connect_waiting(params)
                 self.opened += 1
             try:
                 yield Ledger(connection)

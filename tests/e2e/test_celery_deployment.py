@@ -13,9 +13,11 @@ A second customer's rehearsal upgrade then survives crashes: while it runs, comp
 with SIGKILL (no graceful shutdown) and restarted -- the default Celery worker while it waits for the
 Dev installer it just started on the host, the scheduler while a gate waits for its answer, the
 triggerer while UAT's installer deferral waits, the dag-processor while Prod upgrades and the
-api-server while a gate waits (answered once it is back) -- and nothing is lost or done twice:
-the run succeeds, each host ran its installer once, each gate was answered once by its user, each
-backup task made one backup and the customer got each e-mail once.
+api-server while a gate waits (answered once it is back) -- and the ledger database goes away while
+UAT's backup runs (every connection cut, new ones refused for LEDGER_OUTAGE_SECONDS, as in a restart):
+nothing is lost or done twice. The run succeeds, each host ran its installer once, each gate was
+answered once by its user, each backup task made one backup, the customer got each e-mail once, and
+the ledger holds every activity's events, none twice.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -33,7 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import psycopg2
+import psycopg2.extensions
 import pytest
+from psycopg2 import sql
 from scenario_customers import (
     CURRENT_VERSION,
     TARGET_VERSION,
@@ -68,9 +74,10 @@ from airflow_local.processes import listening_sockets, non_loopback
 from airflow_local.settings import DEFAULT_PROD_ZONE_QUEUE, DEFAULT_QUEUE, HarnessOverrides
 from crm_estate import Estate
 from managed_upgrade.config import ENVIRONMENT_NAMES
+from managed_upgrade.dag_ids import review_dag_id_of
 from managed_upgrade.operations.backup import BACKUP_ID_PATTERN, PARTIAL_SUFFIX
 from managed_upgrade.operations.upgrade import UpgradePlan
-from managed_upgrade.review.review_runs import REVIEW_DAG_ID
+from managed_upgrade.process.model import load_process_model
 from managed_upgrade_airflow.operators.upgrade_environment import QUICK_FINISH_SECONDS
 from upgrade_demo.autopilot import GatePolicy, drive_run
 
@@ -93,6 +100,10 @@ CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 300.0
 """The crashes add minutes (a killed worker's task is noticed after TASK_HEARTBEAT_TIMEOUT and retried
 30 s later; a dead triggerer's triggers move after 30 s; restarts take tens of seconds on a loaded
 machine)."""
+LEDGER_OUTAGE_SECONDS = 10.0
+"""How long the ledger database refuses connections in the crash rehearsal (a restart, a failover)."""
+LEDGER_OUTAGE_SIGNS = ("refuses connections", "ledger unreachable")
+"""What the components log when the ledger refused them (the pool's reconnect, the SLA watch)."""
 UPSTREAM_RACE = "not in a state where it could be marked as running"
 """What Airflow 3.3.2 says when it fails a resumed deferred task (apache/airflow#71580, #72716)."""
 
@@ -211,13 +222,14 @@ def test_a_rehearsal_upgrade_runs_end_to_end_on_the_celery_workers(
         ), env
 
     # Every task instance that ran, of the customer run and of its sign-off questions (runs of the
-    # review DAG), ran on a Celery worker consuming its queue; the hostname names that worker.
+    # customer's review DAG), ran on a Celery worker consuming its queue; the hostname names that worker.
     queues_of = {node_name(hostname): set(queues) for hostname, queues in airflow.settings.celery_workers}
     with airflow.client() as api:
         instances = api.task_instances(story.dag_id, story.run_id)
         for env in ENVIRONMENT_NAMES:
             for question in story.questions[f"{env}.customer_sign_off"]:
-                instances += api.task_instances(REVIEW_DAG_ID, question["task_instance"]["dag_run_id"])
+                review_dag = review_dag_id_of(story.dag_id) or ""
+                instances += api.task_instances(review_dag, question["task_instance"]["dag_run_id"])
         # A Celery-run task's log, read through the REST API (from the log folder the workers share).
         upgrade_log = task_log(api, story.dag_id, story.run_id, "dev.upgrade_environment")
     assert {instance["state"] for instance in instances} <= {"success", "skipped"}, story.diagnostics
@@ -279,6 +291,7 @@ class CrashRehearsal:
     connections: dict[str, dict[str, Any]]
     story: Story
     faults: list[Fault] = field(default_factory=list)
+    outage: threading.Timer | None = None
 
     def crash(self, component: str, moment: str, task_id: str, environ: dict[str, str] | None = None) -> None:
         """SIGKILL `component` (its process group and descendants), then start it and wait until healthy."""
@@ -294,6 +307,20 @@ class CrashRehearsal:
                 patch.setenv(name, value)
             harness.restart_component(self.airflow.settings, component, die_with_caller=True)
         fault.down_seconds = time.monotonic() - started
+
+    def ledger_outage(self, moment: str, task_id: str) -> None:
+        """Cut every connection to the ledger database and refuse new ones for a while, in the background."""
+        fault = Fault("ledger", moment, task_id, killed=True, killed_at=datetime.now(UTC))
+        self.faults.append(fault)
+        dsn = self.airflow.settings.ledger_dsn
+        set_ledger_connections(dsn, allowed=False)
+
+        def back() -> None:
+            set_ledger_connections(dsn, allowed=True)
+            fault.down_seconds = LEDGER_OUTAGE_SECONDS
+
+        self.outage = threading.Timer(LEDGER_OUTAGE_SECONDS, back)
+        self.outage.start()
 
     def crashed(self, component: str) -> bool:
         return any(fault.component == component for fault in self.faults)
@@ -330,6 +357,8 @@ class CrashRehearsal:
                 f"{age:.1f} s earlier",
                 "dev.upgrade_environment",
             )
+        if not self.crashed("ledger") and states.get("uat.backup_environment") == "running":
+            self.ledger_outage("uat.backup_environment running", "uat.backup_environment")
         uat_state = states.get("uat.upgrade_environment")
         if (
             not self.crashed("triggerer")
@@ -351,6 +380,38 @@ class CrashRehearsal:
                 "prod.upgrade_environment",
             )
         self.airflow.require_running()
+
+
+def set_ledger_connections(dsn: str, *, allowed: bool) -> None:
+    """Refuse new connections to the ledger database and cut the open ones, or allow them again."""
+    name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+    admin = psycopg2.connect(dsn.replace(f"dbname={name}", "dbname=postgres"))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL("true" if allowed else "false")
+                )
+            )
+            if not allowed:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+                )
+    finally:
+        admin.close()
+
+
+def log_lines_with(logs_dir: Path, signs: tuple[str, ...]) -> list[str]:
+    """Lines of the component and task logs containing any of ``signs``."""
+    found = []
+    for path in sorted(logs_dir.rglob("*.log*")):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            found += [
+                f"{path.name}: {line.strip()}" for line in text.splitlines() if any(s in line for s in signs)
+            ]
+    return found
 
 
 def installer_job_dirs(customer: ScenarioCustomer, env: str) -> list[Path]:
@@ -383,12 +444,7 @@ def upgrade_plan(api: Any, story: Story, env: str) -> UpgradePlan:
 
 def upstream_race_lines(logs_dir: Path) -> list[str]:
     """Lines of the component and task logs naming the Airflow 3.3.2 resume race."""
-    found = []
-    for path in sorted(logs_dir.rglob("*.log*")):
-        if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="replace")
-            found += [f"{path.name}: {line.strip()}" for line in text.splitlines() if UPSTREAM_RACE in line]
-    return found
+    return log_lines_with(logs_dir, (UPSTREAM_RACE,))
 
 
 def play_with_crashes(
@@ -429,6 +485,9 @@ def play_with_crashes(
             story.states = api.task_states(customer.dag_id, story.run_id)
         except Exception as error:  # reported with the run's state; the faults so far stay
             story.failure = f"{type(error).__name__}: {error}"
+        finally:
+            if rehearsal.outage is not None:  # the ledger is back before anything is checked
+                rehearsal.outage.join()
     with airflow.client() as api:  # a fresh client: the api-server it started with was killed
         story.diagnostics = diagnostics(api, customer.dag_id, story.run_id)
     races = upstream_race_lines(airflow.settings.logs_dir)
@@ -454,7 +513,14 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
 
     assert story.failure is None, f"{story.failure}\nfaults so far:\n{summary}\n{story.diagnostics}"
     assert story.run["state"] == "success", f"{summary}\n{story.diagnostics}"
-    expected_faults = ["scheduler", "api-server", worker_component("default"), "triggerer", "dag-processor"]
+    expected_faults = [
+        "scheduler",
+        "api-server",
+        worker_component("default"),
+        "ledger",
+        "triggerer",
+        "dag-processor",
+    ]
     assert crashed == expected_faults, f"{summary}\n{story.diagnostics}"
     assert all(fault.killed for fault in faults), summary
     for env in ENVIRONMENT_NAMES:
@@ -481,6 +547,19 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
         part = run["summary"]["environments"][env]
         assert (part["previous_version"], part["version"]) == (CURRENT_VERSION, TARGET_VERSION), part
         assert part["signed_off"]["by"] == GATES_ANSWERED_BY[f"{env}.customer_sign_off"], part
+    # The ledger outage lost no activity event: every activity that succeeded has its events (the
+    # unique key keeps each once), and something really was refused while the ledger was away.
+    with open_ledger(ledger_dsn) as ledger:
+        events = ledger.events(story.dag_id, story.run_id)
+    finished = {event["activity_key"] for event in events if event["event"] == "finished"}
+    started = {event["activity_key"] for event in events if event["event"] == "started"}
+    activities = set(load_process_model().activities_by_key)
+    succeeded = {task for task, state in story.states.items() if state == "success" and task in activities}
+    assert succeeded - finished == set() and succeeded - started == set(), (
+        succeeded - finished,
+        succeeded - started,
+    )
+    assert log_lines_with(airflow.settings.logs_dir, LEDGER_OUTAGE_SIGNS), "nothing met the ledger outage"
     per_question = Counter((row["task_id"], row["question"]) for row in answers)
     assert [key for key, count in per_question.items() if count > 1] == [], answers
     assert {(row["task_id"], row["responded_by"]) for row in answers} == set(GATES_ANSWERED_BY.items())

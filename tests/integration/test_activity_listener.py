@@ -25,11 +25,13 @@ from airflow.sdk.api.datamodels._generated import DagRun, TIRunContext
 from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
 from managed_upgrade.ledger import Ledger
-from managed_upgrade_airflow import activity_listener
+from managed_upgrade_airflow import activity_listener, ledger_access
 
 pytestmark = pytest.mark.integration
 
 CUSTOMER_DAG = "managed_upgrade__acme"
+REVIEW_DAG = "managed_upgrade_review__acme"
+"""The customer's own review DAG: its runs are the review questions of CUSTOMER_DAG's runs."""
 RUN_STARTED = datetime(2027, 1, 11, 9, tzinfo=UTC)
 NOW = RUN_STARTED + timedelta(days=2, hours=3, minutes=25)
 """The listener's clock in these tests (its ``_now``): events it stamps "now" carry this instant."""
@@ -182,15 +184,15 @@ def test_terminal_failure_without_a_state_is_judged_by_tries_left():
     assert activity_listener.is_terminal_failure(ti)
 
 
-def review_ti(*, customer_wait: bool, question: int = 2, state: str = "running") -> RuntimeTaskInstance:
+def review_ti(
+    *, customer_wait: bool, question: int = 2, state: str = "running", dag_id: str = REVIEW_DAG
+) -> RuntimeTaskInstance:
     conf = {
         "for": {"dag_id": CUSTOMER_DAG, "run_id": "manual__2027-01-11", "task_id": "dev.customer_sign_off"},
         "customer_wait": customer_wait,
         "question": question,
     }
-    return runtime_ti(
-        "question", dag_id="managed_upgrade_review", run_id=f"q{question}", conf=conf, state=state
-    )
+    return runtime_ti("question", dag_id=dag_id, run_id=f"q{question}", conf=conf, state=state)
 
 
 def test_an_open_customer_question_pauses_the_activity_until_answered(hooks, ledger):
@@ -203,7 +205,14 @@ def test_an_open_customer_question_pauses_the_activity_until_answered(hooks, led
         ("dev.customer_sign_off", "waiting_on_customer", 2),
         ("dev.customer_sign_off", "resumed", 2),
     ]
-    assert events(ledger, "q2", "managed_upgrade_review") == []
+    assert events(ledger, "q2", REVIEW_DAG) == []
+
+
+def test_a_question_in_another_customers_review_dag_pauses_nothing(hooks, ledger):
+    """Only acme's review DAG asks for acme's runs: a run of globex's carrying acme's run is ignored."""
+    ti = review_ti(customer_wait=True, question=2, dag_id="managed_upgrade_review__globex")
+    hooks.on_task_instance_running(previous_state="queued", task_instance=ti)
+    assert events(ledger) == []
 
 
 def test_a_failed_customer_question_resumes_the_activity(hooks, ledger):
@@ -235,6 +244,8 @@ def test_other_dags_and_tasks_that_are_no_activity_are_ignored(hooks, ledger):
 
 
 def test_an_unreachable_ledger_is_logged_and_the_task_goes_on(hooks, monkeypatch, caplog):
+    monkeypatch.setattr(ledger_access, "LEDGER_OUTAGE_SECONDS", 0.5)
+    monkeypatch.setattr(ledger_access, "OUTAGE_PAUSE_SECONDS", 0.0)
     monkeypatch.setenv(
         "AIRFLOW_CONN_MANAGED_UPGRADE_LEDGER",
         json.dumps(
@@ -311,7 +322,7 @@ def airflow_db(monkeypatch: pytest.MonkeyPatch) -> Airflow:
         return [compat.ClosedQuestion(dag_id, run_id, task) for task in closing]
 
     def open_run_ids(_session, dag_id, suffix):
-        return [run for run in db.open_runs if run.endswith(suffix)]
+        return [run for run in db.open_runs if run.endswith(suffix) and dag_id == REVIEW_DAG]
 
     def pending_hitl_run_ids(_session, dag_id, suffix):
         return [
@@ -321,6 +332,7 @@ def airflow_db(monkeypatch: pytest.MonkeyPatch) -> Airflow:
         ]
 
     def fail_dag_run(_session, dag_id, run_id):
+        assert dag_id == REVIEW_DAG, dag_id
         db.failed_runs.append(run_id)
         db.open_runs.remove(run_id)
 
@@ -359,8 +371,8 @@ def test_a_run_marked_failed_by_ops_is_recorded_and_all_its_questions_are_closed
     other_run = review_run(ANALYSIS, 1, run_id="manual__other")
     airflow_db.pending = {
         (CUSTOMER_DAG, RUN): ["initiation.respond_to_request"],
-        ("managed_upgrade_review", asked): ["question"],
-        ("managed_upgrade_review", other_run): ["question"],
+        (REVIEW_DAG, asked): ["question"],
+        (REVIEW_DAG, other_run): ["question"],
     }
     airflow_db.open_runs = [asked, other_run]
     # what patch_dag_run_state does: the killed task instances first (the run is already failed), then the run
@@ -377,11 +389,11 @@ def test_a_run_marked_failed_by_ops_is_recorded_and_all_its_questions_are_closed
     closed = ledger.closed_questions(CUSTOMER_DAG, RUN)
     assert [(row["task_id"], row["question"], row["hitl_dag_id"], row["hitl_run_id"]) for row in closed] == [
         ("initiation.respond_to_request", 0, CUSTOMER_DAG, RUN),
-        (ANALYSIS, 2, "managed_upgrade_review", asked),
+        (ANALYSIS, 2, REVIEW_DAG, asked),
     ]
     assert {row["reason"] for row in closed} == {stop["reason"]}
     assert {reason for *_, reason in airflow_db.closed} == {stop["reason"]}
-    assert airflow_db.pending[("managed_upgrade_review", other_run)] == ["question"]
+    assert airflow_db.pending[(REVIEW_DAG, other_run)] == ["question"]
     # the killed activity's own event, as before
     assert events(ledger)[-1] == (ANALYSIS, "failed", 1)
 
@@ -424,7 +436,7 @@ def test_a_task_marked_by_hand_closes_its_own_questions_and_stops_the_watch_when
     server_hooks, ledger, airflow_db, task_id, hook, how
 ) -> None:
     mine, sibling = review_run(task_id, 3), review_run("dev.customer_sign_off", 1)
-    airflow_db.pending = {("managed_upgrade_review", mine): ["question"]}
+    airflow_db.pending = {(REVIEW_DAG, mine): ["question"]}
     airflow_db.open_runs = [mine, sibling]
     ti = orm_ti(task_id, state=hook)
     if hook == "failed":
@@ -449,8 +461,8 @@ def test_a_question_run_stopped_by_ops_is_closed_and_recorded_under_its_customer
 ) -> None:
     asked = review_run("dev.customer_sign_off", 2)
     conf = {"for": {"dag_id": CUSTOMER_DAG, "run_id": RUN, "task_id": "dev.customer_sign_off"}, "question": 2}
-    airflow_db.pending = {("managed_upgrade_review", asked): ["question"]}
-    server_hooks.on_dag_run_failed(dag_run=orm_run("managed_upgrade_review", asked, conf=conf), msg=MANUAL)
+    airflow_db.pending = {(REVIEW_DAG, asked): ["question"]}
+    server_hooks.on_dag_run_failed(dag_run=orm_run(REVIEW_DAG, asked, conf=conf), msg=MANUAL)
 
     (closed,) = ledger.closed_questions(CUSTOMER_DAG, RUN)
     assert (closed["task_id"], closed["question"], closed["hitl_run_id"]) == (
@@ -458,7 +470,7 @@ def test_a_question_run_stopped_by_ops_is_closed_and_recorded_under_its_customer
         2,
         asked,
     )
-    assert closed["reason"].startswith(f"question run managed_upgrade_review/{asked} was stopped by ops at ")
+    assert closed["reason"].startswith(f"question run {REVIEW_DAG}/{asked} was stopped by ops at ")
     assert ledger.run_stops(CUSTOMER_DAG, RUN) == []  # the customer run goes on: its task asks again
 
 

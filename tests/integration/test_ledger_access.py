@@ -118,3 +118,70 @@ def test_a_connection_left_inside_a_transaction_is_not_lent_again(pool: SharedLe
         ledger._connection.cursor().execute("SELECT 1")  # opens a transaction nobody ends
     current_database(pool)
     assert pool.opened == 2
+
+
+def set_connections_allowed(dsn: str, allowed: bool) -> None:
+    """Refuse (or allow again) new connections to the ledger database and cut the open ones: a restart."""
+    name = psycopg2.extensions.parse_dsn(dsn)["dbname"]
+    admin = psycopg2.connect(dsn.replace(f"dbname={name}", "dbname=postgres"))
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {str(allowed).lower()}')
+        if not allowed:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+    admin.close()
+
+
+def test_a_new_connection_waits_out_a_restart(ledger_dsn: str) -> None:
+    from managed_upgrade_airflow.ledger_access import connect_waiting
+
+    params = psycopg2.extensions.parse_dsn(ledger_dsn)
+    set_connections_allowed(ledger_dsn, False)
+    timer = threading.Timer(2.0, set_connections_allowed, (ledger_dsn, True))
+    started = time.monotonic()
+    timer.start()
+    try:
+        connection = connect_waiting(params, outage_seconds=30.0)
+    finally:
+        timer.join()
+    assert 2.0 <= time.monotonic() - started < 30.0
+    connection.close()
+
+
+def test_an_outage_longer_than_the_budget_is_reported(ledger_dsn: str) -> None:
+    from managed_upgrade_airflow.ledger_access import connect_waiting
+
+    set_connections_allowed(ledger_dsn, False)
+    try:
+        with pytest.raises(psycopg2.OperationalError, match="not currently accepting connections"):
+            connect_waiting(psycopg2.extensions.parse_dsn(ledger_dsn), outage_seconds=1.0)
+    finally:
+        set_connections_allowed(ledger_dsn, True)
+
+
+def test_an_idempotent_write_cut_mid_call_is_called_again_and_kept_once(ledger_dsn: str) -> None:
+    from datetime import UTC, datetime
+
+    from managed_upgrade_airflow.ledger_access import again_after_outage, open_ledger
+
+    calls = []
+    at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def record_finished() -> None:
+        calls.append(at)
+        with open_ledger() as ledger:
+            ledger.record_event(
+                "managed_upgrade__acme", "run", "initiation.respond_to_request", "finished", at=at
+            )
+            if len(calls) == 1:  # the server goes away after the write, before the caller hears of it
+                with ledger._cursor() as cursor:
+                    cursor.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+
+    again_after_outage(record_finished)
+
+    assert len(calls) == 2
+    with open_ledger() as ledger:
+        events = ledger.events("managed_upgrade__acme", "run")
+    assert [(event["event"], event["at"]) for event in events] == [("finished", at)]

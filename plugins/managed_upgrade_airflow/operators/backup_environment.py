@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator
 
 from managed_upgrade.operations.backup import BackupTarget, create_backup
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
-from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
+from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, again_after_outage, open_ledger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -116,6 +116,13 @@ class BackupEnvironmentOperator(BaseOperator):
         return summary
 
     def _record(self, context: Context, descriptor: dict[str, Any], location: str, pruned: list[str]) -> None:
+        # Called again if the ledger restarts under it (both writes are idempotent): a failed task
+        # here would be retried and take a second backup.
+        again_after_outage(self._write_record, context, descriptor, location, pruned)
+
+    def _write_record(
+        self, context: Context, descriptor: dict[str, Any], location: str, pruned: list[str]
+    ) -> None:
         ti = context["ti"]
         with open_ledger(self.ledger_conn_id or LEDGER_CONN_ID) as ledger:
             ledger.record_backup(

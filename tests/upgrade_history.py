@@ -39,8 +39,16 @@ def snapshot_row(config: CustomerConfig, taken_at: datetime) -> dict[str, Any]:
     }
 
 
-def run_plan(config: CustomerConfig, start: datetime, seconds_per_business_day: float | None = None) -> Plan:
-    return make_customer_plan(config, start, seconds_per_business_day=seconds_per_business_day)
+def run_plan(
+    config: CustomerConfig,
+    start: datetime,
+    seconds_per_business_day: float | None = None,
+    *,
+    rehearse_windows: bool = False,
+) -> Plan:
+    return make_customer_plan(
+        config, start, seconds_per_business_day=seconds_per_business_day, rehearse_windows=rehearse_windows
+    )
 
 
 def run_events(plan: Plan, until: datetime, slip: float = 1.0) -> list[dict[str, Any]]:
@@ -79,11 +87,19 @@ def run_facts(
     finished_at: datetime | None = None,
     stops: tuple[dict[str, Any], ...] = (),
     with_config: bool = True,
+    template: str = "acme",
+    extra_events: tuple[dict[str, Any], ...] = (),
 ) -> RunFacts:
-    """A run of ``customer_id`` started at ``start`` as the ledger shows it at ``until``."""
-    config = customer_config(customer_id)
+    """A run of ``customer_id`` (made from the demo customer ``template``) started at ``start`` as the
+    ledger shows it at ``until``; ``extra_events`` are added (e.g. a wait for an upgrade window)."""
+    config = customer_config(customer_id, template)
     conf = dict(conf or {})
-    plan = run_plan(config, start, conf.get("seconds_per_business_day"))
+    plan = run_plan(
+        config,
+        start,
+        conf.get("seconds_per_business_day"),
+        rehearse_windows=conf.get("rehearse_windows") is True,
+    )
     dag_id = dag_id_for(customer_id)
     run_id = run_id or f"manual__{start.isoformat()}"
     return RunFacts(
@@ -96,6 +112,21 @@ def run_facts(
         finished_at=finished_at,
         config_row=snapshot_row(config, start) if with_config else None,
         plan=plan.to_rows(dag_id, run_id),
-        events=run_events(plan, until, slip),
+        events=sorted([*run_events(plan, until, slip), *extra_events], key=lambda event: event["at"]),
         stops=stops,
+    )
+
+
+def window_wait(key: str, since: datetime, until: datetime, reason: str) -> tuple[dict[str, Any], ...]:
+    """What the ledger holds for a task that started at ``since`` and waits for its window until
+    ``until``: its ``started`` event and the ``waiting_for_window`` event the task records."""
+    return (
+        {"activity_key": key, "event": "started", "try_number": 1, "at": since, "detail": {}},
+        {
+            "activity_key": key,
+            "event": "waiting_for_window",
+            "try_number": 1,
+            "at": since,
+            "detail": {"until": until.isoformat(), "reason": reason, "waiting_for": "window"},
+        },
     )

@@ -8,11 +8,14 @@ Rules (the contract the tests check):
 * **Earliest start.** An activity starts when the latest of its ``after`` activities finishes; roots
   start at the run's start instant. Nothing waits for a business day to begin: the clock's
   ``add_business_days`` already counts from the next business time.
-* **Upgrade windows.** An activity with a schedule in ``openings`` (an environment's upgrade, see
-  :mod:`managed_upgrade.sla.windows`) starts at the schedule's next opening at or after its earliest
-  start; the wait is its :attr:`ActivityPlan.scheduled_wait_days`, and everything downstream moves.
-  :func:`make_customer_plan` takes the schedules from the config (in a rehearsal only when the run
-  rehearses windows).
+* **Upgrade windows.** An activity with a schedule in ``openings`` (an environment's backup and its
+  upgrade, see :mod:`managed_upgrade.sla.windows`) starts at the schedule's next opening at or after
+  its earliest start; the wait is its :attr:`ActivityPlan.scheduled_wait_days`, and everything
+  downstream moves. An activity that directly follows one with the same schedule (the upgrade after
+  its backup) shares that one's window: it is asked at the instant its predecessor starts (or at
+  ``now`` once that started), so the backup starts at the opening and the upgrade right after it,
+  without a second wait for the predecessor's budget to pass. :func:`make_customer_plan` takes the
+  schedules from the config (in a rehearsal only when the run rehearses windows).
 * **Own budget.** An activity with its own ``duration_days`` lasts that many business days.
 * **No budget** (``create_request_case``, closure): zero planned time, finish = start.
 * **Budget groups.** A group's days are split in whole business days over its members that do not wait
@@ -31,7 +34,11 @@ Rules (the contract the tests check):
   ``after`` order) to a root.
 * **Re-forecast.** Finished activities take their actual times; running ones finish at the later of
   ``actual start + budget`` and ``now``; activities not started yet start at the later of their
-  earliest start and ``now`` (then the next opening of their window) and last their budget.
+  earliest start and ``now`` (then the next opening of their window) and last their budget. An
+  activity the ledger shows waiting for its window (``waiting``: activity key -> the opening it
+  waits for) is not started yet and starts at that opening at the earliest: the task's own answer,
+  which also knows the freezes declared since the plan was made; the activity sharing its window
+  follows it without a wait of its own.
   Everything downstream moves accordingly. The baseline (``planned_*``) never changes;
   ``forecast_*`` carries the new times.
 * **Variance** is business days from planned to forecast finish, by the clock: positive = late.
@@ -49,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from managed_upgrade.process.model import Activity, BudgetUnit, ProcessModel, Role
 from managed_upgrade.sla.calendar import BusinessClock, calendar_for
-from managed_upgrade.sla.windows import UPGRADE_ACTIVITY_ID, StartSchedule, run_schedules
+from managed_upgrade.sla.windows import WINDOW_ACTIVITIES, StartSchedule, run_schedules
 
 if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
@@ -256,7 +263,7 @@ def make_customer_plan(
     openings = {
         activity.key: schedules[activity.stage]
         for activity in process.activities
-        if activity.id == UPGRADE_ACTIVITY_ID and activity.stage in schedules
+        if activity.id in WINDOW_ACTIVITIES and activity.stage in schedules
     }
     return make_plan(
         process,
@@ -271,18 +278,26 @@ def reforecast(
     plan: Plan,
     actuals: Mapping[str, tuple[datetime | None, datetime | None]],
     now: datetime,
+    *,
+    waiting: Mapping[str, tuple[datetime, str]] | None = None,
 ) -> Plan:
-    """The plan replayed with actual ``(start, finish)`` per activity key at ``now``; baseline kept."""
+    """The plan replayed with actual ``(start, finish)`` per activity key at ``now``; baseline kept.
+
+    ``waiting``: activities waiting for their window now, by key: the opening each waits for and why
+    (see the module rules); their actuals are ignored until they finish.
+    """
     checked = _checked_actuals(plan, actuals)
+    held = _checked_waiting(plan, waiting or {})
     return _schedule(
         plan.model,
         plan.clock,
         plan.start,
         plan.customer_wait_days,
         baseline=plan,
-        actuals=checked,
+        actuals={key: times for key, times in checked.items() if key not in held or times[1] is not None},
         now=_utc(now, "now"),
         openings=plan.openings,
+        waiting={key: held[key] for key in held if checked.get(key, (None, None))[1] is None},
     )
 
 
@@ -299,12 +314,14 @@ def _schedule(
     actuals: Mapping[str, tuple[datetime | None, datetime | None]],
     now: datetime | None,
     openings: Mapping[str, StartSchedule],
+    waiting: Mapping[str, tuple[datetime, str]] | None = None,
 ) -> Plan:
     budgets = member_budget_days(model, customer_wait_days)
     order = model.topological_order()
     windows: dict[str, tuple[datetime, datetime]] = {}
     progress: dict[str, Progress] = {}
     waits: dict[str, tuple[float, str]] = {}
+    held = waiting or {}
     for activity in order:
         earliest = max((windows[upstream][1] for upstream in activity.after), default=start)
         days = budgets[activity.key] or 0
@@ -320,14 +337,15 @@ def _schedule(
         else:
             begin = max(earliest, now) if now is not None else earliest
             schedule = openings.get(activity.key)
-            if schedule is not None:
-                opening = schedule.opening(begin)
-                if not opening.is_open:
-                    waits[activity.key] = (
-                        clock.business_days_between(begin, opening.at),
-                        opening.describe(),
-                    )
-                    begin = opening.at
+            if activity.key in held:
+                until, why = held[activity.key]
+                if until > begin:
+                    waits[activity.key] = (clock.business_days_between(begin, until), why)
+                    begin = until
+            elif schedule is not None:
+                begin, wait = _start_in_window(activity, begin, schedule, openings, windows, held, now, clock)
+                if wait is not None:
+                    waits[activity.key] = wait
             windows[activity.key] = (begin, clock.add_business_days(begin, days))
             progress[activity.key] = "not_started"
 
@@ -349,6 +367,33 @@ def _schedule(
         critical_path=_critical_path(order, windows),
         openings=openings,
     )
+
+
+def _start_in_window(
+    activity: Activity,
+    begin: datetime,
+    schedule: StartSchedule,
+    openings: Mapping[str, StartSchedule],
+    windows: Mapping[str, tuple[datetime, datetime]],
+    held: Mapping[str, tuple[datetime, str]],
+    now: datetime | None,
+    clock: BusinessClock,
+) -> tuple[datetime, tuple[float, str] | None]:
+    """When ``activity`` (earliest ``begin``) starts in ``schedule``, and its wait (business days, why)
+    if it waits (see the module rules)."""
+    leader = next((key for key in activity.after if openings.get(key) is schedule), None)
+    if leader is not None:
+        if leader in held:
+            return begin, None  # right after its leader, in the opening the leader's task waits for
+        leader_start = windows[leader][0]
+        asked = min(begin, max(leader_start, now or leader_start))
+        if asked != begin and schedule.opening(asked).is_open:
+            return begin, None  # right after its leader, in the window the leader starts in
+    opening = schedule.opening(begin)
+    if opening.is_open:
+        return begin, None
+    subject = WINDOW_ACTIVITIES.get(activity.id, "the upgrade")
+    return opening.at, (clock.business_days_between(begin, opening.at), opening.describe(subject))
 
 
 def _activity_plan(
@@ -438,6 +483,18 @@ def _utc(moment: datetime, argument: str) -> datetime:
 def _check_wait_days(days: float) -> None:
     if isinstance(days, bool) or not isinstance(days, int | float) or not math.isfinite(days) or days < 0:
         raise PlanError(f"customer_wait_days={days!r} must be a finite number of business days >= 0")
+
+
+def _checked_waiting(
+    plan: Plan, waiting: Mapping[str, tuple[datetime, str]]
+) -> dict[str, tuple[datetime, str]]:
+    known = {activity.key for activity in plan.activities}
+    checked: dict[str, tuple[datetime, str]] = {}
+    for key, (until, why) in waiting.items():
+        if key not in known:
+            raise PlanError(f"waiting: unknown activity {key!r}; known: {', '.join(sorted(known))}")
+        checked[key] = (_utc(until, f"waiting[{key!r}]"), why)
+    return checked
 
 
 def _checked_actuals(

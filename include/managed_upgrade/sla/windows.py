@@ -5,7 +5,9 @@ An :class:`UpgradeSchedule` holds an environment's weekly upgrade windows, the c
 apply to it (the customer's and the environment's own) and the customer's time zone;
 :meth:`UpgradeSchedule.opening` answers, for any instant, whether an upgrade may start then and, if
 not, when the next opening is and why it waits. Pure: no Airflow, no I/O; the plan, the SLA clock and
-the upgrade operator all ask it.
+the backup and upgrade operators all ask it. An environment's backup and upgrade both start only in
+its windows (:data:`WINDOW_ACTIVITIES`), so the backup protecting an upgrade is taken in the same
+window, just before it.
 
 Semantics (the contract the tests check):
 
@@ -54,9 +56,11 @@ if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
 
 __all__ = [
+    "BACKUP_ACTIVITY_ID",
     "HORIZON_DAYS",
     "START_GRACE",
     "UPGRADE_ACTIVITY_ID",
+    "WINDOW_ACTIVITIES",
     "CompressedSchedule",
     "Freeze",
     "NoUpgradeWindowError",
@@ -65,6 +69,8 @@ __all__ = [
     "UpgradeSchedule",
     "Window",
     "WindowError",
+    "environment_schedule",
+    "run_schedule",
     "run_schedules",
     "schedule_for",
 ]
@@ -72,8 +78,15 @@ __all__ = [
 HORIZON_DAYS = 366
 """How far :meth:`UpgradeSchedule.opening` looks for an opening before it gives up."""
 
+BACKUP_ACTIVITY_ID = "backup_environment"
+"""The activity (in each environment's stage) that backs the environment up just before its upgrade."""
+
 UPGRADE_ACTIVITY_ID = "upgrade_environment"
-"""The activity (in each environment's stage) that waits for its environment's windows."""
+"""The activity (in each environment's stage) that upgrades the environment."""
+
+WINDOW_ACTIVITIES = {BACKUP_ACTIVITY_ID: "the backup", UPGRADE_ACTIVITY_ID: "the upgrade"}
+"""The activities (in each environment's stage, in process order) that start only in the environment's
+windows, and how a sentence about their wait names them: the backup first, the upgrade right after it."""
 
 START_GRACE = timedelta(seconds=60)
 """How late after the opening it waited for a resumed task may still start (see module rules)."""
@@ -198,21 +211,21 @@ class Opening:
             text += "; the windows before it fall in " + ", ".join(f.describe() for f in later)
         return text
 
-    def describe(self) -> str:
-        """One sentence for logs and views: when the upgrade may start and why it waits."""
+    def describe(self, subject: str = "the upgrade") -> str:
+        """One sentence for logs and views: when ``subject`` may start and why it waits."""
         when = _shown(self.schedule_at, self.zone)
         if self.is_open:
-            return f"the upgrade may start now ({when})"
-        return f"the upgrade waits until {when}: {self.reason}"
+            return f"{subject} may start now ({when})"
+        return f"{subject} waits until {when}: {self.reason}"
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self, subject: str = "the upgrade") -> dict[str, object]:
         """JSON-ready, for the task's XCom and the ledger event's detail."""
         return {
             "waiting_for": self.waiting_for,
             "opens_at": self.at.isoformat(),
             "closes_at": None if self.closes_at is None else self.closes_at.isoformat(),
             "reason": self.reason,
-            "message": self.describe(),
+            "message": self.describe(subject),
         }
 
 
@@ -425,6 +438,32 @@ def schedule_for(config: CustomerConfig, environment: str) -> UpgradeSchedule:
     return UpgradeSchedule(windows, freezes, config.calendar.timezone)
 
 
+def environment_schedule(
+    config: CustomerConfig, environment: str, *, freezes_from: CustomerConfig | None = None
+) -> UpgradeSchedule:
+    """:func:`schedule_for`, plus the freezes ``freezes_from`` declares for ``environment`` (see
+    :func:`run_schedules`)."""
+    schedule = schedule_for(config, environment)
+    if freezes_from is not None and freezes_from is not config:
+        schedule = schedule.with_freezes(schedule_for(freezes_from, environment).freezes)
+    return schedule
+
+
+def run_schedule(
+    schedule: UpgradeSchedule,
+    *,
+    anchor: datetime,
+    seconds_per_business_day: float | None,
+    rehearse_windows: bool,
+) -> StartSchedule | None:
+    """``schedule`` as a run honours it (see :func:`run_schedules`); ``None``: any time."""
+    if schedule.always_open or (seconds_per_business_day is not None and not rehearse_windows):
+        return None
+    if seconds_per_business_day is None:
+        return schedule
+    return CompressedSchedule(schedule, anchor, seconds_per_business_day)
+
+
 def run_schedules(
     config: CustomerConfig,
     *,
@@ -438,20 +477,17 @@ def run_schedules(
     A real run honours every schedule. A rehearsal (``seconds_per_business_day``) ignores them unless
     ``rehearse_windows``, and then sees them compressed, anchored at ``anchor`` (the run's start).
     ``freezes_from`` (the customer file as it is now, when the run keeps an older snapshot) adds its
-    freezes: a freeze declared during a run holds its upgrades back too, while windows stay the run's.
+    freezes: a freeze declared during a run holds its backups and upgrades back too, while windows stay
+    the run's.
     """
-    if seconds_per_business_day is not None and not rehearse_windows:
-        return {}
     found: dict[str, StartSchedule] = {}
     for name, _ in config.environments.items():
-        schedule = schedule_for(config, name)
-        if freezes_from is not None and freezes_from is not config:
-            schedule = schedule.with_freezes(schedule_for(freezes_from, name).freezes)
-        if schedule.always_open:
-            continue
-        found[name] = (
-            schedule
-            if seconds_per_business_day is None
-            else CompressedSchedule(schedule, anchor, seconds_per_business_day)
+        seen = run_schedule(
+            environment_schedule(config, name, freezes_from=freezes_from),
+            anchor=anchor,
+            seconds_per_business_day=seconds_per_business_day,
+            rehearse_windows=rehearse_windows,
         )
+        if seen is not None:
+            found[name] = seen
     return found

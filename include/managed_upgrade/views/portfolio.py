@@ -2,10 +2,12 @@
 
 One row per customer: the current upgrade (the latest run still going, else the latest run) with its
 stage, the share of its budget used, planned and forecast finish against the deadline, who must act
-and for how long, and its SLA misses; then the last completed upgrade and whether the yearly upgrade
-is due. A run is at risk when its forecast passes the customer's deadline, or a budget still running
-has used more than a set share of its days. (The 10-week ceiling is drawn on the run's page: with
-the default customer-wait budgets the plan itself ends past it, so it would flag every run.)
+and for how long (or, while an environment's backup or upgrade waits for its upgrade window, that the
+run waits for it until when and why: scheduled, nobody's delay), and its SLA misses; then the last
+completed upgrade and whether the yearly upgrade is due. A run is at risk when its forecast passes the
+customer's deadline, or a budget still running has used more than a set share of its days. (The
+10-week ceiling is drawn on the run's page: with the default customer-wait budgets the plan itself
+ends past it, so it would flag every run.)
 
 The cost is linear in the runs handed in: each current run is re-forecast once.
 """
@@ -21,7 +23,7 @@ from typing import Any
 
 from managed_upgrade.sla.clock import sla_state
 from managed_upgrade.views.run_facts import RunFacts
-from managed_upgrade.views.schedule import PendingAction, run_schedule
+from managed_upgrade.views.schedule import PendingAction, WindowWait, run_schedule
 
 DEFAULT_BUDGET_SHARE = 0.8
 """A running budget with more than this share of its business days used puts the run at risk."""
@@ -66,6 +68,13 @@ class PortfolioRow:
     problem: str | None = None
     milestones: tuple[tuple[str, datetime, datetime], ...] = field(default=())
     """``(stage, planned start, planned finish)`` of the current run, for the calendar feed."""
+    window_waits: tuple[WindowWait, ...] = ()
+    """What of the current run waits for its upgrade window now (until when, why): nobody acts."""
+
+    @property
+    def waiting_for_window_until(self) -> datetime | None:
+        """The latest opening the run waits for now (``None`` when it waits for none, or none recorded)."""
+        return max((wait.until for wait in self.window_waits if wait.until is not None), default=None)
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,7 @@ def portfolio_row(
         sla_misses=len(schedule.misses),
         rehearsal=reading.is_rehearsal,
         milestones=_milestones(run),
+        window_waits=schedule.window_waits,
         **common.fields(),
     )
 
@@ -221,6 +231,7 @@ CSV_COLUMNS = (
     "sla_misses",
     "last_completed_at",
     "upgrade_due",
+    "waiting_for_window_until",
 )
 
 
@@ -246,9 +257,18 @@ def portfolio_csv(rows: Iterable[PortfolioRow]) -> str:
     writer.writerow(CSV_COLUMNS)
     for row in rows:
         actions = "; ".join(
-            f"{action.title} ({action.role.value}: {', '.join(action.people)}, "
-            f"waiting {action.waited_business_days} business days)"
-            for action in row.actions
+            [
+                f"{action.title} ({action.role.value}: {', '.join(action.people)}, "
+                f"waiting {action.waited_business_days} business days)"
+                for action in row.actions
+            ]
+            + [
+                f"{wait.title} waits for its upgrade window"
+                + (f" until {wait.until.isoformat()}" if wait.until else "")
+                + (f" ({wait.reason})" if wait.reason else "")
+                + ", as scheduled: nobody must act"
+                for wait in row.window_waits
+            ]
         )
         values = {**{name: getattr(row, name, None) for name in CSV_COLUMNS}}
         values["risks"] = "; ".join(row.risks)

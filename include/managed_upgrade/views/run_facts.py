@@ -91,6 +91,8 @@ class RunReading:
     """End of the customer's deadline date (compressed like the run in a rehearsal)."""
     ceiling_at: datetime
     """The process's 10-week ceiling from the run's start (compressed like the run in a rehearsal)."""
+    rehearse_windows: bool = False
+    """A rehearsal that honours the upgrade windows (trigger form); a real run always does."""
 
     @property
     def is_rehearsal(self) -> bool:
@@ -139,4 +141,5 @@ def _reading(facts: RunFacts) -> RunReading:
         deadline=deadline,
         deadline_at=alert(AlertKind.DEADLINE_MISSED),
         ceiling_at=alert(AlertKind.TIMELINE_CEILING),
+        rehearse_windows=facts.conf.get("rehearse_windows") is True,
     )

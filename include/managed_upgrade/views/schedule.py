@@ -2,10 +2,13 @@
 
 One row per activity in process order: the planned bar (the baseline the run saved when it started),
 the actual bar (the ledger's events), the customer waits inside it (shaded: they do not count against
-the consultant's budget), the instant a budget ran out (SLA miss), and the re-forecast of what is
-left. Above the rows: today, the re-forecast finish against the customer's deadline and the 10-week
-ceiling, and who must act now and for how long they have waited. A rehearsal run is drawn on its own
-compressed clock (instants are real instants; one business day is a few seconds).
+the consultant's budget), the waits for an upgrade window (shaded up to the opening they wait for:
+scheduled, nobody's delay), the instant a budget ran out (SLA miss), and the re-forecast of what is
+left (upgrade windows and the openings the tasks wait for included, as in the baseline). Above the
+rows: today, the re-forecast finish against the customer's deadline and the 10-week ceiling, who
+must act now and for how long they have waited, and what waits for its window until when and why.
+A rehearsal run is drawn on its own compressed clock (instants are real instants; one business day
+is a few seconds).
 
 Positions are percentages of one time axis, so the template only draws rectangles.
 """
@@ -18,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from managed_upgrade.process.model import Role
-from managed_upgrade.sla.clock import SlaState, UnitClock, sla_state
-from managed_upgrade.sla.plan import Plan, make_plan, reforecast
+from managed_upgrade.sla.clock import ScheduledWait, SlaState, UnitClock, sla_state
+from managed_upgrade.sla.plan import Plan, make_customer_plan, reforecast
 from managed_upgrade.views.run_facts import RunFacts, RunReading
 
-ActivityStatus = Literal["not_started", "running", "waiting_on_customer", "finished"]
+ActivityStatus = Literal["not_started", "running", "waiting_on_customer", "waiting_for_window", "finished"]
 
 AXIS_TICKS = 6
 
@@ -49,6 +52,19 @@ class Marker:
 
 
 @dataclass(frozen=True)
+class WindowWait:
+    """An activity waiting, as scheduled, for its environment's upgrade window: nobody must act."""
+
+    activity_key: str
+    title: str
+    since: datetime
+    until: datetime | None
+    """The opening it waits for (the ledger event's ``until``); ``None`` if the event did not say."""
+    reason: str
+    """Why: the freeze (name, days, until when) or ``outside the upgrade windows``."""
+
+
+@dataclass(frozen=True)
 class ActivityRow:
     """One activity: its bars and the facts beside them."""
 
@@ -69,6 +85,15 @@ class ActivityRow:
     unit_missed: bool
     variance_days: float | None
     """Business days from planned to actual (finished) or forecast finish; positive = late."""
+    window_waits: tuple[Span, ...] = ()
+    """Its waits for an upgrade window, each up to the opening it waits for."""
+    window: WindowWait | None = None
+    """The wait for its window going on now, if any (status ``waiting_for_window``)."""
+
+    @property
+    def status_label(self) -> str:
+        """The status as the page shows it (``waiting for window``)."""
+        return self.status.replace("_", " ")
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,8 @@ class RunSchedule:
     actions: tuple[PendingAction, ...]
     misses: tuple[str, ...]
     """Budget units that missed their SLA (ledger claims and the clock), in process order."""
+    window_waits: tuple[WindowWait, ...] = ()
+    """Activities waiting for their upgrade window now, in process order: scheduled, nobody acts."""
 
 
 class Axis:
@@ -203,14 +230,34 @@ def _miss_instants(state: SlaState, facts: RunFacts) -> dict[str, datetime]:
     return instants
 
 
-def _forecast(reading: RunReading, facts: RunFacts, actuals: Mapping[str, Any], now: datetime) -> Plan:
-    plan = make_plan(
-        reading.model,
-        reading.clock,
+def _forecast(
+    reading: RunReading, actuals: Mapping[str, Any], windows: Mapping[str, WindowWait], now: datetime
+) -> Plan:
+    """The run's plan (upgrade windows as the run honours them) re-forecast at ``now``; an activity
+    waiting for its window starts at the opening its task waits for."""
+    plan = make_customer_plan(
+        reading.config,
         reading.start,
-        customer_wait_days=reading.config.customer_wait.reminder_days,
+        seconds_per_business_day=reading.seconds_per_business_day,
+        rehearse_windows=reading.rehearse_windows,
     )
-    return reforecast(plan, actuals, now)
+    waiting = {key: (wait.until, wait.reason) for key, wait in windows.items() if wait.until is not None}
+    return reforecast(plan, actuals, now, waiting=waiting)
+
+
+def _open_window_waits(reading: RunReading, state: SlaState, now: datetime) -> dict[str, WindowWait]:
+    """Activity key -> its wait for an upgrade window going on at ``now`` (the latest, if several)."""
+    titles = {activity.key: activity.title for activity in reading.model.activities}
+    found: dict[str, ScheduledWait] = {}
+    for wait in state.scheduled_waits:
+        going = wait.started_at <= now and (wait.ends_at is None or now < wait.ends_at)
+        latest = found.get(wait.activity_key)
+        if going and (latest is None or latest.started_at <= wait.started_at):
+            found[wait.activity_key] = wait
+    return {
+        key: WindowWait(key, titles.get(key, key), wait.started_at, wait.ends_at, wait.reason)
+        for key, wait in found.items()
+    }
 
 
 def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
@@ -222,12 +269,14 @@ def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
     model, clock = reading.model, reading.clock
     keys = [activity.key for activity in model.activities]
     actuals = _actuals(facts, keys)
-    forecast = _forecast(reading, facts, actuals, now)
     baseline = _baseline(facts)
     state = sla_state(
         model, clock, list(facts.events), reminder_days=reading.config.customer_wait.reminder_days, now=now
     )
     run_over = facts.status != "running"
+    windows = {} if run_over else _open_window_waits(reading, state, now)
+    windows = {key: wait for key, wait in windows.items() if actuals.get(key, (None, None))[1] is None}
+    forecast = _forecast(reading, actuals, windows, now)
     finished_all = all(actuals.get(key, (None, None))[1] is not None for key in keys)
     actual_finish = max((finish for _, finish in actuals.values() if finish), default=None)
     forecast_finish = actual_finish if finished_all and actual_finish else forecast.forecast_finish
@@ -243,6 +292,11 @@ def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
     for wait in state.waits:
         waits_by_key.setdefault(wait.activity_key, []).append(axis.span(wait.started_at, wait.ended_at, now))
     open_waits = {wait.activity_key: wait for wait in state.waits if wait.ended_at is None}
+    window_spans: dict[str, list[Span]] = {}
+    for scheduled in state.scheduled_waits:
+        window_spans.setdefault(scheduled.activity_key, []).append(
+            axis.span(scheduled.started_at, scheduled.ends_at, now)
+        )
 
     rows = []
     for activity in model.activities:
@@ -251,6 +305,8 @@ def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
         projected = forecast.activity(activity.key)
         if done is not None:
             status: ActivityStatus = "finished"
+        elif activity.key in windows:
+            status = "waiting_for_window"
         elif begun is None:
             status = "not_started"
         else:
@@ -284,6 +340,8 @@ def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
                 miss=miss,
                 unit_missed=unit is not None and unit.id in misses,
                 variance_days=round(_signed_days(reading, planned[1], end_of_row), 2) if planned else None,
+                window_waits=tuple(window_spans.get(activity.key, ())),
+                window=windows.get(activity.key),
             )
         )
 
@@ -311,6 +369,7 @@ def run_schedule(facts: RunFacts, now: datetime) -> RunSchedule | None:
         beyond_ceiling=forecast_finish > reading.ceiling_at,
         actions=tuple(actions),
         misses=tuple(unit.id for unit in model.budget_units if unit.id in misses),
+        window_waits=tuple(windows[key] for key in keys if key in windows),
     )
 
 

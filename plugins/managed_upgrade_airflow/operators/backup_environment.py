@@ -4,6 +4,13 @@ The work is :func:`managed_upgrade.operations.backup.create_backup`; this operat
 connections, the ledger record (every backup and every pruned one is recorded, so managers can see
 what exists where) and a compact XCom (backup id, version, location, checksums) that the upgrade
 task takes as the backup protecting it.
+
+**Upgrade windows and change freezes.** The backup protecting an upgrade is taken in the same window,
+just before it: built with the customer config, the task waits deferred for the environment's next
+opening like the upgrade (:mod:`.upgrade_window`: ledger event, XCom ``upgrade_window``, no worker
+held, rehearsals alike), so a restore loses nothing done between backup and upgrade. It waits before
+anything touches the host: a resumed task takes one backup and records it once. Without a config
+(the preparation's backups of every environment) it runs at once.
 """
 
 from __future__ import annotations
@@ -11,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-
 from managed_upgrade.operations.backup import BackupTarget, create_backup
+from managed_upgrade.sla.windows import BACKUP_ACTIVITY_ID, WINDOW_ACTIVITIES
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, again_after_outage, open_ledger
+from managed_upgrade_airflow.operators.upgrade_window import WindowedEnvironmentOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -28,7 +35,7 @@ def backup_id_template(backup_task_id: str) -> str:
     return "{{ ti.xcom_pull(task_ids='" + backup_task_id + "')['backup_id'] }}"
 
 
-class BackupEnvironmentOperator(BaseOperator):
+class BackupEnvironmentOperator(WindowedEnvironmentOperator):
     """Back up one environment before anything touches it.
 
     :param customer_id: recorded in the descriptor and the ledger
@@ -41,10 +48,13 @@ class BackupEnvironmentOperator(BaseOperator):
     :param allowed_roots: the environment's allowed roots: the install folder read and every folder
         written or deleted must lie below one (``None``: only the always-refused paths are refused)
     :param ledger_conn_id: the project's ledger (``None``: do not record; tests only)
+    :param config: the customer config whose upgrade windows and change freezes apply (the run's
+        snapshot replaces it before execution); ``None``: back up at any time
     """
 
     template_fields: Sequence[str] = ()
     ui_color = "#fef7e0"
+    window_subject = WINDOW_ACTIVITIES[BACKUP_ACTIVITY_ID]
 
     def __init__(
         self,
@@ -58,11 +68,11 @@ class BackupEnvironmentOperator(BaseOperator):
         retention: int = 3,
         allowed_roots: Sequence[str] | None = None,
         ledger_conn_id: str | None = LEDGER_CONN_ID,
+        config: CustomerConfig | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(environment=environment, config=config, **kwargs)
         self.customer_id = customer_id
-        self.environment = environment
         self.ssh_conn_id = ssh_conn_id
         self.db_conn_id = db_conn_id
         self.install_path = install_path
@@ -85,10 +95,14 @@ class BackupEnvironmentOperator(BaseOperator):
             backup_path=env.backup_path,
             retention=env.backup_retention,
             allowed_roots=env.allowed_roots,
+            config=config,
             **kwargs,
         )
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def window_ledger_conn_id(self) -> str | None:
+        return self.ledger_conn_id
+
+    def execute_in_window(self, context: Context) -> dict[str, Any]:
         with CrmEnvironmentHook(self.ssh_conn_id, self.db_conn_id, label=self.environment) as hook:
             target = BackupTarget(
                 customer_id=self.customer_id,

@@ -9,15 +9,10 @@ and ``bin/crm status``; on failure the backup taken just before is restored and 
 what failed and whether the restore worked. Neither failure is retried: the environment either
 runs its old version again (a person decides what next) or needs a person now.
 
-**Upgrade windows and change freezes.** Before it touches the host the task asks the environment's
-schedule (:mod:`managed_upgrade.sla.windows`, from the run's config snapshot plus freezes the customer
-file declares now): outside a window or in a freeze it records the scheduled wait in the ledger
-(``waiting_for_window``: the SLA clock counts it against nobody), pushes when and why as the XCom
-``upgrade_window`` and logs it, then defers on the standard provider's
-:class:`~airflow.providers.standard.triggers.temporal.DateTimeTrigger` until the opening, holding no
-worker. On resume it asks again (a freeze may have been declared meanwhile) and waits once more if
-need be. A rehearsal ignores windows unless the run asks to rehearse them (trigger form), and then
-sees them compressed.
+**Upgrade windows and change freezes.** Before it touches the host the task waits, deferred, for the
+environment's window like the backup just before it (:mod:`.upgrade_window`): it asks again on its
+own, so a freeze declared since the backup holds the upgrade back too, and counts the instant its
+backup started in the window as the opening it waited for.
 
 A crash is retried safely: a new try follows the installer run an earlier try started (still
 running: it waits for it; ended unobserved: it judges it) instead of starting another, and the
@@ -30,10 +25,9 @@ import re
 import shlex
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from managed_upgrade.errors import InstallerFailedError, RollbackFailedError, UpgradeRolledBackError
@@ -51,11 +45,14 @@ from managed_upgrade.operations.upgrade import (
     roll_back,
     run_installer,
 )
-from managed_upgrade.sla.windows import NoUpgradeWindowError, Opening, StartSchedule, run_schedules
+from managed_upgrade.sla.windows import BACKUP_ACTIVITY_ID, UPGRADE_ACTIVITY_ID, WINDOW_ACTIVITIES
 from managed_upgrade.transport.path_policy import confine
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
-from managed_upgrade_airflow.ledger_access import open_ledger
-from managed_upgrade_airflow.run_settings_xcom import run_settings_from_xcom
+from managed_upgrade_airflow.operators.upgrade_window import (
+    WINDOW_WAIT_EVENT,
+    WINDOW_XCOM_KEY,
+    WindowedEnvironmentOperator,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,12 +60,16 @@ if TYPE_CHECKING:
     from managed_upgrade.config import CustomerConfig
 
 
+__all__ = [
+    "WINDOW_WAIT_EVENT",
+    "WINDOW_XCOM_KEY",
+    "UpgradeAndRollbackFailed",
+    "UpgradeEnvironmentOperator",
+    "UpgradeRolledBack",
+]
+
 _EXIT_CODE = re.compile(r"[0-9]{1,3}", re.ASCII)
 """An exit code file's content (ASCII digits only: ``str.isdigit`` takes any script's digits)."""
-
-WINDOW_XCOM_KEY = "upgrade_window"
-"""XCom of the upgrade task saying whether it waits for its window, until when and why."""
-WINDOW_WAIT_EVENT = "waiting_for_window"
 
 QUICK_FINISH_SECONDS = 15.0
 """How long the worker waits for a quick installer before deferring (see ``_wait_briefly``)."""
@@ -82,7 +83,7 @@ class UpgradeAndRollbackFailed(AirflowFailException):
     """The upgrade failed AND the restore failed: the environment needs a person now (no retry)."""
 
 
-class UpgradeEnvironmentOperator(BaseOperator):
+class UpgradeEnvironmentOperator(WindowedEnvironmentOperator):
     """Upgrade one environment to ``target_version`` with the staged vendor installer.
 
     :param ssh_conn_id: / :param db_conn_id: the environment's host and configuration database
@@ -101,10 +102,12 @@ class UpgradeEnvironmentOperator(BaseOperator):
         is restored: its state is unknown and a person must look)
     :param config: the customer config whose upgrade windows and change freezes apply (the run's
         snapshot replaces it before execution); ``None``: upgrade at any time
+    :param window_follows: the backup task whose window the upgrade shares (see :mod:`.upgrade_window`)
     """
 
     template_fields: Sequence[str] = ("target_version", "backup_id")
     ui_color = "#e6f4ea"
+    window_subject = WINDOW_ACTIVITIES[UPGRADE_ACTIVITY_ID]
 
     def __init__(
         self,
@@ -123,13 +126,11 @@ class UpgradeEnvironmentOperator(BaseOperator):
         installer_timeout: timedelta | None = timedelta(hours=6),
         quick_finish_seconds: float = QUICK_FINISH_SECONDS,
         config: CustomerConfig | None = None,
+        window_follows: str | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
-        self.config = config
-        self.file_config = config
+        super().__init__(environment=environment, config=config, window_follows=window_follows, **kwargs)
         self.quick_finish_seconds = quick_finish_seconds
-        self.environment = environment
         self.ssh_conn_id = ssh_conn_id
         self.db_conn_id = db_conn_id
         self.install_path = install_path
@@ -152,6 +153,7 @@ class UpgradeEnvironmentOperator(BaseOperator):
         **kwargs: Any,
     ) -> UpgradeEnvironmentOperator:
         env = config.environment(environment)
+        kwargs.setdefault("window_follows", f"{environment}.{BACKUP_ACTIVITY_ID}")
         return cls(
             environment=environment,
             ssh_conn_id=env.ssh_conn_id,
@@ -166,10 +168,6 @@ class UpgradeEnvironmentOperator(BaseOperator):
             **kwargs,
         )
 
-    def use_run_config(self, run_config: CustomerConfig) -> None:
-        """``pre_execute``: the run's snapshot decides; the file as this worker read it adds its freezes."""
-        self.file_config, self.config = self.config, run_config
-
     def _plan(self) -> UpgradePlan:
         return UpgradePlan(
             self.install_path,
@@ -183,94 +181,8 @@ class UpgradeEnvironmentOperator(BaseOperator):
     def _hook(self) -> CrmEnvironmentHook:
         return CrmEnvironmentHook(self.ssh_conn_id, self.db_conn_id, label=self.environment)
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        self._wait_for_window(context, awaited=None)
+    def execute_in_window(self, context: Context) -> dict[str, Any]:
         return self._upgrade(context)
-
-    def execute_after_window(
-        self, context: Context, event: dict[str, Any] | None = None, awaited: str | None = None
-    ) -> dict[str, Any]:
-        """Resume at the opening waited for: ask the schedule again, then upgrade (or wait once more)."""
-        self._wait_for_window(context, awaited=None if awaited is None else datetime.fromisoformat(awaited))
-        return self._upgrade(context)
-
-    # -- upgrade windows ---------------------------------------------------------------------------
-
-    def _schedule(self, context: Context) -> StartSchedule | None:
-        """This environment's schedule for this run; ``None`` when it may start at any time."""
-        if self.config is None:
-            return None
-        settings = run_settings_from_xcom(context)
-        started = getattr(context.get("dag_run"), "start_date", None)
-        anchor = started if isinstance(started, datetime) and started.tzinfo else _now()
-        schedules = run_schedules(
-            self.config,
-            anchor=anchor,
-            seconds_per_business_day=settings.seconds_per_business_day,
-            rehearse_windows=settings.rehearse_windows,
-            freezes_from=self.file_config,
-        )
-        return schedules.get(self.environment)
-
-    def _wait_for_window(self, context: Context, awaited: datetime | None) -> None:
-        """Return when the upgrade may start now; else record the wait and defer until the opening."""
-        schedule = self._schedule(context)
-        if schedule is None:
-            return
-        now = _now()
-        try:
-            if schedule.may_start(now, awaited):
-                opening = schedule.opening(now)
-                self.log.info("%s: %s", self.environment, opening.describe() if opening.is_open else
-                              "the upgrade starts at the opening it waited for")  # fmt: skip
-                context["ti"].xcom_push(
-                    key=WINDOW_XCOM_KEY, value={**opening.as_dict(), "waiting_for": "nothing"}
-                )
-                return
-            opening = schedule.opening(now)
-        except NoUpgradeWindowError as error:
-            raise AirflowFailException(f"{self.environment}: {error}") from error
-        self.log.warning("%s: %s", self.environment, opening.describe())
-        context["ti"].xcom_push(key=WINDOW_XCOM_KEY, value=opening.as_dict())
-        self._record_wait(context, now, opening)
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
-        self.defer(
-            trigger=DateTimeTrigger(moment=opening.at),
-            method_name="execute_after_window",
-            kwargs={"awaited": opening.at.isoformat()},
-        )
-
-    def _record_wait(self, context: Context, now: datetime, opening: Opening) -> None:
-        """The scheduled wait for the SLA clock: once per opening (a retry waiting for the same one adds
-        nothing), numbered in the run. A ledger that is down delays nothing: the wait is logged."""
-        ti = context["ti"]
-        until = opening.at.isoformat()
-        try:
-            with open_ledger() as ledger:
-                earlier = [
-                    event
-                    for event in ledger.events(ti.dag_id, ti.run_id)
-                    if event["activity_key"] == ti.task_id and event["event"] == WINDOW_WAIT_EVENT
-                ]
-                if any((event.get("detail") or {}).get("until") == until for event in earlier):
-                    return
-                number = max((int(event["try_number"]) for event in earlier), default=0) + 1
-                ledger.record_event(
-                    ti.dag_id,
-                    ti.run_id,
-                    ti.task_id,
-                    WINDOW_WAIT_EVENT,
-                    at=now,
-                    try_number=number,
-                    detail={**opening.as_dict(), "until": until},
-                )
-        except Exception as error:
-            self.log.warning(
-                "could not record the scheduled wait in the ledger (%s); the SLA clock will count it "
-                "against the activity's budget",
-                error,
-            )
 
     # -- the upgrade -------------------------------------------------------------------------------
 
@@ -441,11 +353,6 @@ class UpgradeEnvironmentOperator(BaseOperator):
             result.status.describe(),
         )
         return result.summary()
-
-
-def _now() -> datetime:
-    """The current instant; tests replace it."""
-    return datetime.now(UTC)
 
 
 def _job_files(job: InstallerJob) -> dict[str, str]:

@@ -8,7 +8,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -285,3 +285,92 @@ def test_the_operator_backs_up_and_records_in_the_ledger(
     assert by_id[first["backup_id"]]["pruned_at"] is not None
     assert by_id[second["backup_id"]]["pruned_at"] is None
     assert by_id[second["backup_id"]]["location"] == second["directory"]
+
+
+def test_the_operator_waits_for_the_window_then_takes_one_backup_recorded_once(
+    estate: Estate, fresh_installation, airflow_connections, ledger_connection, remote_host, monkeypatch
+) -> None:
+    """A backup protecting an upgrade waits, deferred, for the environment's window; its resume (after
+    a retry that waited for the same opening) takes one backup, recorded once, with one scheduled wait."""
+    from zoneinfo import ZoneInfo
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from managed_upgrade.config import load_customer_config
+    from managed_upgrade.config.run_settings import RunSettings
+    from managed_upgrade_airflow.operators import upgrade_window
+    from managed_upgrade_airflow.operators.backup_environment import BackupEnvironmentOperator
+
+    berlin = ZoneInfo("Europe/Berlin")
+    globex = load_customer_config(
+        Path(__file__).resolve().parents[3] / "include" / "customers" / "globex.yaml"
+    )
+    environments = globex.environments
+    windowed = globex.model_copy(  # dev gets prod's windows: fri/sat 22:00-06:00, sun 08:00-18:00
+        update={
+            "environments": environments.model_copy(
+                update={
+                    "dev": environments.dev.model_copy(
+                        update={"upgrade_windows": environments.prod.upgrade_windows}
+                    )
+                }
+            )
+        }
+    )
+    ledger_conn_id, ledger_db = ledger_connection
+    installation = fresh_installation("dev", "10.2.0")
+    ssh_conn_id, db_conn_id = airflow_connections.add_installation(installation)
+    operator = BackupEnvironmentOperator(
+        task_id="dev.backup_environment",
+        customer_id=installation.customer_id,
+        environment="dev",
+        ssh_conn_id=ssh_conn_id,
+        db_conn_id=db_conn_id,
+        install_path=str(installation.install_path),
+        backup_path=str(installation.backup_path),
+        retention=3,
+        ledger_conn_id=ledger_conn_id,
+        config=windowed,
+    )
+    settings = RunSettings("GLX-1", date(2027, 1, 4), date(2027, 1, 11), date(2027, 3, 31), "R", "11.0.0")
+    pushed: dict[str, Any] = {}
+
+    def push(key: str, value: Any) -> None:
+        pushed[key] = value
+
+    ti = SimpleNamespace(
+        dag_id="managed_upgrade__test",
+        run_id=f"manual__{uuid.uuid4().hex[:8]}",
+        task_id="dev.backup_environment",
+        try_number=1,
+        xcom_push=push,
+        xcom_pull=lambda task_ids, key="return_value": settings.to_conf(),
+    )
+    context = {"ti": ti, "dag_run": SimpleNamespace(start_date=datetime(2027, 1, 4, 9, tzinfo=UTC))}
+    now = {"at": datetime(2027, 1, 6, 12, tzinfo=berlin)}  # Wednesday noon: outside the windows
+    monkeypatch.setattr(upgrade_window, "_now", lambda: now["at"].astimezone(UTC))
+    opening = datetime(2027, 1, 8, 22, tzinfo=berlin)
+
+    for _ in range(2):  # the first try, and a retry before the opening
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute(context)  # type: ignore[arg-type]
+        assert deferred.value.trigger.moment == opening
+    assert pushed["upgrade_window"]["message"].startswith("the backup waits until Fri 2027-01-08 22:00 CET")
+    now["at"] = opening + timedelta(seconds=4)
+    summary = operator.execute_after_window(context, event={}, awaited=opening.astimezone(UTC).isoformat())  # type: ignore[arg-type]
+
+    connection = psycopg2.connect(estate.pg_dsn(ledger_db))
+    try:
+        ledger = Ledger(connection)
+        backups = ledger.backups(installation.customer_id, "dev")
+        events = ledger.events(ti.dag_id, ti.run_id)
+    finally:
+        connection.close()
+    assert [row["backup_id"] for row in backups] == [summary["backup_id"]]
+    assert [(e["activity_key"], e["event"], e["try_number"]) for e in events] == [
+        ("dev.backup_environment", "waiting_for_window", 1)
+    ]
+    assert events[0]["detail"]["until"] == opening.astimezone(UTC).isoformat()
+    assert pushed["upgrade_window"]["waiting_for"] == "nothing"
+    on_host = list_backups(remote_host("dev"), str(installation.backup_path))
+    assert [entry["backup_id"] for entry in on_host] == [summary["backup_id"]]

@@ -495,3 +495,24 @@ def test_a_window_wait_with_a_naive_until_is_refused_with_the_row():
     events = [*dev_until_upgrade(1), window_wait(day(1), "2027-03-09T09:00:00")]
     with pytest.raises(SlaClockError, match=r"waiting_for_window\) has detail.until='2027-03-09T09:00:00'"):
         state(events, now=day(2))
+
+
+def test_a_backup_waiting_for_the_window_at_the_start_of_its_budget_pauses_it_from_the_start():
+    events = [
+        ev(BACKUP, "ready", day(0)),
+        ev(BACKUP, "started", day(0)),
+        ev(BACKUP, "waiting_for_window", day(0), until=day(4).isoformat(), reason="outside the windows"),
+    ]
+    waiting = state(events, now=day(2)).unit("development")
+    assert waiting.status == "waiting_for_window" and waiting.consumed_days == pytest.approx(0)
+    assert waiting.current_activity == BACKUP
+    # at the opening the backup and, right after it, the upgrade run: the unit counts from there
+    events += [
+        ev(BACKUP, "finished", day(4.1)),
+        ev(UPGRADE, "ready", day(4.1)),
+        ev(UPGRADE, "started", day(4.1)),
+    ]
+    running = state(events, now=day(5)).unit("development")
+    assert running.status == "running" and running.scheduled_days == pytest.approx(4)
+    assert running.consumed_days == pytest.approx(1)
+    assert running.due_at == day(running.budget_days + 4)

@@ -140,9 +140,9 @@ def test_globex_bavarian_calendar_skips_epiphany_and_its_overrides_apply():
     assert plan.budget_unit("development").days == 15
     assert plan.activity("dev.customer_sign_off").budget_days == 3  # globex reminder_days
     calendar = BusinessCalendar.from_settings(globex.calendar)
-    # Prod's upgrade waits for globex's weekend maintenance window (see test_plan_windows.py).
-    window_wait = plan.activity("prod.upgrade_environment").scheduled_wait_days
-    assert window_wait > 0
+    # Prod's backup waits for globex's weekend maintenance window; the upgrade follows it there.
+    window_wait = plan.activity("prod.backup_environment").scheduled_wait_days
+    assert window_wait > 0 and plan.activity("prod.upgrade_environment").scheduled_wait_days == 0
     assert calendar.business_days_between(plan.start, plan.planned_finish) == pytest.approx(
         1 + 1 + 4 + 4 + 3 + 15 + 3 + 8 + 3 + 8 + 3 + window_wait, abs=1e-9
     )
@@ -365,32 +365,41 @@ def _globex_prod_only():
     return load_customer_config(CUSTOMERS / "globex.yaml").model_copy(update={"change_freezes": ()})
 
 
-def test_prod_upgrade_starts_at_its_next_window_and_everything_downstream_moves():
+def _is_an_opening(instant: datetime) -> bool:
+    local = instant.astimezone(BERLIN)
+    opening_days = {4: time(22), 5: time(22), 6: time(8)}  # fri/sat 22:00, sun 08:00
+    return local.weekday() in opening_days and local.time() == opening_days[local.weekday()]
+
+
+def test_prod_backup_starts_at_its_next_window_the_upgrade_right_after_and_everything_downstream_moves():
     globex = _globex_prod_only()
     start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
     plan = make_customer_plan(globex, start)
     free = make_customer_plan(globex, start, rehearse_windows=True)
     assert free.planned_finish == plan.planned_finish  # rehearse_windows changes nothing in a real run
-    upgrade = plan.activity("prod.upgrade_environment")
+    sign_off = plan.activity("uat.customer_sign_off")
     backup = plan.activity("prod.backup_environment")
-    assert upgrade.planned_start > backup.planned_finish
-    local = upgrade.planned_start.astimezone(BERLIN)
-    opening_days = {4: time(22), 5: time(22), 6: time(8)}  # fri/sat 22:00, sun 08:00
-    assert local.weekday() in opening_days and local.time() == opening_days[local.weekday()]
-    assert upgrade.scheduled_wait_days == pytest.approx(
-        plan.clock.business_days_between(backup.planned_finish, upgrade.planned_start)
+    upgrade = plan.activity("prod.upgrade_environment")
+    assert backup.planned_start > sign_off.planned_finish and _is_an_opening(backup.planned_start)
+    assert backup.scheduled_wait_days == pytest.approx(
+        plan.clock.business_days_between(sign_off.planned_finish, backup.planned_start)
     )
-    assert "outside the upgrade windows" in upgrade.window
-    for key in ("dev.upgrade_environment", "uat.upgrade_environment"):
-        assert plan.activity(key).scheduled_wait_days == 0 and plan.activity(key).window == ""
+    assert backup.window.startswith("the backup waits until ")
+    assert "outside the upgrade windows" in backup.window
+    # the upgrade shares its backup's window: no second wait for the backup's budget to pass
+    assert upgrade.planned_start == backup.planned_finish
+    assert upgrade.scheduled_wait_days == 0 and upgrade.window == ""
+    for stage in ("dev", "uat"):
+        for key in (f"{stage}.backup_environment", f"{stage}.upgrade_environment"):
+            assert plan.activity(key).scheduled_wait_days == 0 and plan.activity(key).window == ""
     reapply = plan.activity("prod.reapply_settings")
     assert reapply.planned_start == upgrade.planned_finish
 
 
-def test_a_freeze_over_the_planned_window_pushes_the_upgrade_past_it():
+def test_a_freeze_over_the_planned_window_pushes_the_backup_and_the_upgrade_past_it():
     globex = _globex_prod_only()
     start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
-    unfrozen = make_customer_plan(globex, start).activity("prod.upgrade_environment")
+    unfrozen = make_customer_plan(globex, start).activity("prod.backup_environment")
     first_day = unfrozen.planned_start.astimezone(BERLIN).date() - timedelta(days=3)
     frozen_config = globex.model_copy(
         update={
@@ -399,41 +408,93 @@ def test_a_freeze_over_the_planned_window_pushes_the_upgrade_past_it():
             )
         }
     )
-    upgrade = make_customer_plan(frozen_config, start).activity("prod.upgrade_environment")
-    assert upgrade.planned_start.astimezone(BERLIN).date() > first_day + timedelta(days=20)
-    assert "change freeze 'Audit'" in upgrade.window
+    plan = make_customer_plan(frozen_config, start)
+    backup = plan.activity("prod.backup_environment")
+    assert backup.planned_start.astimezone(BERLIN).date() > first_day + timedelta(days=20)
+    assert "change freeze 'Audit'" in backup.window
+    assert plan.activity("prod.upgrade_environment").planned_start == backup.planned_finish
 
 
 def test_a_rehearsal_ignores_windows_unless_asked_and_then_compresses_them():
     globex = _globex_prod_only()
     start = datetime(2027, 1, 4, 9, tzinfo=UTC)
     ignored = make_customer_plan(globex, start, seconds_per_business_day=2.0)
-    assert ignored.activity("prod.upgrade_environment").scheduled_wait_days == 0
+    assert ignored.activity("prod.backup_environment").scheduled_wait_days == 0
     rehearsed = make_customer_plan(globex, start, seconds_per_business_day=2.0, rehearse_windows=True)
-    wait = rehearsed.activity("prod.upgrade_environment").scheduled_wait_days
+    wait = rehearsed.activity("prod.backup_environment").scheduled_wait_days
     assert 0 < wait < 7  # rehearsal business days: at most a (compressed) week
+    assert rehearsed.activity("prod.upgrade_environment").scheduled_wait_days == 0
     assert rehearsed.planned_finish > ignored.planned_finish
 
 
-def test_reforecast_waits_for_the_window_after_now():
+def _done_until(plan, key):
+    """Actuals: everything planned to finish before ``key`` starts finished on plan."""
+    before = plan.activity(key).planned_start
+    return {a.key: (a.planned_start, a.planned_finish) for a in plan.activities if a.planned_finish <= before}
+
+
+def test_reforecast_a_backup_that_ran_past_its_window_makes_the_upgrade_wait_for_the_next():
     globex = _globex_prod_only()
     start = datetime(2027, 1, 4, 9, tzinfo=BERLIN)
     plan = make_customer_plan(globex, start)
     backup = plan.activity("prod.backup_environment")
-    upgrade = plan.activity("prod.upgrade_environment")
-    # The backup finished a week late, on a Monday 09:00: the upgrade waits for the next window.
-    week_later = (upgrade.planned_start + timedelta(days=7)).astimezone(BERLIN)
+    # The backup started at the opening but finished a week late, on a Monday 09:00: the window it
+    # started in has closed, so the upgrade waits for the next one.
+    week_later = (backup.planned_start + timedelta(days=7)).astimezone(BERLIN)
     late = week_later.replace(hour=9, minute=0) - timedelta(days=week_later.weekday())
-    actuals = {
-        a.key: (a.planned_start, a.planned_finish)
-        for a in plan.activities
-        if a.planned_finish <= backup.planned_start
-    }
+    actuals = _done_until(plan, "prod.backup_environment")
     actuals["prod.backup_environment"] = (backup.planned_start, late)
     forecast = reforecast(plan, actuals, now=late)
     moved = forecast.activity("prod.upgrade_environment")
     assert moved.forecast_start > late and moved.scheduled_wait_days > 0
-    assert moved.forecast_start.astimezone(BERLIN).weekday() in (4, 5, 6)
+    assert _is_an_opening(moved.forecast_start)
+    assert moved.window.startswith("the upgrade waits until ")
+
+
+def test_reforecast_a_backup_done_in_its_window_lets_the_upgrade_follow_at_once():
+    globex = _globex_prod_only()
+    plan = make_customer_plan(globex, datetime(2027, 1, 4, 9, tzinfo=BERLIN))
+    backup = plan.activity("prod.backup_environment")
+    done = backup.planned_start + timedelta(minutes=20)
+    actuals = {**_done_until(plan, "prod.backup_environment"), backup.key: (backup.planned_start, done)}
+    forecast = reforecast(plan, actuals, now=done + timedelta(minutes=1))
+    upgrade = forecast.activity("prod.upgrade_environment")
+    assert upgrade.forecast_start == done + timedelta(minutes=1) and upgrade.scheduled_wait_days == 0
+    assert forecast.variance_days < 0  # ahead of the baseline, which gave the backup its budget
+
+
+def test_reforecast_a_backup_not_started_yet_still_plans_it_at_the_opening_and_the_upgrade_after_it():
+    globex = _globex_prod_only()
+    plan = make_customer_plan(globex, datetime(2027, 1, 4, 9, tzinfo=BERLIN))
+    backup = plan.activity("prod.backup_environment")
+    now = plan.activity("uat.customer_sign_off").planned_finish + timedelta(hours=1)
+    forecast = reforecast(plan, _done_until(plan, "prod.backup_environment"), now=now)
+    assert forecast.activity(backup.key).forecast_start == backup.planned_start
+    upgrade = forecast.activity("prod.upgrade_environment")
+    assert upgrade.forecast_start == forecast.activity(backup.key).forecast_finish
+    assert upgrade.scheduled_wait_days == 0 and forecast.variance_days == 0
+
+
+def test_reforecast_an_activity_the_ledger_shows_waiting_starts_at_its_opening_and_says_why():
+    globex = _globex_prod_only()
+    plan = make_customer_plan(globex, datetime(2027, 1, 4, 9, tzinfo=BERLIN))
+    backup = plan.activity("prod.backup_environment")
+    now = backup.planned_start - timedelta(hours=5)
+    # e.g. a freeze declared since the plan was made; the task's opening is trusted, even one the plan's
+    # schedule would not give (a rehearsal's clock anchored a little differently): Tuesday 22:00, and
+    # the upgrade follows the backup on Thursday 22:00, outside the plan's windows
+    later = backup.planned_start + timedelta(days=4)
+    actuals = {**_done_until(plan, backup.key), backup.key: (now - timedelta(hours=1), None)}
+    why = "the backup waits until Fri: change freeze 'Audit'"
+    forecast = reforecast(plan, actuals, now=now, waiting={backup.key: (later, why)})
+    waiting = forecast.activity(backup.key)
+    assert waiting.forecast_start == later and waiting.progress == "not_started"
+    assert waiting.window == why and waiting.scheduled_wait_days > 0
+    upgrade = forecast.activity("prod.upgrade_environment")
+    assert upgrade.forecast_start == waiting.forecast_finish and upgrade.scheduled_wait_days == 0
+    assert upgrade.forecast_start.astimezone(BERLIN).weekday() == 3
+    with pytest.raises(PlanError, match=r"waiting: unknown activity 'prod\.nope'"):
+        reforecast(plan, {}, now=now, waiting={"prod.nope": (later, why)})
 
 
 def test_openings_for_an_unknown_activity_are_refused():

@@ -6,9 +6,10 @@ import csv
 import io
 from datetime import UTC, datetime, timedelta
 
-from upgrade_history import run_facts
+from upgrade_history import run_facts, window_wait
 
 from managed_upgrade.views.portfolio import CSV_COLUMNS, CustomerRuns, portfolio, portfolio_csv, portfolio_row
+from managed_upgrade.views.rendering import render_page
 
 START = datetime(2027, 1, 11, 8, tzinfo=UTC)
 
@@ -104,3 +105,41 @@ def test_the_csv_has_one_line_per_customer_and_defuses_spreadsheet_formulas():
     assert parsed[0]["customer_name"] == '\'=HYPERLINK("x")'
     assert parsed[0]["forecast_finish"] == rows[0].forecast_finish.isoformat()
     assert parsed[1]["status"] == "none" and parsed[1]["upgrade_due"] == "yes"
+
+
+def test_a_run_waiting_for_its_window_says_so_in_stage_open_actions_and_csv():
+    whole = run_facts("globex", START, START + timedelta(days=365), template="globex")
+    planned = {row["activity_key"]: row for row in whole.plan}
+    since = planned["uat.customer_sign_off"]["planned_finish"]
+    opening = planned["prod.backup_environment"]["planned_start"]
+    now = since + timedelta(hours=2)
+    waits = window_wait("prod.backup_environment", since, opening, "outside the upgrade windows")
+    facts = run_facts("globex", START, now, template="globex", extra_events=waits)
+    row = portfolio_row(_customer("globex", facts), now)
+
+    assert row.status == "running" and row.stage == "prod" and row.actions == ()
+    (wait,) = row.window_waits
+    assert (wait.title, wait.until, wait.reason) == (
+        "Back up Prod Environment",
+        opening,
+        "outside the upgrade windows",
+    )
+    assert row.waiting_for_window_until == opening
+    assert not row.at_risk and row.forecast_finish == row.planned_finish
+
+    (line,) = csv.DictReader(io.StringIO(portfolio_csv([row]), newline=""))
+    assert line["waiting_for_window_until"] == opening.isoformat()
+    assert line["open_actions"] == (
+        f"Back up Prod Environment waits for its upgrade window until {opening.isoformat()} "
+        "(outside the upgrade windows), as scheduled: nobody must act"
+    )
+    html = render_page("portfolio", ui_root="", app_root="/m", rows=[row], now=now, budget_share=0.8)
+    assert "waiting for window</span> until" in html and "2027-03-12 21:00 UTC" in html
+    assert "Back up Prod Environment: waits for its upgrade window until" in html
+
+
+def test_a_run_not_waiting_for_a_window_has_no_window_column_value():
+    now = START + timedelta(days=20)
+    row = portfolio_row(_customer("acme", run_facts("acme", START, now)), now)
+    (line,) = csv.DictReader(io.StringIO(portfolio_csv([row]), newline=""))
+    assert row.window_waits == () and line["waiting_for_window_until"] == ""

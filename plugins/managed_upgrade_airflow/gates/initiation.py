@@ -29,6 +29,7 @@ from managed_upgrade.process.model import GateResponder
 from managed_upgrade.verification.report import TestReport
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.gates.base import FactsGate, HitlUser, hitl_users
+from managed_upgrade_airflow.gates.questions import optional_text
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 
@@ -144,12 +145,9 @@ class RespondToRequestGate(_InitiationGate):
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
             {
-                "information_gathered": Param(
-                    "",
-                    type="string",
-                    title="Information gathered",
-                    description="What you gathered with the customer about the request; quoted in the mail.",
-                    format="multiline",
+                "information_gathered": optional_text(
+                    "Information gathered",
+                    "What you gathered with the customer about the request; quoted in the mail.",
                 )
             },
         )
@@ -191,12 +189,8 @@ class AcknowledgeRequestGate(_InitiationGate):
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
             {
-                "kickoff_note": Param(
-                    "",
-                    type="string",
-                    title="Kick-off note",
-                    description="Optional note (e.g. the kick-off call) added to the acknowledgement.",
-                    format="multiline",
+                "kickoff_note": optional_text(
+                    "Kick-off note", "Optional note (e.g. the kick-off call) added to the acknowledgement."
                 )
             },
         )
@@ -235,9 +229,9 @@ class ReviewTestCaseVerificationGate(_InitiationGate):
         kwargs["params"] = with_form_fields(
             kwargs.get("params"),
             {
-                "review_notes": Param(
-                    "", type="string", title="Review notes", format="multiline",
-                    description="Remarks on the baseline (e.g. known failures); the reason when you abort.",
+                "review_notes": optional_text(
+                    "Review notes",
+                    "Remarks on the baseline (e.g. known failures); the reason when you abort.",
                 )
             },
         )  # fmt: skip

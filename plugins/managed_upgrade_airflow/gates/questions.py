@@ -56,6 +56,16 @@ class ReviewQuestionError(ValueError):
     """A review run's conf is not a question the review task wrote (e.g. a hand-made trigger)."""
 
 
+def optional_text(title: str, description: str) -> Param:
+    """A multi-line text field the person may leave empty.
+
+    Typed ``["null", "string"]``: Airflow's form treats a field of a non-null type as required and keeps
+    the answer buttons disabled while it is empty, so ``type="string"`` with an empty default would
+    block every answer given in the UI (the REST API takes the empty string).
+    """
+    return Param(None, type=["null", "string"], title=title, description=description, format="multiline")
+
+
 def form_field_specs(fields: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
     """Form fields as JSON for the conf (default, description and JSON schema of each)."""
     specs: dict[str, dict[str, Any]] = {}

@@ -60,7 +60,7 @@ from managed_upgrade.review.review_loop import (
 from managed_upgrade.verification.report import TestReport
 from managed_upgrade.verification.runner import DEFAULT_TIMEOUT
 from managed_upgrade_airflow.gates.question_loop import QuestionLoopOperator
-from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs
+from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs, optional_text
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.testcase_executors import load_baseline, run_environment_tests
@@ -74,28 +74,24 @@ if TYPE_CHECKING:
 def fix_form_fields() -> dict[str, Param]:
     """Form fields of a fix round (fresh objects: Airflow mutates a Param when it validates it)."""
     return {
-        "fix_description": Param(
-            "", type="string", title="Fix description", format="multiline",
-            description="What you changed and why (required for Retest); recorded with the fix.",
+        "fix_description": optional_text(
+            "Fix description", "What you changed and why (required for Retest); recorded with the fix."
         ),
         "fix_files": Param(
             [], type="array", items={"type": "string"}, title="Files changed",
             description="Files you changed on the host, relative to the install folder, one per line "
             "(e.g. settings/custom.properties). They are captured with their checksums.",
         ),
-        "fix_sql": Param(
-            "", type="string", title="SQL for the config database", format="multiline",
-            description="Runs when you choose Retest, in one transaction (no BEGIN/COMMIT); the same SQL "
+        "fix_sql": optional_text(
+            "SQL for the config database",
+            "Runs when you choose Retest, in one transaction (no BEGIN/COMMIT); the same SQL "
             "runs on UAT and Production when fixes are transferred.",
         ),
-        "known_issues_reason": Param(
-            "", type="string", title="Known issues: reason", format="multiline",
-            description="Required for 'Accept with known issues': why the failures may stay, who agreed.",
+        "known_issues_reason": optional_text(
+            "Known issues: reason",
+            "Required for 'Accept with known issues': why the failures may stay, who agreed.",
         ),
-        "abort_reason": Param(
-            "", type="string", title="Abort: reason", format="multiline",
-            description="Why you abort (for 'Abort and restore').",
-        ),
+        "abort_reason": optional_text("Abort: reason", "Why you abort (for 'Abort and restore')."),
     }  # fmt: skip
 
 
@@ -106,9 +102,8 @@ def sign_off_form_fields(config: CustomerConfig) -> dict[str, Param]:
             contacts[0] if contacts else "", type="string", title="Customer contact",
             description="Who signed off or rejected on the customer's side.",
         ),
-        "feedback": Param(
-            "", type="string", title="Customer feedback", format="multiline",
-            description="What the customer said; required when they reject (what must be fixed).",
+        "feedback": optional_text(
+            "Customer feedback", "What the customer said; required when they reject (what must be fixed)."
         ),
     }  # fmt: skip
 

@@ -29,7 +29,7 @@ from managed_upgrade.review.review_loop import GateAnswer
 from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
 from managed_upgrade_airflow.gates.initiation import ABORT, INVENTORY_TASK_ID
 from managed_upgrade_airflow.gates.question_loop import QuestionLoopOperator
-from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs
+from managed_upgrade_airflow.gates.questions import ReviewQuestion, form_field_specs, optional_text
 from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
 
@@ -91,27 +91,22 @@ def _when(value: datetime | None) -> str:
 
 def analysis_form() -> dict[str, Param]:
     return {
-        "analysis_notes": Param(
-            "", type="string", title="Analysis notes", format="multiline",
-            description="Findings of the analysis; the reason when you abort.",
+        "analysis_notes": optional_text(
+            "Analysis notes", "Findings of the analysis; the reason when you abort."
         ),
-        "follow_up_questions": Param(
-            "", type="string", title="Follow-up questions", format="multiline",
-            description="For 'Send follow-up questions': what the customer must answer (e-mailed to them).",
+        "follow_up_questions": optional_text(
+            "Follow-up questions",
+            "For 'Send follow-up questions': what the customer must answer (e-mailed to them).",
         ),
     }  # fmt: skip
 
 
 def wait_form() -> dict[str, Param]:
     return {
-        "customer_answers": Param(
-            "", type="string", title="The customer's answers", format="multiline",
-            description="For 'Customer answered': what the customer replied (required).",
+        "customer_answers": optional_text(
+            "The customer's answers", "For 'Customer answered': what the customer replied (required)."
         ),
-        "analysis_notes": Param(
-            "", type="string", title="Notes", format="multiline",
-            description="Anything else; the reason when you abort.",
-        ),
+        "analysis_notes": optional_text("Notes", "Anything else; the reason when you abort."),
     }  # fmt: skip
 
 

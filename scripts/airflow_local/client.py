@@ -185,6 +185,23 @@ class AirflowClient:
             "POST", f"/api/v2/dags/{_segment(dag_id)}/dagRuns", user=user, json=body, expected=expected
         )
 
+    def fail_run(self, dag_id: str, run_id: str, *, user: str = "ops", attempts: int = 3) -> dict[str, Any]:
+        """Mark the run failed, as ops stops a run (``PATCH`` state ``failed``); the run afterwards.
+
+        Sent again when Airflow answers 500 "Database error": PostgreSQL broke a deadlock between this
+        update (the run's task instances, then the run) and the scheduler's loop (the run, then its task
+        instances) by rolling this request back, so nothing of it was kept (apache/airflow#27473 class).
+        """
+        path = f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}"
+        for _ in range(attempts - 1):
+            try:
+                return self.request("PATCH", path, user=user, json={"state": "failed"})
+            except AirflowApiError as error:
+                if error.status != 500 or "Database error" not in error.body:
+                    raise
+            time.sleep(1.0)
+        return self.request("PATCH", path, user=user, json={"state": "failed"})
+
     def dag_run(self, dag_id: str, run_id: str, *, user: str = DEFAULT_USER) -> dict[str, Any]:
         return self.request("GET", f"/api/v2/dags/{_segment(dag_id)}/dagRuns/{_segment(run_id)}", user=user)
 

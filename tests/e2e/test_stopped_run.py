@@ -135,7 +135,7 @@ def answer(api: AirflowClient, run_id: str, task_id: str, user: str) -> None:
 def stop_run(api: AirflowClient, run_id: str) -> datetime:
     """Ops marks the run failed through the REST API; returns when (just before the request)."""
     stopped_at = datetime.now(UTC)
-    run = api.request("PATCH", f"/api/v2/dags/{DAG}/dagRuns/{run_id}", user="ops", json={"state": "failed"})
+    run = api.fail_run(DAG, run_id)
     assert run["state"] == "failed", run
     return stopped_at
 

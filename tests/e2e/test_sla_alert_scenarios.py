@@ -76,9 +76,9 @@ pytestmark = [
 SECONDS_PER_DAY = 20.0
 """Rehearsal speed of the late response: a gate answered at once still takes Airflow ~8-12 s here
 (schedule, parse the DAG in the worker, park, resume), which must fit well in one business day."""
-SIGN_OFF_SECONDS_PER_DAY = 15.0
-"""The sign-off wait's speed: the wait ends with the answer plus ~5 s of Airflow, well short of the
-second reminder (one business day after the answer)."""
+SIGN_OFF_SECONDS_PER_DAY = 30.0
+"""The sign-off wait's speed: the wait ends with the answer plus ~5 s of Airflow (up to ~20 s on a
+loaded machine), short of the second reminder (one business day after the answer)."""
 DEADLINE_SECONDS_PER_DAY = 8.0
 CRASH_SECONDS_PER_DAY = 60.0
 """The crashed run's speed: a killed triggerer's triggers move to the new one only once the old one's

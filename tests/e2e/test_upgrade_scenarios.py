@@ -29,11 +29,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import pytest
 from scenario_customers import (
@@ -45,6 +43,7 @@ from scenario_customers import (
     provision_customer,
     remove_customer,
     remove_folder,
+    request_case_dates,
     run_row,
     task_log,
     xcom,
@@ -289,17 +288,6 @@ SCRIPTS: dict[str, Script] = {
     "uatfail": cooperative,
     "signoff": customer_rejects_dev_once,
 }
-
-
-def request_case_dates(customer: ScenarioCustomer) -> dict[str, str]:
-    """Start today in the customer's zone, deadline a year later: ~250 business days, well over an
-    hour at this speed, so no run-level deadline alert falls due during a story, whatever the date."""
-    today = datetime.now(ZoneInfo(customer.config.calendar.timezone)).date()
-    return {
-        "earliest_start": today.isoformat(),
-        "ideal_start": today.isoformat(),
-        "deadline": (today + timedelta(days=365)).isoformat(),
-    }
 
 
 def play(airflow: harness.LocalAirflow, customer: ScenarioCustomer, script: Script) -> Story:

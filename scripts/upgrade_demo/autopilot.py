@@ -111,10 +111,13 @@ def drive_run(
     timeout: float = 900.0,
     on_answer: Callable[[AnsweredGate], None] | None = None,
     check: Callable[[], None] | None = None,
+    stop_at: str | None = None,
 ) -> tuple[dict[str, Any], list[AnsweredGate]]:
     """Answer every gate of the run as it opens until the run ends; returns (run, answers given).
 
     `check` is called between polls and may raise to give up early (e.g. when Airflow's scheduler died).
+    With `stop_at` (a gate's task id, e.g. ``dev.customer_sign_off``) it returns, unanswered, as soon as
+    that gate waits for input, leaving it to someone else (a person in the browser).
     """
     policy = policy or GatePolicy()
     answered: list[AnsweredGate] = []
@@ -135,6 +138,8 @@ def drive_run(
         if not pending:
             time.sleep(1.0)
             continue
+        if stop_at is not None and any(gate["gate"]["task_id"] == stop_at for gate in pending):
+            return run, answered
         for stale in pending:
             task_id = stale["gate"]["task_id"]
             # Waits until the scheduler has parked the task: answering earlier can fail it (3.3.2).

@@ -21,16 +21,14 @@ import pytest
 
 from airflow_local import harness
 from airflow_local.client import AirflowClient
-from airflow_local.settings import REPO_ROOT, HarnessOverrides
+from airflow_local.settings import HarnessOverrides
 from managed_upgrade.dag_ids import dag_id_for, review_dag_id_for
 from upgrade_demo.autopilot import DEFAULT_ANSWERS, params_input
 
-# The product's DAGs without the simulated estate: the runs only go as far as their first gates.
+# The product's DAGs on the simulated estate (shared with test_browser.py); these runs stay at first gates.
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.parametrize(
-        "airflow", [HarnessOverrides(dags_folder=REPO_ROOT / "dags", auth_manager="fab")], indirect=True
-    ),
+    pytest.mark.parametrize("airflow", [HarnessOverrides(auth_manager="fab")], indirect=True),
 ]
 
 MINE, THEIRS = "globex", "acme"

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from playwright import sync_api as playwright_api
 
+import crm_estate
 from airflow_local import harness
 from airflow_local.client import AirflowClient, wait_until
 from airflow_local.settings import REPO_ROOT, HarnessOverrides
@@ -48,6 +49,7 @@ RUN_TIMEOUT = 900.0
 @pytest.fixture(scope="module")
 def run_id(airflow: harness.LocalAirflow, api: AirflowClient) -> str:
     """initech's rehearsal, every gate answered by the autopilot until the Dev sign-off waits."""
+    crm_estate.reset(customer_id=CUSTOMER)  # at its current version, whatever an earlier run left
     dag_id = dag_id_for(CUSTOMER)
     api.wait_for_dag(dag_id, timeout=240)
     api.unpause(dag_id)

@@ -1,7 +1,8 @@
 """N customer runs parked at a human gate: what they cost Airflow, against the same Airflow with none.
 
     .venv/bin/python benchmarks/bench_parked_runs.py [--customers 200] [--executor celery|local]
-        [--requests 20] [--probes 5] [--window 60] [--rehearsal] [--parse-interval S] [--keep]
+        [--requests 20] [--probes 5] [--window 60] [--page-loads 5] [--rehearsal] [--parse-interval S]
+        [--keep]
 
 Writes N valid customer configs (copies of the demo customer ``include/customers/acme.yaml`` with
 their own id, name, case id, connection ids and paths; checked with ``load_customer_configs``) into a
@@ -19,7 +20,11 @@ anything is measured, so both phases serve the same DAGs; an unchanged file is n
   probe DAG (one no-op task, through the executor and a worker) trigger -> success, median of
   ``--probes`` after one warm-up; the scheduler loop duration (every ``Ran scheduling loop in ... ms``
   line the scheduler logs at debug level, enabled for that one logger) over ``--window`` seconds,
-  and each component's CPU and the databases' transactions in that window.
+  and each component's CPU and the databases' transactions in that window; before that window, the
+  **portfolio page** (``/managed-upgrade/portfolio``) as the manager's browser loads it: Debian's
+  chromium, headless, driven by Playwright, ``--page-loads`` navigations after a warm-up (navigation
+  -> load event, and request -> first byte), checking it lists every customer (and, in phase B, each
+  with its run).
 * **phase B**: triggers one real run per customer (``--rehearsal``: rehearsal runs, 86400 s per
   business day so nothing falls due while parked) and waits until every run is parked at
   ``initiation.respond_to_request`` (its HITL request pending, the task instance ``awaiting_input``;
@@ -53,6 +58,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +86,14 @@ REQUIRED_ACTIONS_PAGE = 50
 POLL = 0.1
 """Seconds between two looks at a probe run (its trigger -> success is what we time)."""
 PROBE_TIMEOUT = 300.0
+PORTFOLIO_PAGE = "/managed-upgrade/portfolio"
+PAGE_VIEWER = "manager"
+"""The portfolio's reader: a viewer of every customer's DAG, as the deployment's manager is."""
+PAGE_TIMEOUT_MS = 180_000
+NAVIGATION_TIMING = """() => {
+  const n = performance.getEntriesByType("navigation")[0];
+  return {total: n.loadEventEnd - n.startTime, server: n.responseStart - n.requestStart};
+}"""
 LOOP_LINE = re.compile(r"Ran scheduling loop in ([0-9.]+) ms")
 SCHEDULER_LOGGER = "airflow.jobs.scheduler_job_runner"
 STATES = ("running", "queued", "scheduled", "awaiting_input", "deferred", "failed")
@@ -299,6 +313,55 @@ def scheduler_loops(log_path: Path, offset: int) -> tuple[list[float], int]:
 # --- one phase ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PageLoad:
+    total_ms: float
+    """Navigation start -> load event end: what the person waits for."""
+    server_ms: float
+    """Request sent -> first byte back: the api-server building the page."""
+    rows: int
+    runs: int
+    """Rows linking to a run's planned vs actual."""
+
+
+def page_loads(base_url: str, token: str, count: int) -> list[PageLoad]:
+    """The portfolio as a manager's browser loads it: Debian's chromium, headless, ``count`` fresh
+    navigations after one warm-up, logged in by the UI's ``_token`` cookie."""
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    if executable is None:
+        raise SystemExit("no chromium on PATH: run scripts/install-system-deps, or pass --page-loads 0")
+    loads = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            context = browser.new_context(base_url=base_url)
+            context.add_cookies([{"name": "_token", "value": token, "url": base_url}])
+            page = context.new_page()
+            for number in range(count + 1):
+                response = page.goto(PORTFOLIO_PAGE, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+                if response is None or response.status != HTTPStatus.OK:
+                    raise SystemExit(
+                        f"{PORTFOLIO_PAGE}: HTTP {response.status if response else 'no response'}"
+                    )
+                timing = page.evaluate(NAVIGATION_TIMING)
+                if number:
+                    loads.append(
+                        PageLoad(
+                            total_ms=float(timing["total"]),
+                            server_ms=float(timing["server"]),
+                            rows=page.locator("tr[data-row]").count(),
+                            runs=page.get_by_role("link", name="planned vs actual").count(),
+                        )
+                    )
+        finally:
+            browser.close()
+    return loads
+
+
 @dataclass
 class Phase:
     page_ms: list[float] = field(default_factory=list)
@@ -316,6 +379,7 @@ class Phase:
     commits: dict[str, int] = field(default_factory=dict)
     load: float = 0.0
     load_at_start: float = 0.0
+    portfolio: list[PageLoad] = field(default_factory=list)
 
 
 def timed(call: Callable[[], Any]) -> tuple[float, Any]:
@@ -359,6 +423,12 @@ def measure_phase(
 ) -> Phase:
     phase = Phase(load_at_start=os.getloadavg()[0])
     phase.states_at_start, phase.celery_active_at_start = settled_snapshot(api, settings)
+    if args.page_loads:
+        phase.portfolio = page_loads(settings.base_url, api.token(PAGE_VIEWER), args.page_loads)
+        report(
+            f"   portfolio in chromium: median {median([p.total_ms for p in phase.portfolio]):.0f} ms "
+            f"({phase.portfolio[-1].rows} customers, {phase.portfolio[-1].runs} runs)"
+        )
     scheduler_log = settings.logs_dir / "scheduler.log"
     offset = scheduler_log.stat().st_size
     cpu_before, window_started = component_cpu(settings), time.monotonic()
@@ -700,6 +770,23 @@ def print_results(
         "s",
         2,
     )
+    if args.page_loads:
+        row(
+            f"portfolio page in chromium, navigation -> load event, median of {args.page_loads}",
+            median([p.total_ms for p in baseline.portfolio]),
+            median([p.total_ms for p in parked.portfolio]),
+            "ms",
+        )
+        row(
+            "portfolio page, request -> first byte (api-server)",
+            median([p.server_ms for p in baseline.portfolio]),
+            median([p.server_ms for p in parked.portfolio]),
+            "ms",
+        )
+        print(
+            f"| portfolio rows (customers) / with a run | {baseline.portfolio[-1].rows} / "
+            f"{baseline.portfolio[-1].runs} | {parked.portfolio[-1].rows} / {parked.portfolio[-1].runs} | |"
+        )
     row("scheduler loop duration, median", median(baseline.loop_ms), median(parked.loop_ms), "ms", 1)
     row("scheduler loop duration, p95", p95(baseline.loop_ms), p95(parked.loop_ms), "ms", 1)
     row(
@@ -765,6 +852,13 @@ def print_results(
             problems.append(f"Celery workers report {sum(active.values())} active task(s) ({when})")
     if parked.pending_seen != count:
         problems.append(f"{parked.pending_seen} pending HITL requests, expected {count}")
+    if args.page_loads:
+        for name, phase, runs in (("baseline", baseline, 0), ("parked", parked, count)):
+            shown = {(load.rows, load.runs) for load in phase.portfolio}
+            if shown != {(count, runs)}:
+                problems.append(
+                    f"the portfolio ({name}) showed (customers, runs) {shown}, expected {count}, {runs}"
+                )
     for problem in problems:
         print(f"FAIL: {problem}")
     return 1 if problems else 0
@@ -786,6 +880,12 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=5, help="probe DAG runs per phase")
     parser.add_argument("--window", type=float, default=60.0, help="seconds of scheduler loops per phase")
     parser.add_argument(
+        "--page-loads",
+        type=int,
+        default=5,
+        help="portfolio page loads in headless chromium per phase, after a warm-up (0: none)",
+    )
+    parser.add_argument(
         "--rehearsal",
         action="store_true",
         help="trigger rehearsal runs (86400 s per business day: nothing falls due, but every SLA watcher "
@@ -800,19 +900,31 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="leave Airflow running and its data in place")
     args = parser.parse_args()
+    if args.page_loads < 0:
+        parser.error("--page-loads must not be negative")
     if args.customers < 1 or args.requests < 1 or args.probes < 1:
         parser.error("--customers, --requests and --probes must be at least 1")
-    # A SIGTERM ends the benchmark like Ctrl-C: through the clean-up below, not around it.
+    return run_cleaning_up(WORK, lambda: bench(args, print), keep=args.keep)
+
+
+def run_cleaning_up(
+    work: Path, bench: Callable[[], int], *, keep: bool, clean_up: Callable[[], None] = lambda: None
+) -> int:
+    """Runs ``bench`` in a fresh ``work`` folder and, unless it finished and ``keep``, cleans up after it.
+
+    A SIGTERM ends the benchmark like Ctrl-C: through the clean-up, not around it.
+    """
     signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
-    shutil.rmtree(WORK, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     started = time.monotonic()
     kept = False
     try:
-        code = bench(args, print)
-        kept = args.keep
+        code = bench()
+        kept = keep
     finally:
         if not kept:
-            shutil.rmtree(WORK, ignore_errors=True)
+            clean_up()
+            shutil.rmtree(work, ignore_errors=True)
     print(f"\n(benchmark took {time.monotonic() - started:.0f} s; load average {os.getloadavg()[0]:.1f})")
     return code
 

@@ -52,7 +52,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import sys
 import threading
@@ -63,7 +62,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -78,8 +76,11 @@ for sub in ("include", "plugins", "scripts"):
 from bench_parked_runs import (  # noqa: E402
     component_cpu,
     connections,
+    free_port,
+    median,
     parse_interval,
     run_cleaning_up,
+    seconds_between,
     wait_for_dags,
 )
 
@@ -127,13 +128,6 @@ INSTALLER_RUN = f" installer {TARGET_VERSION} for "
 DEFERRAL_SIGNS = ('"Pausing task as DEFERRED', '"Pausing task as AWAITING_INPUT')
 CONNECTIONS_NEEDED = 40
 """PostgreSQL connections this Airflow and its runs may hold (components, task processes, pools)."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
 
 # --- the customers ------------------------------------------------------------------------------
 
@@ -238,12 +232,6 @@ class RunResult:
         """Seconds the run's task instances waited queued for a worker slot (their last try)."""
         waits = (seconds_between(ti.get("start_date"), ti.get("queued_when")) for ti in self.tasks)
         return sum(wait for wait in waits if wait == wait and wait > 0)
-
-
-def seconds_between(later: str | None, earlier: str | None) -> float:
-    if not later or not earlier:
-        return float("nan")
-    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
 
 
 def task_label(ti: dict[str, Any]) -> str:
@@ -717,10 +705,6 @@ def measure(
         if result.succeeded
     }
     return print_results(logs_dir, alone, results, problems, alone_phase, many_phase, args)
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 def print_results(

@@ -69,6 +69,7 @@ for sub in ("include", "plugins", "scripts"):
     sys.path.insert(0, str(ROOT / sub))
 
 from airflow_local import celery_workers, harness, metadata_db  # noqa: E402
+from airflow_local.browser import headless_chromium  # noqa: E402
 from airflow_local.client import AirflowApiError, AirflowClient  # noqa: E402
 from airflow_local.settings import HarnessOverrides, HarnessSettings  # noqa: E402
 from managed_upgrade.config import load_customer_configs  # noqa: E402
@@ -327,38 +328,25 @@ class PageLoad:
 def page_loads(base_url: str, token: str, count: int) -> list[PageLoad]:
     """The portfolio as a manager's browser loads it: Debian's chromium, headless, ``count`` fresh
     navigations after one warm-up, logged in by the UI's ``_token`` cookie."""
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium")
-    if executable is None:
-        raise SystemExit("no chromium on PATH: run scripts/install-system-deps, or pass --page-loads 0")
     loads = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
-        try:
-            context = browser.new_context(base_url=base_url)
-            context.add_cookies([{"name": "_token", "value": token, "url": base_url}])
-            page = context.new_page()
-            for number in range(count + 1):
-                response = page.goto(PORTFOLIO_PAGE, wait_until="load", timeout=PAGE_TIMEOUT_MS)
-                if response is None or response.status != HTTPStatus.OK:
-                    raise SystemExit(
-                        f"{PORTFOLIO_PAGE}: HTTP {response.status if response else 'no response'}"
+    with headless_chromium() as browser:
+        context = browser.new_context(base_url=base_url)
+        context.add_cookies([{"name": "_token", "value": token, "url": base_url}])
+        page = context.new_page()
+        for number in range(count + 1):
+            response = page.goto(PORTFOLIO_PAGE, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+            if response is None or response.status != HTTPStatus.OK:
+                raise SystemExit(f"{PORTFOLIO_PAGE}: HTTP {response.status if response else 'no response'}")
+            timing = page.evaluate(NAVIGATION_TIMING)
+            if number:
+                loads.append(
+                    PageLoad(
+                        total_ms=float(timing["total"]),
+                        server_ms=float(timing["server"]),
+                        rows=page.locator("tr[data-row]").count(),
+                        runs=page.get_by_role("link", name="planned vs actual").count(),
                     )
-                timing = page.evaluate(NAVIGATION_TIMING)
-                if number:
-                    loads.append(
-                        PageLoad(
-                            total_ms=float(timing["total"]),
-                            server_ms=float(timing["server"]),
-                            rows=page.locator("tr[data-row]").count(),
-                            runs=page.get_by_role("link", name="planned vs actual").count(),
-                        )
-                    )
-        finally:
-            browser.close()
+                )
     return loads
 
 

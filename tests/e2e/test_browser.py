@@ -15,16 +15,15 @@ Screenshots of each page go to ``test-artifacts/screenshots/`` (kept by CI as ar
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright import sync_api as playwright_api
 
 import crm_estate
 from airflow_local import harness
+from airflow_local.browser import headless_chromium
 from airflow_local.client import AirflowClient, wait_until
 from airflow_local.settings import REPO_ROOT, HarnessOverrides
 from managed_upgrade.dag_ids import dag_id_for
@@ -41,7 +40,6 @@ CONSULTANT, STRANGER, MANAGER = "carla", "gina", "manager"
 SIGN_OFF = "dev.customer_sign_off"
 FEEDBACK = "Dev looks right to us; go ahead with UAT."
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "screenshots"
-BROWSER = shutil.which("chromium") or "/usr/bin/chromium"
 PAGE_TIMEOUT_MS = 60_000
 RUN_TIMEOUT = 900.0
 
@@ -63,15 +61,9 @@ def run_id(airflow: harness.LocalAirflow, api: AirflowClient) -> str:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not Path(BROWSER).exists():
-        pytest.fail(f"no chromium at {BROWSER}: run `make setup` (scripts/install-system-deps installs it)")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=BROWSER, headless=True, args=["--no-sandbox", "--disable-gpu"]
-        )
+    with headless_chromium() as launched:
         yield launched
-        launched.close()
 
 
 def logged_in(browser: object, airflow: harness.LocalAirflow, user: str) -> object:

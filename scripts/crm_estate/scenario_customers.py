@@ -66,11 +66,14 @@ def provision_customer(
     token: str,
     extra_test_cases: Sequence[dict[str, Any]] = (),
     worker_queues: Mapping[str, str] | None = None,
+    link_ports: Mapping[str, int] | None = None,
 ) -> ScenarioCustomer:
     """Installations at the current version on the three hosts, and ``<folder>/<customer_id>.yaml``.
 
     ``token`` makes paths and database names unique to the session, so reruns never collide;
-    ``worker_queues`` (environment -> Celery queue) puts environments in network zones of their own.
+    ``worker_queues`` (environment -> Celery queue) puts environments in network zones of their own;
+    ``link_ports`` (environment -> port of a :class:`~crm_estate.network_link.NetworkLink` in front of
+    its host) gives those environments an SSH connection of their own that goes through the link.
     """
     installations: dict[str, Installation] = {}
     try:
@@ -100,6 +103,10 @@ def provision_customer(
     document = customer_document(customer_id, case_id, installations, extra_test_cases)
     for env, queue in (worker_queues or {}).items():
         document["environments"][env]["worker_queue"] = queue
+    for env, port in (link_ports or {}).items():
+        conn_id = linked_ssh_conn_id(customer_id, env)
+        connections[conn_id] = {**estate.ssh_connection(env), "port": port}
+        document["environments"][env]["ssh_conn_id"] = conn_id
     path = folder / f"{customer_id}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     return ScenarioCustomer(load_customer_config(path), installations, connections)
@@ -117,6 +124,11 @@ def remove_folder(folder: Path) -> None:
 
 def db_conn_id(customer_id: str, env: str) -> str:
     return f"crm_{customer_id}_{env}_db"
+
+
+def linked_ssh_conn_id(customer_id: str, env: str) -> str:
+    """The customer's own SSH connection to a host reached through a network link."""
+    return f"crm_{customer_id}_{env}_ssh"
 
 
 def test_db_conn_id(customer_id: str, env: str) -> str:

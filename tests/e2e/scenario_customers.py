@@ -92,10 +92,11 @@ def _path(*segments: str) -> str:
     return "/".join(quote(segment, safe="") for segment in segments)
 
 
-def xcom(api: AirflowClient, dag_id: str, run_id: str, task_id: str) -> Any:
-    """A task's return value as the REST API stores it."""
+def xcom(api: AirflowClient, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
+    """A task's return value as the REST API stores it (of one instance of a mapped task)."""
     where = _path(dag_id, "dagRuns", run_id, "taskInstances", task_id)
-    return api.request("GET", f"/api/v2/dags/{where}/xcomEntries/return_value")["value"]
+    params = {"map_index": map_index} if map_index >= 0 else None
+    return api.request("GET", f"/api/v2/dags/{where}/xcomEntries/return_value", params=params)["value"]
 
 
 def task_log(

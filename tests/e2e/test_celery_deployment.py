@@ -10,18 +10,23 @@ imported from there), and every task instance names in its ``hostname`` the Cele
 it (the harness's workers report their node name, where Airflow's default is the machine's name).
 
 A second customer's rehearsal upgrade then survives crashes: while it runs, components are killed
-with SIGKILL (no graceful shutdown) and restarted -- the default Celery worker while it waits for the
-Dev installer it just started on the host, the scheduler while a gate waits for its answer, the
-triggerer while UAT's installer deferral waits, the dag-processor while Prod upgrades and the
-api-server while a gate waits (answered once it is back) -- and the ledger database goes away while
-UAT's backup runs (every connection cut, new ones refused for LEDGER_OUTAGE_SECONDS, as in a restart):
-nothing is lost or done twice. The run succeeds, each host ran its installer once, each gate was
-answered once by its user, each backup task made one backup, the customer got each e-mail once, and
-the ledger holds every activity's events, none twice.
+with SIGKILL (no graceful shutdown) and restarted -- the scheduler while a gate waits for its answer
+and again during staging, the api-server while a gate waits (answered once it is back), the default
+Celery worker while it waits for the Dev installer it just started on the host, the triggerer right
+after the Dev sign-off was answered and again while UAT's installer deferral waits (both times with
+the run's SLA watch in it), the dag-processor while Prod upgrades -- the network line to UAT's host
+goes down in the middle of staging (a :class:`~crm_estate.network_link.NetworkLink` slows it down so
+there is a middle, and cuts it), and the ledger database goes away while UAT's backup
+runs (every connection cut, new ones refused for LEDGER_OUTAGE_SECONDS, as in a restart): nothing is
+lost or done twice. The run succeeds, each host ran its installer once, the release on UAT was
+resumed where the line dropped and verified, each gate was answered once by its user, each backup
+task made one backup, the customer got each e-mail once, and the ledger holds every activity's
+events, none twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -73,6 +78,7 @@ from airflow_local.celery_workers import node_name, worker_component
 from airflow_local.processes import listening_sockets, non_loopback
 from airflow_local.settings import DEFAULT_PROD_ZONE_QUEUE, DEFAULT_QUEUE, HarnessOverrides
 from crm_estate import Estate
+from crm_estate.network_link import NetworkLink
 from managed_upgrade.config import ENVIRONMENT_NAMES
 from managed_upgrade.dag_ids import review_dag_id_of
 from managed_upgrade.operations.backup import BACKUP_ID_PATTERN, PARTIAL_SUFFIX
@@ -96,7 +102,7 @@ TASK_HEARTBEAT_TIMEOUT = 45
 """``[scheduler] task_instance_heartbeat_timeout`` of the scheduler restarted by the crash rehearsal:
 Airflow's 300 s would leave a killed worker's task looking alive for five minutes before its retry.
 Task processes heartbeat every 5 s; only the restarted scheduler reads it."""
-CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 300.0
+CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 420.0
 """The crashes add minutes (a killed worker's task is noticed after TASK_HEARTBEAT_TIMEOUT and retried
 30 s later; a dead triggerer's triggers move after 30 s; restarts take tens of seconds on a loaded
 machine)."""
@@ -104,6 +110,17 @@ LEDGER_OUTAGE_SECONDS = 10.0
 """How long the ledger database refuses connections in the crash rehearsal (a restart, a failover)."""
 LEDGER_OUTAGE_SIGNS = ("refuses connections", "ledger unreachable")
 """What the components log when the ledger refused them (the pool's reconnect, the SLA watch)."""
+PAYLOAD = "payload.tar.gz"
+"""The release's big file."""
+STAGING_TASK = "preparation.stage_upgrade_files"
+STAGING_DEFAULT_ZONE = f"{STAGING_TASK}[0]"
+"""The staging instance for the default zone's hosts (Dev and UAT; Prod's zone stages in ``[1]``)."""
+UAT_LINE_BYTES_PER_SECOND = 24 * 1024
+"""The slow line to UAT's host during staging: the payload (~260 KiB) takes ~11 s, a command ~1 s."""
+UAT_CUT_AFTER_BYTES = 64 * 1024
+"""The line drops once UAT's host holds this much of the payload."""
+SCHEDULER_ENVIRON = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT)}
+"""What a restarted scheduler runs with: a killed worker's task is noticed in seconds, not minutes."""
 UPSTREAM_RACE = "not in a state where it could be marked as running"
 """What Airflow 3.3.2 says when it fails a resumed deferred task (apache/airflow#71580, #72716)."""
 
@@ -142,9 +159,19 @@ def celery_customer(estate: Estate) -> Iterator[ScenarioCustomer]:
 
 
 @pytest.fixture(scope="session")
-def crash_customer(estate: Estate, celery_customer: ScenarioCustomer) -> Iterator[ScenarioCustomer]:
+def uat_link(estate: Estate) -> Iterator[NetworkLink]:
+    """The network line between the workers and UAT's host in the crash rehearsal (full speed for now)."""
+    with NetworkLink(estate.hosts["uat"].port) as link:
+        yield link
+
+
+@pytest.fixture(scope="session")
+def crash_customer(
+    estate: Estate, celery_customer: ScenarioCustomer, uat_link: NetworkLink
+) -> Iterator[ScenarioCustomer]:
     """The crash rehearsal's customer, provisioned like the first (its config in the same folder),
-    with installers slow enough to crash components while they run."""
+    with installers slow enough to crash components while they run, and UAT reached through a line
+    the rehearsal can slow down and cut."""
     customer = None
     try:
         customer = provision_customer(
@@ -154,6 +181,7 @@ def crash_customer(estate: Estate, celery_customer: ScenarioCustomer) -> Iterato
             CRASH_CASE_ID,
             TOKEN,
             worker_queues={"prod": DEFAULT_PROD_ZONE_QUEUE},
+            link_ports={"uat": uat_link.port},
         )
         for env in ENVIRONMENT_NAMES:
             estate.set_fault(customer.install_path(env), None, slow_seconds=CRASH_INSTALLER_SECONDS[env])
@@ -273,6 +301,7 @@ class Fault:
     moment: str
     """What the run was doing when the component died."""
     task_id: str
+    """The task whose outcome shows the crash was survived (``task_id[i]`` for a mapped instance)."""
     killed: bool = False
     """It was running when killed (the harness found its processes)."""
     killed_at: datetime | None = None
@@ -290,13 +319,19 @@ class CrashRehearsal:
     customer: ScenarioCustomer
     connections: dict[str, dict[str, Any]]
     story: Story
+    uat_link: NetworkLink
     faults: list[Fault] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    """The moments (keys) whose fault was injected, each once."""
     outage: threading.Timer | None = None
 
-    def crash(self, component: str, moment: str, task_id: str, environ: dict[str, str] | None = None) -> None:
+    def crash(
+        self, key: str, component: str, moment: str, task_id: str, environ: dict[str, str] | None = None
+    ) -> None:
         """SIGKILL `component` (its process group and descendants), then start it and wait until healthy."""
         fault = Fault(component, moment, task_id)
         self.faults.append(fault)
+        self.done.add(key)
         started = time.monotonic()
         fault.killed_at = datetime.now(UTC)
         fault.killed = harness.kill_component(self.airflow.settings, component)
@@ -312,6 +347,7 @@ class CrashRehearsal:
         """Cut every connection to the ledger database and refuse new ones for a while, in the background."""
         fault = Fault("ledger", moment, task_id, killed=True, killed_at=datetime.now(UTC))
         self.faults.append(fault)
+        self.done.add("ledger")
         dsn = self.airflow.settings.ledger_dsn
         set_ledger_connections(dsn, allowed=False)
 
@@ -322,22 +358,69 @@ class CrashRehearsal:
         self.outage = threading.Timer(LEDGER_OUTAGE_SECONDS, back)
         self.outage.start()
 
-    def crashed(self, component: str) -> bool:
-        return any(fault.component == component for fault in self.faults)
+    def crashed(self, key: str) -> bool:
+        return key in self.done
 
     def at_gate(self, component: str, environ: dict[str, str] | None = None) -> Callable[..., None]:
         """A gate decider: crash `component` while the gate waits, then give the default answer."""
 
         def decide(detail: dict[str, Any], round_number: int) -> None:
             task_id = detail["gate"]["task_id"]
-            if round_number == 0 and not self.crashed(component):
-                self.crash(component, f"{task_id} waits for its answer", task_id, environ)
+            if round_number == 0 and not self.crashed(task_id):
+                self.crash(task_id, component, f"{task_id} waits for its answer", task_id, environ)
 
         return decide
 
+    def after_answer(self, gate_task_id: str, component: str) -> Callable[[Any], None]:
+        """`drive_run`'s on_answer: crash `component` the moment `gate_task_id` was answered."""
+
+        def answered(gate: Any) -> None:
+            key = f"{gate_task_id} answered"
+            if gate.task_id == gate_task_id and not self.crashed(key):
+                self.crash(
+                    key,
+                    component,
+                    f"right after {gate_task_id} was answered by {gate.user} (the run's SLA watch in it)",
+                    gate_task_id,
+                )
+
+        return answered
+
+    def during_staging(self, states: dict[str, str | None]) -> None:
+        """The line to UAT drops mid-payload (the link cuts it itself); the scheduler dies in the retry."""
+        link = self.uat_link
+        if link.stats.cuts and not self.crashed("line cut"):
+            self.faults.append(
+                Fault(
+                    "network line to UAT",
+                    f"{STAGING_DEFAULT_ZONE} sending the payload to UAT, dropped with "
+                    f"{UAT_CUT_AFTER_BYTES // 1024} KiB of it on the host",
+                    STAGING_DEFAULT_ZONE,
+                    killed=True,
+                    killed_at=datetime.fromtimestamp(link.stats.last_cut_at or time.time(), UTC),
+                )
+            )
+            self.done.add("line cut")
+        if (
+            self.crashed("line cut")
+            and not self.crashed("staging retry")
+            and states.get(STAGING_DEFAULT_ZONE) == "running"
+            and link.stats.connections_since_cut  # the retry reached UAT again
+        ):
+            self.crash(
+                "staging retry",
+                "scheduler",
+                f"{STAGING_DEFAULT_ZONE} retried, resuming the payload on UAT after the line dropped",
+                STAGING_DEFAULT_ZONE,
+                SCHEDULER_ENVIRON,
+            )
+        if states.get(STAGING_DEFAULT_ZONE) == "success" and link.bytes_per_second:
+            link.set_rate(None)  # the line is fast again for the rest of the run
+
     def between_gates(self, api: Any) -> None:
-        """`drive_run`'s check, once a second: crash what runs the installers at their moments."""
+        """`drive_run`'s check, once a second: crash what runs staging and the installers at their moments."""
         states = api.task_states(self.story.dag_id, self.story.run_id)
+        self.during_staging(states)
         dev_jobs = installer_job_dirs(self.customer, "dev")
         worker = worker_component("default")
         dev_state = states.get("dev.upgrade_environment")
@@ -353,6 +436,7 @@ class CrashRehearsal:
                 )
             self.crash(
                 worker,
+                worker,
                 f"dev.upgrade_environment {dev_state} ({window}), its installer started on the host "
                 f"{age:.1f} s earlier",
                 "dev.upgrade_environment",
@@ -367,7 +451,8 @@ class CrashRehearsal:
         ):
             self.crash(
                 "triggerer",
-                "uat.upgrade_environment deferred, the triggerer watching its installer",
+                "triggerer",
+                "uat.upgrade_environment deferred, the triggerer watching its installer and the SLA",
                 "uat.upgrade_environment",
             )
         if not self.crashed("dag-processor") and states.get("prod.upgrade_environment") in (
@@ -375,6 +460,7 @@ class CrashRehearsal:
             "deferred",
         ):
             self.crash(
+                "dag-processor",
                 "dag-processor",
                 f"prod.upgrade_environment {states['prod.upgrade_environment']}",
                 "prod.upgrade_environment",
@@ -442,25 +528,38 @@ def upgrade_plan(api: Any, story: Story, env: str) -> UpgradePlan:
     )
 
 
+def instance_of(task_key: str) -> tuple[str, int]:
+    """``("task", 0)`` for ``task[0]``, ``("task", -1)`` for an unmapped task."""
+    task_id, _, index = task_key.partition("[")
+    return task_id, int(index.rstrip("]")) if index else -1
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def upstream_race_lines(logs_dir: Path) -> list[str]:
     """Lines of the component and task logs naming the Airflow 3.3.2 resume race."""
     return log_lines_with(logs_dir, (UPSTREAM_RACE,))
 
 
 def play_with_crashes(
-    airflow: harness.LocalAirflow, customer: ScenarioCustomer, connections: dict[str, dict[str, Any]]
+    airflow: harness.LocalAirflow,
+    customer: ScenarioCustomer,
+    connections: dict[str, dict[str, Any]],
+    uat_link: NetworkLink,
 ) -> CrashRehearsal:
     """Ops triggers the customer's rehearsal; people answer every gate; components crash meanwhile."""
     story = Story(customer, run_id=f"e2e__{customer.customer_id}")
-    rehearsal = CrashRehearsal(airflow, customer, connections, story)
+    rehearsal = CrashRehearsal(airflow, customer, connections, story, uat_link)
+    part = customer.installations["uat"].staging_path / TARGET_VERSION / f"{PAYLOAD}.part"
+    uat_link.set_rate(UAT_LINE_BYTES_PER_SECOND)
+    uat_link.cut_when(lambda: part.exists() and part.stat().st_size >= UAT_CUT_AFTER_BYTES)
     with airflow.client() as api:
         policy = GatePolicy(
             {
                 # restarted so that a killed worker's task is noticed in seconds, not minutes
-                "initiation.respond_to_request": rehearsal.at_gate(
-                    "scheduler",
-                    {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT)},
-                ),
+                "initiation.respond_to_request": rehearsal.at_gate("scheduler", SCHEDULER_ENVIRON),
                 # the gate is answered through the api-server that was just killed, once it is back
                 "preparation.review_test_case_verification": rehearsal.at_gate("api-server"),
             }
@@ -480,6 +579,7 @@ def play_with_crashes(
                 story.run_id,
                 policy,
                 timeout=CRASH_STORY_TIMEOUT,
+                on_answer=rehearsal.after_answer("dev.customer_sign_off", "triggerer"),
                 check=lambda: rehearsal.between_gates(api),
             )
             story.states = api.task_states(customer.dag_id, story.run_id)
@@ -502,10 +602,11 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
     harness_connections: dict[str, dict[str, Any]],
     estate: Estate,
     smtp_sink: Any,
+    uat_link: NetworkLink,
 ) -> None:
     customer = crash_customer
     started = time.monotonic()
-    rehearsal = play_with_crashes(airflow, customer, harness_connections)
+    rehearsal = play_with_crashes(airflow, customer, harness_connections, uat_link)
     story_seconds = time.monotonic() - started
     story, faults = rehearsal.story, rehearsal.faults
     crashed = [fault.component for fault in faults]
@@ -516,7 +617,10 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
     expected_faults = [
         "scheduler",
         "api-server",
+        "network line to UAT",
+        "scheduler",
         worker_component("default"),
+        "triggerer",
         "ledger",
         "triggerer",
         "dag-processor",
@@ -575,6 +679,23 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
         assert all(re.fullmatch(BACKUP_ID_PATTERN, name) for name in names), names
         assert not [name for name in names if name.endswith(PARTIAL_SUFFIX)], names
 
+    # The line to UAT dropped mid-payload: that try failed, the retry resumed the part already on the
+    # host and sent nothing to Dev again, and every staged file verifies against the release.
+    with airflow.client() as api:
+        task_id, map_index = instance_of(STAGING_DEFAULT_ZONE)
+        staging = api.task_instance(story.dag_id, story.run_id, task_id, map_index=map_index)
+        staged = xcom(api, story.dag_id, story.run_id, task_id, map_index)
+    release = {path.name: sha256_of(path) for path in estate.release_dir(TARGET_VERSION).iterdir()}
+    outcomes = {host: report["files"] for host, report in staged["hosts"].items()}
+    assert staging["try_number"] == 2, (staging, outcomes)
+    assert outcomes["dev"] == dict.fromkeys(release, "skipped"), outcomes
+    assert outcomes["uat"][PAYLOAD] == "resumed", outcomes
+    payload_size = (estate.release_dir(TARGET_VERSION) / PAYLOAD).stat().st_size
+    assert staged["hosts"]["uat"]["bytes_sent"] < payload_size, staged
+    for env in ENVIRONMENT_NAMES:
+        folder = customer.installations[env].staging_path / TARGET_VERSION
+        assert {path.name: sha256_of(path) for path in folder.iterdir()} == release, env
+
     # On each host the installer ran exactly once: one detached job, one run in the installer log.
     # A retry after the crash followed (or judged) the run its killed try started.
     tries: dict[str, int] = {}
@@ -594,7 +715,8 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
                     api, story.dag_id, story.run_id, f"{env}.upgrade_environment", tries[env]
                 )
         for fault in faults:
-            ended = api.task_instance(story.dag_id, story.run_id, fault.task_id)["end_date"]
+            task_id, map_index = instance_of(fault.task_id)
+            ended = api.task_instance(story.dag_id, story.run_id, task_id, map_index=map_index)["end_date"]
             if ended and fault.killed_at is not None:
                 fault.task_done_after = (datetime.fromisoformat(ended) - fault.killed_at).total_seconds()
     dev_fault = faults[crashed.index(worker_component("default"))]

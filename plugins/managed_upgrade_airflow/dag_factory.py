@@ -16,6 +16,7 @@ from airflow.sdk import DAG, BaseOperator, TaskGroup
 from managed_upgrade.config import CustomerConfig
 from managed_upgrade.process.model import Activity, ProcessModel
 from managed_upgrade_airflow.access_control import access_control_warning_silenced, customer_access_control
+from managed_upgrade_airflow.crash_retries import crash_retries
 from managed_upgrade_airflow.gates.initiation import (
     AcknowledgeRequestGate,
     RespondToRequestGate,
@@ -291,6 +292,7 @@ def build_dag(config: CustomerConfig, process: ProcessModel | None = None) -> DA
                         task_display_name=activity.title,
                         doc_md=_activity_doc(activity, model),
                         **placement(config, activity),
+                        **crash_retries(activity),
                     )
         for activity in model.activities:
             for upstream in activity.after:

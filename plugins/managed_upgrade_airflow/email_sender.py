@@ -36,8 +36,18 @@ class _MultipartSmtpHook(SmtpHook):
         return client.send_message(message)
 
 
-def build_mime_message(email: CustomerEmail, from_email: str, reply_to: str | None = None) -> EmailMessage:
-    """The RFC 5322 message: To the customer, Cc consultants and project managers, text + HTML."""
+def new_message_id(from_email: str | None) -> str:
+    """A fresh RFC 5322 Message-ID in the sender's domain."""
+    return make_msgid(domain=(from_email or "").rpartition("@")[2] or None)
+
+
+def build_mime_message(
+    email: CustomerEmail, from_email: str, reply_to: str | None = None, message_id: str | None = None
+) -> EmailMessage:
+    """The RFC 5322 message: To the customer, Cc consultants and project managers, text + HTML.
+
+    ``message_id``: the Message-ID to send under (a re-send of the same message keeps its id).
+    """
     message = EmailMessage()
     message["Subject"] = email.subject
     message["From"] = from_email
@@ -47,7 +57,7 @@ def build_mime_message(email: CustomerEmail, from_email: str, reply_to: str | No
     if reply_to:
         message["Reply-To"] = reply_to
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain=from_email.rpartition("@")[2] or None)
+    message["Message-ID"] = message_id or new_message_id(from_email)
     message.set_content(email.text)
     message.add_alternative(email.html, subtype="html")
     return message
@@ -59,11 +69,13 @@ def send_customer_email(
     smtp_conn_id: str = DEFAULT_SMTP_CONN_ID,
     from_email: str | None = None,
     reply_to: str | None = None,
+    message_id: str | None = None,
 ) -> dict[str, Any]:
     """Send ``email``; returns ``{kind, message_id, subject, from, to, cc, smtp_conn_id}`` for XCom.
 
-    ``from_email`` defaults to the connection's ``from_email`` extra. Every failure is raised as
-    :class:`EmailDeliveryError` naming the connection, the message and all recipients.
+    ``from_email`` defaults to the connection's ``from_email`` extra; ``message_id`` to a new one.
+    Every failure is raised as :class:`EmailDeliveryError` naming the connection, the message and
+    all recipients.
     """
     recipients = [*email.to, *email.cc]
     where = (
@@ -81,7 +93,7 @@ def send_customer_email(
                     f"cannot send {where}: no sender address; set the extra from_email of connection "
                     f"{smtp_conn_id} or pass from_email"
                 )
-            message = build_mime_message(email, sender, reply_to)
+            message = build_mime_message(email, sender, reply_to, message_id)
             refused = hook.send_message(message)
     except EmailDeliveryError:
         raise

@@ -67,13 +67,15 @@ def provision_customer(
     extra_test_cases: Sequence[dict[str, Any]] = (),
     worker_queues: Mapping[str, str] | None = None,
     link_ports: Mapping[str, int] | None = None,
+    allowed_programs: Mapping[str, Sequence[str]] | None = None,
 ) -> ScenarioCustomer:
     """Installations at the current version on the three hosts, and ``<folder>/<customer_id>.yaml``.
 
     ``token`` makes paths and database names unique to the session, so reruns never collide;
     ``worker_queues`` (environment -> Celery queue) puts environments in network zones of their own;
     ``link_ports`` (environment -> port of a :class:`~crm_estate.network_link.NetworkLink` in front of
-    its host) gives those environments an SSH connection of their own that goes through the link.
+    its host) gives those environments an SSH connection of their own that goes through the link;
+    ``allowed_programs`` (environment -> programs) lets their command test cases run those programs.
     """
     installations: dict[str, Installation] = {}
     try:
@@ -103,6 +105,8 @@ def provision_customer(
     document = customer_document(customer_id, case_id, installations, extra_test_cases)
     for env, queue in (worker_queues or {}).items():
         document["environments"][env]["worker_queue"] = queue
+    for env, programs in (allowed_programs or {}).items():
+        document["environments"][env]["allowed_programs"] = list(programs)
     for env, port in (link_ports or {}).items():
         conn_id = linked_ssh_conn_id(customer_id, env)
         connections[conn_id] = {**estate.ssh_connection(env), "port": port}

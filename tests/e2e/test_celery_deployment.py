@@ -14,14 +14,15 @@ with SIGKILL (no graceful shutdown) and restarted -- the scheduler while a gate 
 and again during staging, the api-server while a gate waits (answered once it is back), the default
 Celery worker while it waits for the Dev installer it just started on the host, the triggerer right
 after the Dev sign-off was answered and again while UAT's installer deferral waits (both times with
-the run's SLA watch in it), the dag-processor while Prod upgrades -- the network line to UAT's host
-goes down in the middle of staging (a :class:`~crm_estate.network_link.NetworkLink` slows it down so
-there is a middle, and cuts it), and the ledger database goes away while UAT's backup
-runs (every connection cut, new ones refused for LEDGER_OUTAGE_SECONDS, as in a restart): nothing is
-lost or done twice. The run succeeds, each host ran its installer once, the release on UAT was
-resumed where the line dropped and verified, each gate was answered once by its user, each backup
-task made one backup, the customer got each e-mail once, and the ledger holds every activity's
-events, none twice.
+the run's SLA watch in it), the default worker again while UAT's sanity test runs its cases, the
+dag-processor while Prod upgrades -- the network line to UAT's host goes down in the middle of
+staging (a :class:`~crm_estate.network_link.NetworkLink` slows it down so there is a middle, and
+cuts it), and the ledger database goes away while UAT's backup runs (every connection cut, new ones
+refused for LEDGER_OUTAGE_SECONDS, as in a restart): nothing is lost or done twice. The run
+succeeds, each host ran its installer once, the release on UAT was resumed where the line dropped
+and verified, UAT's sanity test ran again and left one report, each gate was answered once by its
+user, each backup task made one backup, the customer got each e-mail once, and the ledger holds
+every activity's events, none twice.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ TASK_HEARTBEAT_TIMEOUT = 45
 """``[scheduler] task_instance_heartbeat_timeout`` of the scheduler restarted by the crash rehearsal:
 Airflow's 300 s would leave a killed worker's task looking alive for five minutes before its retry.
 Task processes heartbeat every 5 s; only the restarted scheduler reads it."""
-CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 420.0
+CRASH_STORY_TIMEOUT = STORY_TIMEOUT + 570.0
 """The crashes add minutes (a killed worker's task is noticed after TASK_HEARTBEAT_TIMEOUT and retried
 30 s later; a dead triggerer's triggers move after 30 s; restarts take tens of seconds on a loaded
 machine)."""
@@ -121,6 +122,16 @@ UAT_CUT_AFTER_BYTES = 64 * 1024
 """The line drops once UAT's host holds this much of the payload."""
 SCHEDULER_ENVIRON = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(TASK_HEARTBEAT_TIMEOUT)}
 """What a restarted scheduler runs with: a killed worker's task is noticed in seconds, not minutes."""
+UAT_SLOW_CASE_SECONDS = 15
+UAT_SLOW_CASE = {
+    "id": "uat_batch_window",
+    "title": "UAT batch window holds",
+    "kind": "command",
+    "argv": ["sleep", str(UAT_SLOW_CASE_SECONDS)],
+    "environments": ["uat"],
+    "expect": {"exit_code": 0},
+}
+"""A slow case of UAT's sanity test: the worker running that test is killed while it runs."""
 UPSTREAM_RACE = "not in a state where it could be marked as running"
 """What Airflow 3.3.2 says when it fails a resumed deferred task (apache/airflow#71580, #72716)."""
 
@@ -182,6 +193,8 @@ def crash_customer(
             TOKEN,
             worker_queues={"prod": DEFAULT_PROD_ZONE_QUEUE},
             link_ports={"uat": uat_link.port},
+            extra_test_cases=[UAT_SLOW_CASE],
+            allowed_programs={"uat": ["sleep"]},
         )
         for env in ENVIRONMENT_NAMES:
             estate.set_fault(customer.install_path(env), None, slow_seconds=CRASH_INSTALLER_SECONDS[env])
@@ -455,6 +468,13 @@ class CrashRehearsal:
                 "uat.upgrade_environment deferred, the triggerer watching its installer and the SLA",
                 "uat.upgrade_environment",
             )
+        if not self.crashed("uat sanity test") and states.get("uat.sanity_test") == "running":
+            self.crash(
+                "uat sanity test",
+                worker,
+                f"uat.sanity_test running its cases (one takes {UAT_SLOW_CASE_SECONDS} s on the host)",
+                "uat.sanity_test",
+            )
         if not self.crashed("dag-processor") and states.get("prod.upgrade_environment") in (
             "running",
             "deferred",
@@ -623,6 +643,7 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
         "triggerer",
         "ledger",
         "triggerer",
+        worker_component("default"),
         "dag-processor",
     ]
     assert crashed == expected_faults, f"{summary}\n{story.diagnostics}"
@@ -719,7 +740,7 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
             ended = api.task_instance(story.dag_id, story.run_id, task_id, map_index=map_index)["end_date"]
             if ended and fault.killed_at is not None:
                 fault.task_done_after = (datetime.fromisoformat(ended) - fault.killed_at).total_seconds()
-    dev_fault = faults[crashed.index(worker_component("default"))]
+    dev_fault = next(fault for fault in faults if fault.task_id == "dev.upgrade_environment")
     if dev_fault.moment.startswith("dev.upgrade_environment running"):  # killed in the worker
         assert tries["dev"] >= 2, (tries, story.diagnostics)
     followed = {
@@ -738,6 +759,18 @@ def test_a_rehearsal_upgrade_survives_components_killed_while_it_runs(
         for env, log in retry_logs.items()
     }
     assert "?" not in followed.values(), {env: log[-3000:] for env, log in retry_logs.items()}
+
+    # The worker killed in UAT's sanity test: the scheduler noticed, the retry ran every case again
+    # (the slow one included), and the ledger holds that round's report once, complete.
+    with airflow.client() as api:
+        sanity = api.task_instance(story.dag_id, story.run_id, "uat.sanity_test")
+    with open_ledger(ledger_dsn) as ledger:
+        uat_reports = ledger.test_reports(story.dag_id, story.run_id, "uat")
+    assert sanity["try_number"] == 2, (sanity, story.diagnostics)
+    assert [row["round"] for row in uat_reports] == [1], uat_reports
+    uat_cases = {case["id"]: case["status"] for case in uat_reports[0]["report"]["results"]}
+    assert uat_cases == dict.fromkeys([*(c.id for c in customer.config.test_cases)], "passed"), uat_cases
+    assert UAT_SLOW_CASE["id"] in uat_cases, uat_cases
 
     # Every e-mail the customer gets, once.
     subjects = Counter(message["Subject"] for message in mails_of(smtp_sink, customer))

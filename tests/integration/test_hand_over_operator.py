@@ -14,6 +14,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from pydantic import TypeAdapter
 
 from managed_upgrade.config import TestCase, load_customer_config
+from managed_upgrade_airflow.email_sender import EmailDeliveryError
+from managed_upgrade_airflow.ledger_access import open_ledger
 from managed_upgrade_airflow.operators.hand_over import HandOverEnvironmentOperator
 from managed_upgrade_airflow.operators.request_case import request_case_defaults
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID
@@ -147,3 +149,77 @@ def test_hand_over_without_run_settings_fails_clearly(config, ledger_dsn, smtp_s
     operator = HandOverEnvironmentOperator(task_id="hand_over_environment", config=config, environment="uat")
     with pytest.raises(AirflowFailException, match=f"no run settings in the XCom of {REQUEST_CASE_TASK_ID}"):
         operator.execute(task_context("uat.hand_over_environment"))
+
+
+def _handed_over_context(config, isolated_customer, upgrade_installation, settings_xcom, task_context):
+    """Dev upgraded to the target with its baseline and sanity round: ready to be handed over."""
+    config, installations = isolated_customer(config, dev="10.2.0")
+    context = task_context("dev.hand_over_environment", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    run_id = context["ti"].run_id
+    run_environment_tests(config, "dev", round_number=0, baseline=None, dag_id=DAG_ID, run_id=run_id)
+    upgrade_installation(installations["dev"], TARGET)
+    run_environment_tests(
+        config, "dev", round_number=1, baseline=load_baseline(DAG_ID, run_id), dag_id=DAG_ID, run_id=run_id
+    )
+    return config, context
+
+
+def test_a_hand_over_run_again_after_the_mail_went_out_does_not_mail_the_customer_twice(
+    config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context
+):
+    config, context = _handed_over_context(
+        config, isolated_customer, upgrade_installation, settings_xcom, task_context
+    )
+
+    first = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
+    again = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
+
+    assert len(smtp_sink.messages) == 1
+    assert first["delivery"] == "sent" and again["delivery"] == "already_sent"
+    assert again["message_id"] == first["message_id"] == smtp_sink.messages[0]["Message-ID"]
+    with open_ledger() as ledger:
+        (row,) = ledger.customer_emails(context["ti"].dag_id, context["ti"].run_id)
+    assert row["email_key"] == "dev.hand_over_environment" and row["attempts"] == 1
+    assert row["sent"]["message_id"] == first["message_id"] and row["sent_at"] is not None
+
+
+def test_a_hand_over_that_died_while_sending_sends_again_under_the_same_message_id(
+    config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context
+):
+    config, context = _handed_over_context(
+        config, isolated_customer, upgrade_installation, settings_xcom, task_context
+    )
+    ti = context["ti"]
+    claimed_id = "<interrupted.try@platinum.example>"
+    with open_ledger() as ledger:  # what a try killed between the claim and the mark leaves behind
+        ledger.claim_customer_email(ti.dag_id, ti.run_id, "dev.hand_over_environment", claimed_id)
+
+    xcom = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
+
+    assert xcom["delivery"] == "resent" and xcom["message_id"] == claimed_id
+    assert [message["Message-ID"] for message in smtp_sink.messages] == [claimed_id]
+    with open_ledger() as ledger:
+        (row,) = ledger.customer_emails(ti.dag_id, ti.run_id)
+    assert row["attempts"] == 2 and row["sent"]["message_id"] == claimed_id
+
+
+def test_a_hand_over_that_failed_to_send_leaves_the_mail_claimed_but_unsent(
+    config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context
+):
+    config, context = _handed_over_context(
+        config, isolated_customer, upgrade_installation, settings_xcom, task_context
+    )
+    ti = context["ti"]
+    operator = HandOverEnvironmentOperator(
+        config=config, smtp_conn_id="smtp_nowhere", **HAND_OVER
+    )  # a connection nobody defined: the send fails after the claim
+
+    with pytest.raises(EmailDeliveryError, match="smtp_nowhere"):
+        operator.execute(context)
+
+    with open_ledger() as ledger:
+        (row,) = ledger.customer_emails(ti.dag_id, ti.run_id)
+    assert row["sent_at"] is None and row["sent"] is None
+    retried = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
+    assert retried["delivery"] == "resent" and retried["message_id"] == row["message_id"]
+    assert len(smtp_sink.messages) == 1

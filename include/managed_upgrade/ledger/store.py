@@ -241,6 +241,17 @@ class RunRow(TypedDict):
     finished_at: datetime | None
 
 
+class CustomerEmailRow(TypedDict):
+    """A customer e-mail of a run (``customer_emails``): claimed, and once delivered, what was sent."""
+
+    email_key: str
+    message_id: str
+    claimed_at: datetime
+    attempts: int
+    sent_at: datetime | None
+    sent: JsonObject | None
+
+
 class RunEventRow(EventRow):
     """An activity event with the run it belongs to (reads over many runs)."""
 
@@ -851,6 +862,42 @@ class Ledger:
             ClosedQuestionRow,
             "SELECT task_id, question, hitl_dag_id, hitl_run_id, hitl_task_id, closed_at, reason"
             " FROM closed_questions WHERE dag_id = %s AND run_id = %s ORDER BY closed_at, id",
+            (dag_id, run_id),
+        )
+
+    # -- customer e-mails: claimed before sending, marked sent after --------------------------------
+    def claim_customer_email(
+        self, dag_id: str, run_id: str, email_key: str, message_id: str
+    ) -> CustomerEmailRow:
+        """The e-mail's row: new with ``message_id``, or the one an earlier try claimed (its Message-ID
+        wins; an unsent one counts one more attempt)."""
+        with self._cursor() as cur:
+            cur.execute(
+                "INSERT INTO customer_emails (dag_id, run_id, email_key, message_id) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (dag_id, run_id, email_key) DO UPDATE SET attempts ="
+                " customer_emails.attempts + CASE WHEN customer_emails.sent_at IS NULL THEN 1 ELSE 0 END"
+                " RETURNING email_key, message_id, claimed_at, attempts, sent_at, sent",
+                (dag_id, run_id, email_key, message_id),
+            )
+            return cast("CustomerEmailRow", cur.fetchone())
+
+    def mark_customer_email_sent(
+        self, dag_id: str, run_id: str, email_key: str, sent: JsonObject, *, at: datetime | None = None
+    ) -> bool:
+        """Keep what the mail server accepted; False if the e-mail was never claimed."""
+        with self._cursor() as cur:
+            cur.execute(
+                "UPDATE customer_emails SET sent = %s, sent_at = COALESCE(%s, now())"
+                " WHERE dag_id = %s AND run_id = %s AND email_key = %s",
+                (Json(sent), at, dag_id, run_id, email_key),
+            )
+            return cur.rowcount == 1
+
+    def customer_emails(self, dag_id: str, run_id: str) -> list[CustomerEmailRow]:
+        return self._rows(
+            CustomerEmailRow,
+            "SELECT email_key, message_id, claimed_at, attempts, sent_at, sent FROM customer_emails"
+            " WHERE dag_id = %s AND run_id = %s ORDER BY claimed_at, email_key",
             (dag_id, run_id),
         )
 

@@ -25,7 +25,8 @@ from managed_upgrade.operations.installation import crm_status, read_version
 from managed_upgrade.sla.calendar import calendar_for
 from managed_upgrade.sla.planned_vs_actual import planned_vs_actual
 from managed_upgrade.verification.report import TestReport
-from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
+from managed_upgrade_airflow.customer_outbox import send_customer_email_once
+from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID, open_ledger
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
@@ -321,7 +322,8 @@ class SendCompletionOperator(BaseOperator):
     only the run's elapsed time since its start is known (the task SDK gives task states, not
     task start and end times, and tasks have no metadata-DB access). A retry or clear after the
     summary was recorded returns it without mailing the customer again; a retry after the e-mail was
-    sent but before the summary was recorded (a crash in between) sends it again.
+    sent but before the summary was recorded (a crash in between) does not send it again either
+    (:mod:`managed_upgrade_airflow.customer_outbox`).
 
     XCom (and ledger ``runs.summary``): ``{customer_id, case_id, dag_id, run_id, target_version,
     completed_at, duration: {source, run_started_at, elapsed_hours, stages?}, environments: {env:
@@ -409,7 +411,15 @@ class SendCompletionOperator(BaseOperator):
                 email = upgrade_complete_email(self.config, settings, outcomes)
             except ValueError as error:
                 raise AirflowFailException(f"{error}; {self.verify_task_id} must pass first") from error
-            sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
+            sent = send_customer_email_once(
+                email,
+                dag_id=ti.dag_id,
+                run_id=ti.run_id,
+                email_key=ti.task_id,
+                ledger_conn_id=self.ledger_conn_id,
+                smtp_conn_id=self.smtp_conn_id,
+                from_email=self.from_email,
+            )
             now = self.clock()
             schedule = planned_vs_actual(
                 self.config.process_model(),

@@ -18,7 +18,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from managed_upgrade.errors import OperationError
 from managed_upgrade.messages.customer_emails import environment_handover_email
 from managed_upgrade.operations.installation import verify_running_version
-from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID, send_customer_email
+from managed_upgrade_airflow.customer_outbox import send_customer_email_once
+from managed_upgrade_airflow.email_sender import DEFAULT_SMTP_CONN_ID
 from managed_upgrade_airflow.hooks.crm_environment import CrmEnvironmentHook
 from managed_upgrade_airflow.ledger_access import LEDGER_CONN_ID
 from managed_upgrade_airflow.run_settings_xcom import REQUEST_CASE_TASK_ID, run_settings_from_xcom
@@ -40,9 +41,10 @@ class HandOverEnvironmentOperator(BaseOperator):
 
     To the customer contacts, cc the consultants and project managers. Fails without sending when
     the environment does not run the target version (no retry: a person must look) or when no test
-    report of the environment exists in the ledger for this run.
+    report of the environment exists in the ledger for this run. A retry or clear after the e-mail
+    went out does not send it again (:mod:`managed_upgrade_airflow.customer_outbox`).
 
-    XCom: ``{environment, version, report: {round, headline}, message_id, subject, to, cc}``.
+    XCom: ``{environment, version, report: {round, headline}, message_id, subject, to, cc, delivery}``.
 
     :param config: the customer config (contacts, environment connection)
     :param environment: ``dev``, ``uat`` or ``prod``
@@ -104,7 +106,15 @@ class HandOverEnvironmentOperator(BaseOperator):
             report=report,
             known_issues=self._known_issues(context),
         )
-        sent = send_customer_email(email, smtp_conn_id=self.smtp_conn_id, from_email=self.from_email)
+        sent = send_customer_email_once(
+            email,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            email_key=ti.task_id,
+            ledger_conn_id=self.ledger_conn_id,
+            smtp_conn_id=self.smtp_conn_id,
+            from_email=self.from_email,
+        )
         self.log.info(
             "Handed over %s (%s, tests round %d: %s): e-mail %s to %s, cc %s",
             self.environment,
@@ -123,6 +133,7 @@ class HandOverEnvironmentOperator(BaseOperator):
             "subject": sent["subject"],
             "to": sent["to"],
             "cc": sent["cc"],
+            "delivery": sent["delivery"],
         }
 
     def _known_issues(self, context: Context) -> str:

@@ -44,19 +44,13 @@ def settings_xcom(config):
 def test_hand_over_sends_the_latest_report_to_the_customer_when_the_target_runs(
     config, isolated_customer, upgrade_installation, ledger_dsn, smtp_sink, settings_xcom, task_context
 ):
-    config, installations = isolated_customer(config, dev="10.2.0")
-    context = task_context(
-        "dev.hand_over_environment",
-        **{
-            REQUEST_CASE_TASK_ID: settings_xcom,
-            "dev.fix_and_retest": {"known_issues": KNOWN_ISSUES},
-        },
-    )
-    run_id = context["ti"].run_id
-    run_environment_tests(config, "dev", round_number=0, baseline=None, dag_id=DAG_ID, run_id=run_id)
-    upgrade_installation(installations["dev"], TARGET)
-    run_environment_tests(
-        config, "dev", round_number=1, baseline=load_baseline(DAG_ID, run_id), dag_id=DAG_ID, run_id=run_id
+    config, context = _handed_over_context(
+        config,
+        isolated_customer,
+        upgrade_installation,
+        settings_xcom,
+        task_context,
+        **{"dev.fix_and_retest": {"known_issues": KNOWN_ISSUES}},
     )
 
     xcom = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
@@ -93,13 +87,8 @@ def test_pre_existing_failures_are_marked_as_such_in_the_hand_over(
         }
     )
     config = config.model_copy(update={"test_cases": (*config.test_cases, extra)})
-    config, installations = isolated_customer(config, dev="10.2.0")
-    context = task_context("dev.hand_over_environment", **{REQUEST_CASE_TASK_ID: settings_xcom})
-    run_id = context["ti"].run_id
-    run_environment_tests(config, "dev", round_number=0, baseline=None, dag_id=DAG_ID, run_id=run_id)
-    upgrade_installation(installations["dev"], TARGET)
-    run_environment_tests(
-        config, "dev", round_number=1, baseline=load_baseline(DAG_ID, run_id), dag_id=DAG_ID, run_id=run_id
+    config, context = _handed_over_context(
+        config, isolated_customer, upgrade_installation, settings_xcom, task_context
     )
 
     xcom = HandOverEnvironmentOperator(config=config, **HAND_OVER).execute(context)
@@ -151,10 +140,12 @@ def test_hand_over_without_run_settings_fails_clearly(config, ledger_dsn, smtp_s
         operator.execute(task_context("uat.hand_over_environment"))
 
 
-def _handed_over_context(config, isolated_customer, upgrade_installation, settings_xcom, task_context):
+def _handed_over_context(
+    config, isolated_customer, upgrade_installation, settings_xcom, task_context, **xcoms
+):
     """Dev upgraded to the target with its baseline and sanity round: ready to be handed over."""
     config, installations = isolated_customer(config, dev="10.2.0")
-    context = task_context("dev.hand_over_environment", **{REQUEST_CASE_TASK_ID: settings_xcom})
+    context = task_context("dev.hand_over_environment", **{REQUEST_CASE_TASK_ID: settings_xcom, **xcoms})
     run_id = context["ti"].run_id
     run_environment_tests(config, "dev", round_number=0, baseline=None, dag_id=DAG_ID, run_id=run_id)
     upgrade_installation(installations["dev"], TARGET)
